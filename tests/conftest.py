@@ -1,0 +1,5 @@
+"""Shared fixtures live in tests/support/*; each module owns one real server."""
+pytest_plugins = [
+    "tests.support.s3",
+    "tests.support.k8s",
+]

@@ -1,0 +1,204 @@
+"""The op contract: a frozen pydantic model per op, one verb over an Arrow table.
+
+The recipe's args become the model's fields, so a misspelt parameter is an error
+that names the key, and `params()` feeds the checkpoint key. Ops do no I/O, no
+logging and hold no globals; an op that cannot process a batch raises, and the
+partition is retried. Nothing is dropped silently."""
+from __future__ import annotations
+
+import difflib
+from typing import Any, ClassVar, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import RecipeError
+
+STATS_COLUMN = "__dj__stats__"
+
+_REGISTRY: dict[str, type["Op"]] = {}
+
+# Ops that exist in DataJuicer but need a downloaded model; we refuse them at
+# validation time instead of failing mid-run.
+MODEL_OPS = {
+    "language_id_score_filter": "a fastText language-id model (lid.176.bin)",
+    "perplexity_filter": "a KenLM language model and a SentencePiece tokenizer",
+    "token_num_filter": "a Hugging Face tokenizer",
+    "text_action_filter": "a spaCy model",
+    "text_entity_dependency_filter": "a spaCy model",
+    "sentence_split_mapper": "an NLTK punkt model",
+    "chinese_convert_mapper": "OpenCC conversion tables",
+}
+
+
+def register(name: str):
+    """Class decorator: make an op available to recipes under DataJuicer's name."""
+
+    def wrap(cls: type[Op]) -> type[Op]:
+        cls.op_name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def registered_ops() -> dict[str, type["Op"]]:
+    from . import _load_all  # noqa: F401  (importing the families registers them)
+
+    return dict(_REGISTRY)
+
+
+class Op(BaseModel):
+    """Base of every op. DataJuicer's base kwargs are accepted so recipes run unchanged."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    op_name: ClassVar[str] = ""
+
+    text_key: str = "text"
+    # DataJuicer executor knobs: accepted for compatibility, not part of the semantics.
+    batch_size: Optional[int] = None
+    num_proc: Optional[int] = None
+    skip_op_error: Optional[bool] = None
+    accelerator: Optional[str] = None
+    cpu_required: Optional[float] = None
+    mem_required: Optional[Any] = None
+
+    _EXECUTION_KNOBS: ClassVar[frozenset[str]] = frozenset(
+        {"batch_size", "num_proc", "skip_op_error", "accelerator", "cpu_required", "mem_required"}
+    )
+
+    def params(self) -> dict[str, Any]:
+        """The args that decide this op's output (checkpoint keys hash these)."""
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in self._EXECUTION_KNOBS}
+
+    def process(self, table: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    def texts(self, table: pa.Table) -> pa.ChunkedArray:
+        if self.text_key not in table.column_names:
+            raise KeyError(f"{self.op_name}: input has no text column {self.text_key!r}")
+        return table.column(self.text_key)
+
+
+class Mapper(Op):
+    """Rewrites the text column; subclasses give either map_text or map_column."""
+
+    def map_text(self, text: str) -> str:
+        raise NotImplementedError
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        return pa.array([None if t is None else self.map_text(t) for t in texts.to_pylist()], pa.string())
+
+    def process(self, table: pa.Table) -> pa.Table:
+        column = self.map_column(self.texts(table))
+        index = table.column_names.index(self.text_key)
+        return table.set_column(index, self.text_key, column)
+
+
+class Filter(Op):
+    """Computes per-row stats into __dj__stats__, then keeps rows by the shared keep rule."""
+
+    min_closed_interval: bool = True
+    max_closed_interval: bool = True
+    reversed_range: bool = False
+
+    def compute_stats(self, table: pa.Table) -> dict[str, pa.Array]:
+        """Stat columns under DataJuicer's stat keys (e.g. text_len), one value per row."""
+        return {}
+
+    def keep(self, table: pa.Table, stats: dict[str, pa.Array]) -> pa.Array:
+        raise NotImplementedError
+
+    def in_range(self, values: pa.Array, lo: Optional[float], hi: Optional[float]) -> pa.Array:
+        """DataJuicer's keep rule (dj-ops.md §0.2): reversed flips closedness, then negates."""
+        lo_closed, hi_closed = self.min_closed_interval, self.max_closed_interval
+        if self.reversed_range:
+            lo_closed, hi_closed = not lo_closed, not hi_closed
+        ok = pa.array([True] * len(values), pa.bool_())
+        if lo is not None:
+            ok = pc.and_(ok, (pc.greater_equal if lo_closed else pc.greater)(values, lo))
+        if hi is not None:
+            ok = pc.and_(ok, (pc.less_equal if hi_closed else pc.less)(values, hi))
+        return pc.invert(ok) if self.reversed_range else ok
+
+    def process(self, table: pa.Table) -> pa.Table:
+        stats = self.compute_stats(table)
+        if stats:
+            table = merge_stats(table, stats)
+        mask = self.keep(table, stats)
+        return table.filter(pc.fill_null(mask, False))
+
+
+class Deduplicator(Op):
+    """Global op: rows are hashed per partition, one global step picks the survivors.
+
+    `hash_column` names DataJuicer's hash column; `hashes` computes it for a table;
+    `duplicates` takes every partition's hashes in input order and returns, per
+    partition, the row positions to drop. The first member of a group survives."""
+
+    hash_column: ClassVar[str] = "__dj__hash"
+
+    def hashes(self, table: pa.Table) -> pa.Array:
+        raise NotImplementedError
+
+    def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def process(self, table: pa.Table) -> pa.Table:
+        """Dedup within one table (what DataJuicer does on a whole dataset)."""
+        drop = set(self.duplicates([self.hashes(table)])[0])
+        keep = [i not in drop for i in range(table.num_rows)]
+        return table.filter(pa.array(keep, pa.bool_()))
+
+
+def merge_stats(table: pa.Table, stats: dict[str, pa.Array]) -> pa.Table:
+    """Add stat fields to the __dj__stats__ struct column, keeping fields already there."""
+    fields: dict[str, pa.Array] = {}
+    if STATS_COLUMN in table.column_names:
+        old = table.column(STATS_COLUMN).combine_chunks()
+        for i, field in enumerate(old.type):
+            fields[field.name] = old.field(i)
+    for key, values in stats.items():
+        fields.setdefault(key, values)  # DJ trusts a stat already present (dj-ops.md §0.1)
+    struct = pa.StructArray.from_arrays(list(fields.values()), names=list(fields.keys()))
+    if STATS_COLUMN in table.column_names:
+        return table.set_column(table.column_names.index(STATS_COLUMN), STATS_COLUMN, struct)
+    return table.append_column(STATS_COLUMN, struct)
+
+
+def build_op(name: str, args: dict[str, Any] | None, where: str) -> Op:
+    """Instantiate a recipe entry, or raise RecipeError naming the entry and the fix."""
+    ops = registered_ops()
+    if name not in ops:
+        if name in MODEL_OPS:
+            raise RecipeError(
+                f"{where}: op {name!r} needs {MODEL_OPS[name]}, which this engine does not download; "
+                "remove it from the recipe or install py-data-juicer and its model"
+            )
+        from .dj_adapter import resolve_datajuicer_op
+
+        adapted = resolve_datajuicer_op(name, args or {}, where)
+        if adapted is not None:
+            return adapted
+        hint = difflib.get_close_matches(name, ops, n=1)
+        tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise RecipeError(f"{where}: unknown op {name!r}{tip}; see `dj-process --list-ops`")
+    cls = ops[name]
+    try:
+        return cls(**(args or {}))
+    except ValidationError as err:
+        raise RecipeError(f"{where}.{name}: {describe_validation(err, cls.model_fields)}") from None
+
+
+def describe_validation(err: ValidationError, known: dict[str, Any]) -> str:
+    parts = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            hint = difflib.get_close_matches(str(e["loc"][-1]), list(known), n=1)
+            tip = f" (did you mean {hint[0]!r}?)" if hint else ""
+            parts.append(f"unknown parameter {key!r}{tip}")
+        else:
+            parts.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "; ".join(parts)
