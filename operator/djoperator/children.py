@@ -1,0 +1,254 @@
+"""What a DataJuicerJob should own, as plain manifests.                           [pure]
+
+recipe ConfigMap (inline recipes) -> state PVC (event log + work dir, on fast storage)
+-> RayCluster (ray executors only) -> driver Pod (one per attempt, runs `dj-process`).
+
+The driver always gets the same --job_id, so attempt n+1 resumes from the checkpoints
+attempt n left in object storage, and the same state volume, so it finds its events."""
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import yaml
+
+from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION, Job
+from .settings import Settings
+
+RECIPE_MOUNT = "/dj/recipe"
+RECIPE_FILE = "recipe.yaml"
+STATE_MOUNT = "/dj/state"
+EVENTS_DIR = f"{STATE_MOUNT}/events"
+WORK_DIR = f"{STATE_MOUNT}/work"
+
+LABEL_JOB = "datajuicer.io/job"
+LABEL_JOB_UID = "datajuicer.io/job-uid"
+LABEL_COMPONENT = "datajuicer.io/component"
+LABEL_ATTEMPT = "datajuicer.io/attempt"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/name": "datajuicer"}
+
+RAY_GCS_PORT = 6379
+BASE_MAX = 40  # leaves room for "-driver-<attempt>" (63) and KubeRay's suffixes on "-ray" (53)
+
+
+@dataclass(frozen=True)
+class ChildNames:
+    base: str  # also the value of the datajuicer.io/job label
+    driver: str
+    ray: str
+    recipe: str
+    state: str
+
+
+def names(job_name: str, attempt: int) -> ChildNames:
+    """Every child's name, from the CR name and the attempt only (so reconciles agree).
+
+    A name that is too long, or not a DNS-1035 label (dots, leading digit; KubeRay
+    derives Service names from the RayCluster's), is shortened and gets a hash of the
+    original, so two CRs never share children."""
+    base = re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")
+    if not base[:1].isalpha():
+        base = f"dj-{base}"
+    if base != job_name or len(base) > BASE_MAX:
+        digest = hashlib.sha256(job_name.encode()).hexdigest()[:8]
+        base = f"{base[:BASE_MAX - 9].rstrip('-')}-{digest}"
+    return ChildNames(
+        base=base,
+        driver=f"{base}-driver-{attempt}",
+        ray=f"{base}-ray",
+        recipe=f"{base}-recipe",
+        state=f"{base}-state",
+    )
+
+
+def labels(job: Job, component: str) -> dict[str, str]:
+    return {
+        **MANAGED_BY,
+        LABEL_JOB: names(job.name, 0).base,
+        LABEL_JOB_UID: job.uid,
+        LABEL_COMPONENT: component,
+    }
+
+
+def owner_reference(job: Job) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "name": job.name, "uid": job.uid,
+            "controller": True, "blockOwnerDeletion": True}
+
+
+def metadata(job: Job, name: str, component: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"name": name, "namespace": job.namespace, "labels": {**labels(job, component), **(extra_labels or {})},
+            "ownerReferences": [owner_reference(job)]}
+
+
+def recipe_config_map(job: Job) -> Optional[dict[str, Any]]:
+    """The inline recipe as a file; None when the user brings their own ConfigMap."""
+    if job.spec.recipe is None:
+        return None
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": metadata(job, names(job.name, 0).recipe, "recipe"),
+        "data": {RECIPE_FILE: yaml.safe_dump(job.spec.recipe, sort_keys=False)},
+    }
+
+
+def state_pvc(job: Job) -> Optional[dict[str, Any]]:
+    """The operator-created fast volume; None for an existing claim or emptyDir."""
+    log = job.spec.event_log
+    if log.claim_name or log.empty_dir:
+        return None
+    spec: dict[str, Any] = {"accessModes": list(log.access_modes), "resources": {"requests": {"storage": log.size}}}
+    if log.storage_class_name:
+        spec["storageClassName"] = log.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": metadata(job, names(job.name, 0).state, "state"), "spec": spec}
+
+
+def storage_env(job: Job) -> list[dict[str, Any]]:
+    """The standard AWS variables: endpoint and region as values, credentials by Secret reference."""
+    s3 = job.spec.storage.s3
+    env: list[dict[str, Any]] = []
+    if s3.endpoint_url:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": s3.endpoint_url})
+    if s3.region:
+        env.append({"name": "AWS_DEFAULT_REGION", "value": s3.region})
+    if s3.secret_ref:
+        for var, key in (("AWS_ACCESS_KEY_ID", s3.secret_ref.access_key_id_key),
+                         ("AWS_SECRET_ACCESS_KEY", s3.secret_ref.secret_access_key_key)):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": s3.secret_ref.name, "key": key}}})
+    return env
+
+
+def image(job: Job, settings: Settings) -> str:
+    return job.spec.image or settings.image
+
+
+def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
+    """A KubeRay RayCluster (ray.io/v1) for the ray executors; None for executor `default`."""
+    if not job.spec.is_ray:
+        return None
+    ray = job.spec.ray
+    ray_image = ray.image or image(job, settings)
+    env = storage_env(job)
+
+    def template(container: str, resources: dict[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
+        c: dict[str, Any] = {"name": container, "image": ray_image, "env": env}
+        if resources:
+            c["resources"] = resources
+        if ports:
+            c["ports"] = ports
+        return {"metadata": {"labels": labels(job, "ray")}, "spec": {"containers": [c]}}
+
+    head_ports = [{"name": "gcs", "containerPort": RAY_GCS_PORT}, {"name": "dashboard", "containerPort": 8265},
+                  {"name": "client", "containerPort": 10001}]
+    workers = []
+    for group in ray.worker_groups:
+        low = group.replicas if group.min_replicas is None else group.min_replicas
+        high = max(group.replicas, low) if group.max_replicas is None else group.max_replicas
+        workers.append({
+            "groupName": group.name, "replicas": group.replicas, "minReplicas": low, "maxReplicas": high,
+            "rayStartParams": dict(group.ray_start_params),
+            "template": template("ray-worker", group.resources, []),
+        })
+    return {
+        "apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster",
+        "metadata": metadata(job, names(job.name, 0).ray, "ray"),
+        "spec": {
+            "rayVersion": ray.ray_version,
+            "headGroupSpec": {
+                "rayStartParams": {"dashboard-host": "0.0.0.0", **ray.head.ray_start_params},
+                "template": template("ray-head", ray.head.resources, head_ports),
+            },
+            "workerGroupSpecs": workers,
+        },
+    }
+
+
+def ray_address(job: Job) -> str:
+    """The GCS address of the job's cluster, through the head Service KubeRay creates."""
+    return f"{names(job.name, 0).ray}-head-svc.{job.namespace}.svc.cluster.local:{RAY_GCS_PORT}"
+
+
+def driver_args(job: Job, settings: Settings) -> list[str]:
+    """dj-process flags: paths on the mounted volumes, then the spec's overrides, in a fixed order."""
+    spec = job.spec
+    args = ["--config", f"{RECIPE_MOUNT}/{RECIPE_FILE}", "--job_id", job.job_id,
+            "--progress-port", str(settings.progress_port), "--event_log_dir", EVENTS_DIR,
+            "--work_dir", spec.work_dir or WORK_DIR, "--executor_type", spec.executor_type]
+    for flag, value in (("--dataset_path", spec.dataset_path), ("--export_path", spec.export_path),
+                        ("--checkpoint_dir", spec.checkpoint_dir)):
+        if value:
+            args += [flag, value]
+    cp = spec.checkpoint
+    if cp.strategy:
+        args += ["--checkpoint.strategy", cp.strategy]
+    if cp.n_ops is not None:
+        args += ["--checkpoint.n_ops", str(cp.n_ops)]
+    if cp.op_names:
+        args += ["--checkpoint.op_names", ",".join(cp.op_names)]
+    for key in sorted(spec.overrides):
+        args += [f"--{key}", spec.overrides[key]]
+    return args
+
+
+def state_volume(job: Job) -> dict[str, Any]:
+    log = job.spec.event_log
+    if log.empty_dir:
+        return {"name": "state", "emptyDir": {}}
+    return {"name": "state", "persistentVolumeClaim": {"claimName": log.claim_name or names(job.name, 0).state}}
+
+
+def recipe_volume(job: Job) -> dict[str, Any]:
+    ref = job.spec.recipe_config_map
+    cm_name, key = (ref.name, ref.key) if ref else (names(job.name, 0).recipe, RECIPE_FILE)
+    return {"name": "recipe", "configMap": {"name": cm_name, "items": [{"key": key, "path": RECIPE_FILE}]}}
+
+
+def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
+    """The driver of one attempt. restartPolicy Never: the operator, not the kubelet,
+    decides on retries, because only it knows which exit codes are worth retrying."""
+    spec = job.spec
+    env = storage_env(job)
+    if spec.is_ray:
+        env.append({"name": "RAY_ADDRESS", "value": ray_address(job)})
+    env += [dict(e) for e in spec.driver.env]
+    container: dict[str, Any] = {
+        "name": "driver",
+        "image": image(job, settings),
+        "command": list(settings.driver_command),
+        "args": driver_args(job, settings),
+        "env": env,
+        "ports": [{"name": "progress", "containerPort": settings.progress_port}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "progress"}, "periodSeconds": 10},
+        "volumeMounts": [{"name": "recipe", "mountPath": RECIPE_MOUNT, "readOnly": True},
+                         {"name": "state", "mountPath": STATE_MOUNT}],
+    }
+    if spec.driver.resources:
+        container["resources"] = spec.driver.resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": spec.driver.termination_grace_period_seconds,
+        "containers": [container],
+        "volumes": [recipe_volume(job), state_volume(job)],
+    }
+    if spec.driver.service_account_name:
+        pod_spec["serviceAccountName"] = spec.driver.service_account_name
+    if spec.driver.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.driver.node_selector)
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": metadata(job, names(job.name, attempt).driver, "driver", {LABEL_ATTEMPT: str(attempt)}),
+            "spec": pod_spec}
+
+
+def desired_children(job: Job, attempt: int, settings: Settings) -> list[dict[str, Any]]:
+    """Everything the job owns while it runs, in creation order (the pod mounts the others)."""
+    found = [recipe_config_map(job), state_pvc(job), ray_cluster(job, settings), driver_pod(job, attempt, settings)]
+    return [child for child in found if child is not None]
+
+
+def ref(manifest: dict[str, Any]) -> dict[str, str]:
+    """The identity of a child, enough to get or delete it."""
+    meta = manifest["metadata"]
+    return {"apiVersion": manifest["apiVersion"], "kind": manifest["kind"],
+            "namespace": meta["namespace"], "name": meta["name"]}

@@ -1,0 +1,215 @@
+"""The DataJuicerJob resource: its spec and status as pydantic models.            [pure]
+
+The CRD's OpenAPI schema (crds/datajuicer.io_datajuicerjobs.yaml) rejects wrong
+types at `kubectl apply`; these models add the cross-field rules a v1.20 schema
+cannot express (no CEL), and give the rest of the operator typed access. A spec
+that fails here sets the job `Failed` with reason `InvalidSpec`."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "datajuicer.io"
+VERSION = "v1alpha1"
+PLURAL = "datajuicerjobs"
+KIND = "DataJuicerJob"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
+
+JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+EXECUTORS = ("default", "ray", "ray_partitioned")
+STRATEGIES = ("every_op", "every_partition", "every_n_ops", "manual", "disabled")
+
+
+class SpecError(ValueError):
+    """The spec cannot be run as written; str(err) names the field and the fix."""
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class RecipeConfigMapRef(Model):
+    name: str
+    key: str = "recipe.yaml"
+
+
+class S3SecretRef(Model):
+    """A Secret holding the S3 credentials; only its name ever appears in status or events."""
+
+    name: str
+    access_key_id_key: str = "AWS_ACCESS_KEY_ID"
+    secret_access_key_key: str = "AWS_SECRET_ACCESS_KEY"
+
+
+class S3Spec(Model):
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    secret_ref: Optional[S3SecretRef] = None
+
+
+class StorageSpec(Model):
+    s3: S3Spec = Field(default_factory=S3Spec)
+
+
+class EventLogSpec(Model):
+    """The fast volume for the event log and work dir: it must outlive driver attempts,
+    because a resumed run reads the events the stopped one wrote."""
+
+    claim_name: Optional[str] = None  # an existing PVC; otherwise the operator creates one
+    storage_class_name: Optional[str] = None
+    size: str = "1Gi"
+    access_modes: list[str] = Field(default_factory=lambda: ["ReadWriteOnce"])
+    empty_dir: bool = False  # scratch only: events are lost between attempts
+    retain: bool = False  # keep the operator-created PVC after the job is deleted
+
+
+class CheckpointSpec(Model):
+    strategy: Optional[Literal[STRATEGIES]] = None  # type: ignore[valid-type]
+    n_ops: Optional[int] = Field(None, ge=1)
+    op_names: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _strategy_arguments(self) -> "CheckpointSpec":
+        if self.strategy == "manual" and not self.op_names:
+            raise ValueError("checkpoint.strategy 'manual' needs checkpoint.opNames (the ops to checkpoint after)")
+        return self
+
+
+class HeadSpec(Model):
+    resources: dict[str, Any] = Field(default_factory=dict)
+    ray_start_params: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkerGroupSpec(Model):
+    name: str = "workers"
+    replicas: int = Field(1, ge=0)
+    min_replicas: Optional[int] = Field(None, ge=0)
+    max_replicas: Optional[int] = Field(None, ge=0)
+    resources: dict[str, Any] = Field(default_factory=dict)
+    ray_start_params: dict[str, str] = Field(default_factory=dict)
+
+
+class RaySpec(Model):
+    ray_version: str = "2.60.0"
+    image: Optional[str] = None
+    head: HeadSpec = Field(default_factory=HeadSpec)
+    worker_groups: list[WorkerGroupSpec] = Field(default_factory=lambda: [WorkerGroupSpec()])
+    ready_timeout_seconds: int = Field(600, ge=1)
+    keep_after_finish: bool = False
+
+
+class DriverSpec(Model):
+    resources: dict[str, Any] = Field(default_factory=dict)
+    env: list[dict[str, Any]] = Field(default_factory=list)
+    service_account_name: Optional[str] = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    termination_grace_period_seconds: int = Field(60, ge=0)
+
+
+class JobSpec(Model):
+    """What the user asks for. Everything but `stop` applies from the next driver attempt."""
+
+    image: Optional[str] = None
+    job_id: Optional[str] = None
+    executor_type: Literal[EXECUTORS] = "ray_partitioned"  # type: ignore[valid-type]
+    recipe: Optional[dict[str, Any]] = None
+    recipe_config_map: Optional[RecipeConfigMapRef] = None
+    dataset_path: Optional[str] = None
+    export_path: Optional[str] = None
+    checkpoint_dir: Optional[str] = None
+    work_dir: Optional[str] = None
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    overrides: dict[str, str] = Field(default_factory=dict)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    event_log: EventLogSpec = Field(default_factory=EventLogSpec)
+    ray: RaySpec = Field(default_factory=RaySpec)
+    driver: DriverSpec = Field(default_factory=DriverSpec)
+    backoff_limit: int = Field(3, ge=0)
+    stop: bool = False
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> "JobSpec":
+        if (self.recipe is None) == (self.recipe_config_map is None):
+            raise ValueError("set exactly one of spec.recipe (inline) or spec.recipeConfigMap (name, key)")
+        if self.recipe is not None and not isinstance(self.recipe.get("process"), list):
+            raise ValueError("spec.recipe.process must be a list of ops, e.g. [{text_length_filter: {min_len: 10}}]")
+        if self.job_id is not None and not JOB_ID_PATTERN.match(self.job_id):
+            raise ValueError(f"spec.jobId {self.job_id!r} must match {JOB_ID_PATTERN.pattern}")
+        for key in self.overrides:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+                raise ValueError(f"spec.overrides key {key!r} must be a dotted recipe key like 'partition.size'")
+        if self.event_log.claim_name and self.event_log.empty_dir:
+            raise ValueError("spec.eventLog: set claimName or emptyDir, not both")
+        return self
+
+    @property
+    def is_ray(self) -> bool:
+        return self.executor_type in ("ray", "ray_partitioned")
+
+
+def parse_spec(raw: dict[str, Any] | None) -> JobSpec:
+    """The spec as a model, or SpecError whose message names each bad field."""
+    try:
+        return JobSpec.model_validate(dict(raw or {}))
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            problems.append(f"spec.{where}: {e['msg']}" if where else e["msg"].removeprefix("Value error, "))
+        raise SpecError("; ".join(problems)) from None
+
+
+class Status(BaseModel):
+    """The CR's status: the operator's only memory between reconciles (it is the sole writer)."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    phase: Optional[str] = None  # Pending | Running | Stopping | Stopped | Succeeded | Failed
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    job_id: Optional[str] = None
+    attempt: int = 0  # driver attempt; child pod names end with it
+    failures: int = 0  # failed attempts counted against spec.backoffLimit
+    driver_pod: Optional[str] = None
+    ray_cluster: Optional[str] = None
+    exit_code: Optional[int] = None
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+    next_attempt_after: Optional[str] = None
+    waiting_since: Optional[str] = None
+    last_transition_time: Optional[str] = None
+    observed_generation: Optional[int] = None
+    progress: Optional[dict[str, Any]] = None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+def parse_status(raw: dict[str, Any] | None) -> Status:
+    """Tolerant: a hand-edited or foreign status never blocks reconciliation."""
+    try:
+        return Status.model_validate(dict(raw or {}))
+    except ValidationError:
+        return Status()
+
+
+@dataclass(frozen=True)
+class Job:
+    """A DataJuicerJob as the builders see it: identity plus a valid spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: JobSpec
+
+    @property
+    def job_id(self) -> str:
+        """The engine's job id: stable across attempts (so resume finds the checkpoints),
+        new for a re-created CR unless spec.jobId pins it."""
+        return self.spec.job_id or f"{self.name[:119]}-{self.uid[:8]}"

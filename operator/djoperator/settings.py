@@ -1,0 +1,82 @@
+"""The operator's settings: read once from flags and env in main, then passed down.     [pure]"""
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "DJ_OPERATOR_"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespaces: tuple[str, ...] = ()  # empty: every namespace
+    liveness: Optional[str] = "http://0.0.0.0:8080/healthz"
+    peering: Optional[str] = None  # None: standalone, the default for a single replica
+    interval: float = Field(10.0, gt=0)  # seconds between reconciles of an active job
+    image: str = "datajuicer-ft:0.1.0"  # the driver and Ray image when spec.image is unset
+    driver_command: tuple[str, ...] = ("dj-process",)
+    progress_port: int = 8000
+    progress_timeout: float = Field(2.0, gt=0)
+    retry_base_seconds: float = Field(10.0, ge=0)  # backoff before attempt n+1: base * 2**(failures-1)
+    retry_max_seconds: float = Field(300.0, ge=0)
+    # Where to reach a driver's /progress when pod IPs are not routable from the operator
+    # (an operator run outside the cluster, or the test node agent): a pod annotation whose
+    # value is a base URL. Unset (the default) means http://<podIP>:<progress port>.
+    progress_endpoint_annotation: Optional[str] = None
+    verbose: bool = False
+
+
+def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from flags, falling back to DJ_OPERATOR_* env vars, then the defaults."""
+    env = os.environ if env is None else env
+    defaults = Settings()
+
+    def from_env(name: str, default: object) -> object:
+        return env.get(ENV_PREFIX + name.upper(), default)
+
+    p = argparse.ArgumentParser(prog="dj-operator", description="Reconciles DataJuicerJob resources.")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", dest="namespaces",
+                       help="watch only this namespace (repeatable); env DJ_OPERATOR_NAMESPACES=a,b")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    p.add_argument("--liveness", default=from_env("liveness", defaults.liveness),
+                   help="liveness endpoint URL, '' to disable (default %(default)s)")
+    p.add_argument("--peering", default=from_env("peering", defaults.peering) or None,
+                   help="kopf peering object name for multi-replica HA (default: standalone)")
+    p.add_argument("--interval", type=float, default=from_env("interval", defaults.interval),
+                   help="seconds between reconciles of an active job")
+    p.add_argument("--image", default=from_env("image", defaults.image),
+                   help="driver and Ray image when a job sets no spec.image")
+    p.add_argument("--progress-timeout", type=float, default=from_env("progress_timeout", defaults.progress_timeout))
+    p.add_argument("--retry-base-seconds", type=float,
+                   default=from_env("retry_base_seconds", defaults.retry_base_seconds))
+    p.add_argument("--retry-max-seconds", type=float,
+                   default=from_env("retry_max_seconds", defaults.retry_max_seconds))
+    p.add_argument("--progress-endpoint-annotation",
+                   default=from_env("progress_endpoint_annotation", None) or None,
+                   help="read each driver's progress URL from this pod annotation (out-of-cluster runs)")
+    p.add_argument("--verbose", "-v", action="store_true", default=bool(from_env("verbose", "")))
+    args = p.parse_args(argv)
+
+    namespaces: tuple[str, ...] = ()
+    if args.namespaces:
+        namespaces = tuple(args.namespaces)
+    elif not args.all_namespaces and env.get(ENV_PREFIX + "NAMESPACES"):
+        namespaces = tuple(n.strip() for n in env[ENV_PREFIX + "NAMESPACES"].split(",") if n.strip())
+    return Settings(
+        namespaces=namespaces,
+        liveness=args.liveness or None,
+        peering=args.peering,
+        interval=args.interval,
+        image=args.image,
+        progress_timeout=args.progress_timeout,
+        retry_base_seconds=args.retry_base_seconds,
+        retry_max_seconds=args.retry_max_seconds,
+        progress_endpoint_annotation=args.progress_endpoint_annotation,
+        verbose=args.verbose,
+    )

@@ -1,0 +1,41 @@
+"""Tiny builders for the operator's core tests: a spec, an observation, a pod."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from djoperator.crd import Status, parse_spec
+from djoperator.settings import Settings
+from djoperator.status import ClusterState, Observed, PodState
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+UID = "0123abcd-0000-4000-8000-000000000000"
+SETTINGS = Settings(retry_base_seconds=0, interval=1)
+
+RECIPE = {"dataset_path": "s3://bucket/in.jsonl", "process": [{"whitespace_normalization_mapper": {}}]}
+
+
+def spec(**overrides: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {"executorType": "default", "recipe": RECIPE}
+    raw.update(overrides)
+    return raw
+
+
+def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None, stop: bool = False,
+             pods: tuple[PodState, ...] = (), cluster: ClusterState | None = None,
+             present: frozenset[tuple[str, str]] | None = None, progress: dict[str, Any] | None = None,
+             now: datetime = NOW, **status: Any) -> Observed:
+    raw = dict(raw_spec or spec())
+    if stop:
+        raw["stop"] = True
+    parsed = parse_spec(raw)
+    if present is None:
+        present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+    return Observed(name="demo", namespace="ns", uid=UID, now=now, spec=parsed,
+                    status=Status(phase=phase, **status), pods=pods, cluster=cluster, present=present,
+                    progress=progress)
+
+
+def pod(phase: str, attempt: int = 1, exit_code: int | None = None, deleting: bool = False) -> PodState:
+    return PodState(name=f"demo-driver-{attempt}", attempt=attempt, phase=phase, exit_code=exit_code,
+                    deleting=deleting)

@@ -1,0 +1,63 @@
+"""dj-process: run (or resume) a recipe. Parse -> call the library -> report.
+
+Exit codes: 0 completed, 1 unexpected error, 2 invalid recipe, 3 bad input,
+4 job locked by a live run, 5 storage unavailable, 6 partitions failed after
+retries, 130 stopped on request (resume with the same --job_id)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional
+
+from loguru import logger
+
+from ..config import load_recipe, parse_overrides
+from ..errors import DJError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dj-process", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="recipe YAML (DataJuicer shape)")
+    p.add_argument("--job_id", "--job-id", dest="job_id", help="job id; an existing job id resumes that job")
+    p.add_argument("--progress-port", type=int, help="serve live progress JSON on this port")
+    p.add_argument("--list-ops", action="store_true", help="list the available ops and exit")
+    p.add_argument("--cleanup", action="store_true",
+                   help="apply intermediate_storage.max_retention_days to old jobs in work_dir and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    return p
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args, rest = parser().parse_known_args(argv)
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING" if args.quiet else "INFO", format="{time:HH:mm:ss} | {level: <7} | {message}",
+               filter=lambda record: "dj_job" not in record["extra"])  # events.log has those
+    try:
+        if args.list_ops:
+            from ..ops import registered_ops
+            for name, cls in sorted(registered_ops().items()):
+                print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+            return 0
+        recipe = load_recipe(args.config, parse_overrides(rest))
+        if args.cleanup:
+            from ..retention import cleanup_old_jobs
+            from ..storage import Storage, StorageOptions
+            days = recipe.intermediate_storage.max_retention_days or 0
+            removed = cleanup_old_jobs(Storage(StorageOptions.from_recipe(recipe)), recipe.work_dir, days, recipe)
+            print(f"removed intermediate data of {len(removed)} directories older than {days} days")
+            return 0
+        from ..display import run_with_display
+        outcome = run_with_display(recipe, args.job_id, args.config, args.progress_port, quiet=args.quiet)
+    except DJError as err:
+        logger.error("{}: {}", type(err).__name__, err)
+        return err.exit_code
+    if outcome.status == "completed":
+        out = outcome.export["path"] if outcome.export else "(no export_path)"
+        print(f"job {outcome.job_id} completed: {outcome.export['rows'] if outcome.export else 0} rows -> {out}")
+    else:
+        print(f"job {outcome.job_id} {outcome.status}: {outcome.error}", file=sys.stderr)
+    return outcome.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

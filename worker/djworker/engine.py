@@ -1,0 +1,362 @@
+"""The driver: plan, schedule partitions with retries, export, account — and survive stops.
+
+`run_job` is the library entry point behind `dj-process`. It holds the job lock,
+writes every event, keeps job_summary.json current, and always ends the job with
+exactly one of JOB_COMPLETE, JOB_FAILED or JOB_STOPPED."""
+from __future__ import annotations
+
+import heapq
+import random
+import signal
+import threading
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import orjson
+from loguru import logger
+
+from . import retention
+from .checkpoint import checkpoint_key
+from .config import Recipe, build_ops
+from .errors import DJError, JobStopped, PartitionFailed
+from .events import EventLog, EventType, read_events
+from .executors import make_executor
+from .export import export, export_format
+from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
+                   resumption_command, write_summary)
+from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
+from .progress import compact, progress
+from .run import PartitionInterrupted, PartitionResult, PartitionTask, is_done, result_store
+from .storage import Storage, StorageOptions
+
+
+def backoff_delay(kind: str, attempt: int, base: float, cap: float, jitter: float, rng: random.Random) -> float:
+    """Delay before retry number `attempt` (1-based): exponential, linear or fixed, with +-jitter."""
+    raw = {"exponential": base * 2 ** (attempt - 1), "linear": base * attempt, "fixed": base}[kind]
+    return max(0.0, min(raw, cap) * (1 + rng.uniform(-jitter, jitter)))
+
+
+@dataclass
+class JobOutcome:
+    job_id: str
+    status: str
+    paths: JobPaths
+    export: Optional[dict[str, Any]] = None
+    error: Optional[str] = None
+    exit_code: int = 0
+
+
+@dataclass
+class Driver:
+    recipe: Recipe
+    job_id: str
+    config_path: Optional[str] = None
+    progress_port: Optional[int] = None
+    on_event: Optional[Callable[[dict], None]] = None
+    storage: Storage = field(init=False)
+    paths: JobPaths = field(init=False)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.storage = Storage(StorageOptions.from_recipe(self.recipe))
+        self.paths = JobPaths.of(self.recipe, self.job_id)
+        self.events_seen: list[dict[str, Any]] = []
+        self.plan: Optional[Plan] = None
+        self.summary: dict[str, Any] = {}
+
+    # ---- bookkeeping ------------------------------------------------------
+    def _record(self, event: dict[str, Any]) -> None:
+        self.events_seen.append(event)
+        if self.on_event:
+            self.on_event(event)
+
+    def live_progress(self) -> dict[str, Any]:
+        plan = self.plan.model_dump() if self.plan else None
+        return progress(list(self.events_seen), plan, time.time())
+
+    def _update_summary(self, **fields: Any) -> None:
+        self.summary.update(fields)
+        write_summary(self.storage, self.paths, self.summary)
+
+    # ---- the job ----------------------------------------------------------
+    def run(self) -> JobOutcome:
+        ops = build_ops(self.recipe)
+        self.storage.makedirs(self.paths.job_dir)
+        previous = read_summary(self.storage, self.paths)
+        lock = JobLock(self.storage, self.paths)
+        lock.acquire()
+        log = EventLog(self.paths.event_dir, self.job_id, self.recipe.event_logging.max_log_size_mb,
+                       self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled)
+        log.listeners.append(self._record)
+        if previous:  # fold the earlier runs in, so live progress knows what is done
+            self.events_seen.extend(read_events(self.paths.event_dir))
+        self.log = log
+        server = self._serve_progress()
+        outcome = JobOutcome(self.job_id, "failed", self.paths)
+        old_handlers = self._install_signal_handlers()
+        try:
+            self._start(log, previous)
+            outcome = self._execute(log, ops, lock)
+        except JobStopped as err:
+            outcome = self._finish(log, "stopped", EventType.JOB_STOPPED, str(err), err.exit_code)
+        except DJError as err:
+            outcome = self._finish(log, "failed", EventType.JOB_FAILED, str(err), err.exit_code,
+                                   trace=traceback.format_exc())
+        except BaseException as err:  # a bug or an interrupt: still leave an honest record
+            outcome = self._finish(log, "failed", EventType.JOB_FAILED, f"{type(err).__name__}: {err}", 1,
+                                   trace=traceback.format_exc())
+            if not isinstance(err, Exception):
+                raise
+        finally:
+            self._restore_signal_handlers(old_handlers)
+            if server:
+                server.shutdown()
+            lock.release()
+            log.close()
+        return outcome
+
+    def _start(self, log: EventLog, previous: Optional[dict[str, Any]]) -> None:
+        r = self.recipe
+        attempts = (previous or {}).get("attempts", 0) + 1
+        self.summary = {
+            **(previous or {}),
+            "job_id": self.job_id, "status": "running", "attempts": attempts,
+            "config_path": self.config_path, "project_name": r.project_name,
+            "dataset_path": r.dataset_path, "export_path": r.export_path, "executor_type": r.executor_type,
+            "work_dir": r.work_dir, "job_dir": self.paths.job_dir, "data_dir": self.paths.data_dir,
+            "event_log_dir": self.paths.event_dir, "event_log_file": log.path,
+            "checkpoint_dir": self.paths.checkpoint_root, "checkpoint_strategy": r.checkpoint.effective.value,
+            "start_time": (previous or {}).get("start_time") or time.time(), "run_start_time": time.time(),
+            "end_time": None, "error": None, "process": process_identity(),
+            "resumption_command": resumption_command(self.config_path, self.job_id, argv_overrides()),
+            "ops": [name for name, _ in r.ops],
+        }
+        write_summary(self.storage, self.paths, self.summary)
+        kind = EventType.JOB_RESUMED if previous else EventType.JOB_START
+        log.emit(kind, message=f"attempt {attempts}", attempt=attempts, config_path=self.config_path,
+                 executor_type=r.executor_type, checkpoint_strategy=r.checkpoint.effective.value)
+
+    def _plan(self, log: EventLog) -> Plan:
+        plan = load_plan(self.storage, self.paths.mapping)
+        if plan is not None:
+            check_input_unchanged(self.storage, plan)
+            return plan
+        r = self.recipe
+        rows, max_mb, reasons = r.partition_rows, r.partition_max_mb, None
+        if r.partition.auto_configure:
+            from .autoconf import choose_partition_size
+
+            choice = choose_partition_size(self.storage, r)
+            rows, max_mb, reasons = choice.size, choice.max_size_mb, choice.as_dict()
+            log.emit(EventType.INFO, message=f"auto-configured partition size {rows}: {choice.reason}", auto_config=reasons)
+        log.emit(EventType.PROCESSING_START, message="planning partitions", dataset_path=r.dataset_path)
+        rejected = 0
+
+        def on_reject(rej: Any) -> None:
+            nonlocal rejected
+            rejected += 1
+            if r.malformed_records == "fail":
+                from .errors import InputError
+                raise InputError(f"{rej.file}:{rej.record}: {rej.reason}; fix the record or set malformed_records: reject")
+
+        plan = build_plan(self.storage, self.job_id, r.dataset_path, r.text_key, rows, max_mb, self.paths.data_dir,
+                          self.paths.rejects, on_reject, compression=r.intermediate_storage.compression
+                          if r.intermediate_storage.compression != "gzip" else "gzip")
+        save_plan(self.storage, self.paths.mapping, plan)
+        if rejected:
+            log.emit(EventType.WARNING, message=f"{rejected} malformed records rejected; see {plan.rejects_path}",
+                     rejected=rejected, rejects_path=plan.rejects_path)
+        log.emit(EventType.PROCESSING_COMPLETE, message=f"planned {len(plan.partitions)} partitions",
+                 partitions=len(plan.partitions), total_samples=plan.total_samples, partition_size=rows)
+        self._update_summary(num_partitions=len(plan.partitions), total_samples=plan.total_samples,
+                             rejected_samples=plan.rejected_samples, partition_size=rows, auto_config=reasons)
+        return plan
+
+    def _tasks(self, plan: Plan, ops: list[Any]) -> list[PartitionTask]:
+        r, p = self.recipe, self.paths
+        return [PartitionTask(
+            job_id=self.job_id, partition=part, ops=ops, strategy=r.checkpoint.effective, n_ops=r.checkpoint.n_ops,
+            op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=p.results,
+            intermediate_root=p.intermediate if r.preserve_intermediate else None,
+            storage_options=self.storage.options, fmt=r.intermediate_format,
+            compression=r.intermediate_storage.compression) for part in plan.partitions]
+
+    def _execute(self, log: EventLog, ops: list[Any], lock: JobLock) -> JobOutcome:
+        if self.recipe.export_path:
+            export_format(self.recipe.export_path)  # a bad suffix fails before any work
+        for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
+            self.storage.check_writable(uri)
+        plan = self.plan = self._plan(log)
+        tasks = self._tasks(plan, ops)
+        pending = []
+        for task in tasks:
+            if is_done(task, self.storage):
+                log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
+                         rows_out=task.partition.output_samples, message="already completed for this recipe")
+                task.partition.status = "completed"
+            else:
+                pending.append(task)
+        if len(pending) < len(tasks):
+            log.emit(EventType.INFO, message=f"resuming: {len(tasks) - len(pending)} of {len(tasks)} partitions already done",
+                     skipped=len(tasks) - len(pending))
+        failed = self._schedule(log, pending, lock)
+        save_plan(self.storage, self.paths.mapping, plan)
+        if self.stop_requested.is_set():
+            raise JobStopped(f"job {self.job_id} stopped on request; resume with: {self.summary['resumption_command']}")
+        if failed:
+            self._write_report(plan)
+            raise PartitionFailed(
+                f"{len(failed)} of {len(tasks)} partitions failed after {self.recipe.retries} retries "
+                f"(first: partition {failed[0][0]}: {failed[0][1]}); the other partitions are kept, "
+                f"fix the cause and resume with: {self.summary['resumption_command']}")
+        result = self._export(log, tasks)
+        self._write_report(plan)
+        outcome = self._finish(log, "completed", EventType.JOB_COMPLETE, "job completed", 0, export=result)
+        retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=True)
+        return outcome
+
+    def _schedule(self, log: EventLog, pending: list[PartitionTask], lock: JobLock) -> list[tuple[int, str]]:
+        """Run tasks np at a time; retry failures with backoff; return (pid, error) of permanent failures."""
+        r = self.recipe
+        rng = random.Random()
+        queue: list[tuple[float, int, PartitionTask]] = [(0.0, t.partition.partition_id, t) for t in pending]
+        heapq.heapify(queue)
+        running: dict[Future, PartitionTask] = {}
+        failed: list[tuple[int, str]] = []
+        executor = make_executor(r, log.write)
+        last_beat = time.time()
+        try:
+            while queue or running:
+                if self._stop_file_present():
+                    self.request_stop()
+                stopping = self.stop_requested.is_set()
+                if stopping:
+                    executor.request_stop()
+                now = time.time()
+                while not stopping and queue and queue[0][0] <= now and len(running) < r.np:
+                    _, _, task = heapq.heappop(queue)
+                    task.partition.status, task.partition.start_time = "processing", time.time()
+                    running[executor.submit(task)] = task
+                if stopping and not running:
+                    break
+                timeout = 0.5 if not queue else max(0.0, min(0.5, queue[0][0] - time.time()))
+                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    task = running.pop(fut)
+                    self._settle(log, executor, fut, task, queue, failed, rng)
+                if time.time() - last_beat > 10:
+                    lock.heartbeat()
+                    last_beat = time.time()
+        finally:
+            executor.shutdown(kill=self.stop_requested.is_set())
+        return failed
+
+    def _settle(self, log, executor, fut: Future, task: PartitionTask, queue, failed, rng) -> None:
+        pid, part = task.partition.partition_id, task.partition
+        try:
+            res: PartitionResult = fut.result()
+        except PartitionInterrupted as err:
+            part.status = "pending"
+            log.emit(EventType.INFO, partition_id=pid, message=str(err))
+            return
+        except BaseException as err:  # noqa: BLE001 - every worker failure is a partition failure
+            if hasattr(executor, "on_failure"):
+                executor.on_failure(err)
+            attempt = task.attempt + 1
+            final = attempt > self.recipe.retries or (isinstance(err, DJError) and not err.retryable
+                                                       and not isinstance(err, PartitionFailed))
+            error = f"{type(err).__name__}: {err}"
+            log.emit(EventType.PARTITION_FAILED, partition_id=pid, retry_count=task.attempt, error=error,
+                     stack_trace="".join(traceback.format_exception(err)), final=final)
+            if final:
+                part.status, part.error, part.end_time = "failed", error, time.time()
+                failed.append((pid, error))
+                return
+            task.attempt = part.retries = attempt
+            rr = self.recipe.retry
+            delay = backoff_delay(self.recipe.backoff, attempt, rr.base_delay_s, rr.max_delay_s, rr.jitter, rng)
+            heapq.heappush(queue, (time.time() + delay, pid, task))
+            return
+        part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
+        log.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
+                 duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops)
+
+    def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
+        if not self.recipe.export_path:
+            return None
+        store = result_store(tasks[0], self.storage)
+        shards = [store.data_path(checkpoint_key(t.partition, t.ops, len(t.ops))) for t in tasks]
+        t0 = time.time()
+        result = export(self.storage, shards, self.recipe.export_path, self.job_id, self.recipe.export_stats)
+        log.emit(EventType.INFO, message=f"exported {result['rows']} rows to {result['path']}",
+                 export_path=result["path"], rows_out=result["rows"], duration_s=time.time() - t0)
+        return result
+
+    def _write_report(self, plan: Plan) -> None:
+        report = {"job_id": self.job_id, "generated_at": time.time(), "total_samples": plan.total_samples,
+                  "rejected_samples": plan.rejected_samples,
+                  "output_samples": sum(p.output_samples or 0 for p in plan.partitions),
+                  "partitions": [{"partition_id": p.partition_id, "input_samples": p.sample_count,
+                                  "output_samples": p.output_samples, "status": p.status, "retries": p.retries,
+                                  "start_time": p.start_time, "end_time": p.end_time,
+                                  "duration_s": (p.end_time - p.start_time) if p.end_time and p.start_time else None,
+                                  "error": p.error} for p in plan.partitions]}
+        self.storage.put_bytes(self.paths.final_report, orjson.dumps(report, option=orjson.OPT_INDENT_2))
+
+    def _finish(self, log: EventLog, status: str, event: EventType, message: str, code: int,
+                trace: Optional[str] = None, export: Optional[dict] = None) -> JobOutcome:
+        if self.plan is not None:
+            save_plan(self.storage, self.paths.mapping, self.plan)
+        fields: dict[str, Any] = {"message": message}
+        if status == "failed":
+            fields.update(error=message, stack_trace=trace)
+        log.emit(event, **fields)
+        now = time.time()
+        self._update_summary(status=status, end_time=now, duration_s=now - self.summary.get("start_time", now),
+                             error=message if status != "completed" else None, exit_code=code,
+                             export=export, progress=compact(self.live_progress()))
+        if status != "completed":
+            retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=False)
+        return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)
+
+    # ---- stopping ---------------------------------------------------------
+    def request_stop(self) -> None:
+        if not self.stop_requested.is_set():
+            logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
+        self.stop_requested.set()
+
+    def _stop_file_present(self) -> bool:
+        try:
+            return self.storage.exists(self.paths.stop_request)
+        except DJError:
+            return False
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old[sig] = signal.signal(sig, lambda *_: self.request_stop())
+        return old
+
+    def _restore_signal_handlers(self, old: dict[int, Any]) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if self._stop_file_present():
+            self.storage.remove(self.paths.stop_request)
+
+    def _serve_progress(self) -> Any:
+        if self.progress_port is None:
+            return None
+        from .progress_server import serve
+
+        return serve(self.progress_port, lambda: compact(self.live_progress()))
+
+
+def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,
+            progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None) -> JobOutcome:
+    job_id = job_id or recipe.job_id or new_job_id(config_path)
+    return Driver(recipe, job_id, config_path, progress_port, on_event).run()

@@ -1,0 +1,198 @@
+"""Spark-style event log: `events.jsonl` (the contract) and `events.log` (its prose twin).
+
+If code or a test needs a fact, it is an event; if only a person does, a log line.
+Only the driver writes the log; workers hand their events to it as they happen.
+The file is appended across resumes of one job and rotated by size, so readers
+take the backups (`events.jsonl.N`, oldest first) before the live file."""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Iterator, Optional
+
+import orjson
+from loguru import logger
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+
+class EventType(str, Enum):
+    JOB_START = "JOB_START"
+    JOB_COMPLETE = "JOB_COMPLETE"
+    JOB_FAILED = "JOB_FAILED"
+    JOB_STOPPED = "JOB_STOPPED"
+    JOB_RESUMED = "JOB_RESUMED"
+    PARTITION_START = "PARTITION_START"
+    PARTITION_COMPLETE = "PARTITION_COMPLETE"
+    PARTITION_FAILED = "PARTITION_FAILED"
+    PARTITION_RESUMED = "PARTITION_RESUMED"
+    PARTITION_SKIPPED = "PARTITION_SKIPPED"
+    OP_START = "OP_START"
+    OP_COMPLETE = "OP_COMPLETE"
+    OP_FAILED = "OP_FAILED"
+    CHECKPOINT_SAVE = "CHECKPOINT_SAVE"
+    CHECKPOINT_LOAD = "CHECKPOINT_LOAD"
+    CHECKPOINT_INVALID = "CHECKPOINT_INVALID"
+    PROCESSING_START = "PROCESSING_START"
+    PROCESSING_COMPLETE = "PROCESSING_COMPLETE"
+    PROCESSING_ERROR = "PROCESSING_ERROR"
+    RESOURCE_USAGE = "RESOURCE_USAGE"
+    PERFORMANCE_METRIC = "PERFORMANCE_METRIC"
+    WARNING = "WARNING"
+    INFO = "INFO"
+    DEBUG = "DEBUG"
+
+
+class Event(BaseModel):
+    """One state change. Optional fields are present only where they apply."""
+
+    model_config = ConfigDict(extra="allow", use_enum_values=True)
+
+    schema_version: int = SCHEMA_VERSION
+    event_type: EventType
+    job_id: str
+    timestamp: float
+    time: str
+    pid: int
+    host: str
+    message: str = ""
+    partition_id: Optional[int] = None
+    op_idx: Optional[int] = None
+    op_name: Optional[str] = None
+    rows_in: Optional[int] = None
+    rows_out: Optional[int] = None
+    duration_s: Optional[float] = None
+    checkpoint_path: Optional[str] = None
+    retry_count: Optional[int] = None
+    error: Optional[str] = None
+    stack_trace: Optional[str] = None
+
+
+def make_event(event_type: EventType | str, job_id: str, **fields: Any) -> dict[str, Any]:
+    """A plain-dict event stamped where it happened (worker pid/host), ready to ship to the driver."""
+    now = time.time()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_type": EventType(event_type).value,
+        "job_id": job_id,
+        "timestamp": now,
+        "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="milliseconds"),
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        **{k: v for k, v in fields.items() if v is not None},
+    }
+
+
+_LEVELS = {"JOB_FAILED": "ERROR", "PARTITION_FAILED": "WARNING", "OP_FAILED": "WARNING",
+           "PROCESSING_ERROR": "ERROR", "WARNING": "WARNING", "CHECKPOINT_INVALID": "WARNING",
+           "JOB_STOPPED": "WARNING", "DEBUG": "DEBUG"}
+
+
+def describe(event: dict[str, Any]) -> str:
+    """The prose line for events.log."""
+    bits = [event["event_type"]]
+    if event.get("partition_id") is not None:
+        bits.append(f"partition={event['partition_id']}")
+    if event.get("op_name"):
+        bits.append(f"op[{event.get('op_idx')}]={event['op_name']}")
+    for key in ("rows_in", "rows_out", "retry_count", "checkpoint_path"):
+        if event.get(key) is not None:
+            bits.append(f"{key}={event[key]}")
+    if event.get("duration_s") is not None:
+        bits.append(f"took={event['duration_s']:.3f}s")
+    if event.get("message"):
+        bits.append(f"- {event['message']}")
+    if event.get("error"):
+        bits.append(f"error={event['error']}")
+    return " ".join(str(b) for b in bits)
+
+
+class EventLog:
+    """Appends events to events.jsonl and events.log under {event_log_dir}/{job_id}/event_logs."""
+
+    def __init__(self, directory: str, job_id: str, max_log_size_mb: float = 100, backup_count: int = 5,
+                 enabled: bool = True):
+        self.directory = directory
+        self.job_id = job_id
+        self.enabled = enabled
+        self.path = os.path.join(directory, "events.jsonl")
+        self.max_bytes = int(max_log_size_mb * 1024 * 1024)
+        self.backup_count = backup_count
+        self._lock = threading.Lock()
+        self._sink_id: Optional[int] = None
+        self.listeners: list[Any] = []
+        if enabled:
+            os.makedirs(directory, exist_ok=True)
+            self._fh = open(self.path, "ab")
+            self._sink_id = logger.add(
+                os.path.join(directory, "events.log"), level="DEBUG", enqueue=False,
+                rotation=self.max_bytes, retention=backup_count or 1, encoding="utf-8",
+                filter=lambda record: record["extra"].get("dj_job") == job_id,
+                format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
+            )
+        self._log = logger.bind(dj_job=job_id)
+
+    def emit(self, event_type: EventType | str, **fields: Any) -> dict[str, Any]:
+        return self.write(make_event(event_type, self.job_id, **fields))
+
+    def write(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Append one event (already stamped, possibly by a worker) and tell the listeners."""
+        with self._lock:
+            if self.enabled:
+                self._fh.write(orjson.dumps(event) + b"\n")
+                self._fh.flush()
+                if self._fh.tell() >= self.max_bytes:
+                    self._rotate()
+            self._log.log(_LEVELS.get(event["event_type"], "INFO"), describe(event))
+        for listener in self.listeners:
+            listener(event)
+        return event
+
+    def _rotate(self) -> None:
+        self._fh.close()
+        if self.backup_count > 0:
+            for n in range(self.backup_count, 0, -1):
+                src = self.path if n == 1 else f"{self.path}.{n - 1}"
+                if os.path.exists(src):
+                    os.replace(src, f"{self.path}.{n}")
+        else:
+            os.unlink(self.path)
+        self._fh = open(self.path, "ab")
+
+    def close(self) -> None:
+        if self.enabled:
+            with self._lock:
+                self._fh.close()
+        if self._sink_id is not None:
+            logger.remove(self._sink_id)
+            self._sink_id = None
+
+
+def read_events(directory: str) -> Iterator[dict[str, Any]]:
+    """Every event of a job in order: rotated backups oldest first, then the live file.
+
+    A torn last line (the writer was killed mid-write) is skipped, not fatal."""
+    path = os.path.join(directory, "events.jsonl")
+    backups = sorted((p for p in _glob_backups(path)), key=lambda p: -int(p.rsplit(".", 1)[1]))
+    for file in [*backups, path]:
+        if not os.path.exists(file):
+            continue
+        with open(file, "rb") as fh:
+            for line in fh:
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+
+
+def _glob_backups(path: str) -> list[str]:
+    directory, base = os.path.split(path)
+    if not os.path.isdir(directory):
+        return []
+    return [os.path.join(directory, n) for n in os.listdir(directory)
+            if n.startswith(base + ".") and n.rsplit(".", 1)[1].isdigit()]

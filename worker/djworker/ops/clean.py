@@ -1,0 +1,138 @@
+"""Cleaning mappers: links, emails, HTML, IP addresses, copyright headers (dj-ops.md §1.1-1.5)."""
+from __future__ import annotations
+
+import functools
+from typing import Callable, ClassVar, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import regex
+
+from .base import Mapper, register
+from .text_utils import require_text, strip_raw_string
+
+
+@functools.cache
+def compiled(pattern: str) -> regex.Pattern:
+    """DJ substitutes every pattern with DOTALL (dj-ops.md §1.1)."""
+    return regex.compile(pattern, regex.DOTALL)
+
+
+def as_array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def map_rows(texts: pa.ChunkedArray, fn: Callable[[str], str], where: Optional[pa.Array] = None) -> pa.Array:
+    """Apply fn to the rows flagged by `where` (all rows if None); other rows are copied untouched."""
+    arr = as_array(texts)
+    if where is None:
+        return pa.array([fn(t) for t in arr.to_pylist()], arr.type)
+    where = pc.fill_null(as_array(where), False)
+    rows = pc.take(arr, pc.indices_nonzero(where)).to_pylist()
+    if not rows:
+        return arr
+    return pc.replace_with_mask(arr, where, pa.array([fn(t) for t in rows], arr.type))
+
+
+class PatternMapper(Mapper):
+    """Replaces every match of a DOTALL regex by `repl`; `pattern=None` selects the built-in one."""
+
+    pattern: Optional[str] = None
+    repl: str = ""
+
+    default_pattern: ClassVar[str] = ""
+    # An RE2 pattern that every match of the default pattern contains: rows where it
+    # finds nothing cannot match and skip the (much slower) `regex` substitution.
+    prefilter: ClassVar[Optional[str]] = None
+
+    def compiled(self) -> regex.Pattern:
+        return compiled(strip_raw_string(self.pattern) if self.pattern is not None else self.default_pattern)
+
+    def map_text(self, text: str) -> str:
+        return self.compiled().sub(self.repl, text)
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)  # DJ's regex.sub raises TypeError on None
+        where = None
+        if self.pattern is None and self.prefilter:
+            where = pc.match_substring_regex(texts, self.prefilter)
+        return map_rows(texts, self.map_text, where)
+
+
+@register("clean_links_mapper")
+class CleanLinksMapper(PatternMapper):
+    """Removes URLs, and also `word:value` tokens and hex IPv6 (dj-ops.md §1.1, §4.1)."""
+
+    # Gruber's liberal URL pattern: a scheme-like, www or domain/ prefix, then a body
+    # that must end in a parenthesised group or a non-punctuation character.
+    default_pattern: ClassVar[str] = (
+        r"(?i)\b("
+        r"(?:[a-z][\w-]+:(?:/{1,3}|[a-z0-9%])|www\d{0,3}[.]|[a-z0-9.\-]+[.][a-z]{2,4}/)"
+        r"(?:[^\s()<>]+|\(([^\s()<>]+|(\([^\s()<>]+\)))*\))+"
+        r"(?:\(([^\s()<>]+|(\([^\s()<>]+\)))*\)|[^\s`!()\[\]{};:'\".,<>?«»“”‘’])"
+        r")"
+    )
+    # Prefix 1 needs ':', prefix 3 needs '/', prefix 2 needs 'www' in any case.
+    prefilter: ClassVar[Optional[str]] = r"[:/]|(?i:www)"
+
+
+@register("clean_email_mapper")
+class CleanEmailMapper(PatternMapper):
+    """Removes emails; the domain must be lowercase ASCII, so USER@DOMAIN.COM survives (dj-ops.md §1.2)."""
+
+    default_pattern: ClassVar[str] = r"[A-Za-z0-9.\-+_]+@[a-z0-9.\-+_]+\.[a-z]+"
+    prefilter: ClassVar[Optional[str]] = "@"
+
+
+@register("clean_ip_mapper")
+class CleanIpMapper(PatternMapper):
+    """Removes IPv4 and full 8-group IPv6 addresses, with no word boundaries (dj-ops.md §1.4)."""
+
+    default_pattern: ClassVar[str] = (
+        r"(?:(?:1[0-9][0-9]\.)|(?:2[0-4][0-9]\.)|(?:25[0-5]\.)|(?:[1-9][0-9]\.)|(?:[0-9]\.)){3}"
+        r"(?:(?:1[0-9][0-9])|(?:2[0-4][0-9])|(?:25[0-5])|(?:[1-9][0-9])|(?:[0-9]))"
+        r"|([\da-fA-F]{1,4}:){7}[\da-fA-F]{1,4}"
+    )
+    # IPv4 holds ASCII digit, '.', ASCII digit; IPv6 needs ':' (its \d also takes non-ASCII digits).
+    prefilter: ClassVar[Optional[str]] = r"[0-9]\.[0-9]|:"
+
+
+@register("clean_html_mapper")
+class CleanHtmlMapper(Mapper):
+    """Text content of the HTML5 parse, nodes joined with no separator (dj-ops.md §1.3)."""
+
+    def map_text(self, text: str) -> str:
+        from selectolax.lexbor import LexborHTMLParser
+
+        # DJ turns list items into '*' bullets before parsing; exact and case-sensitive.
+        text = text.replace("<li>", "\n*").replace("</li>", "").replace("<ol>", "\n*").replace("</ol>", "")
+        return LexborHTMLParser(text).text()
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        # DJ returns a non-string sample unchanged (with a warning) instead of raising.
+        return map_rows(texts, self.map_text, pc.is_valid(texts))
+
+
+@register("clean_copyright_mapper")
+class CleanCopyrightMapper(Mapper):
+    """Cuts the first block comment if it mentions copyright; with no block comment,
+    drops leading `//`, `#`, `--` and empty lines (dj-ops.md §1.5)."""
+
+    block_comment: ClassVar[regex.Pattern] = regex.compile(r"/\*[^*]*\*+(?:[^/*][^*]*\*+)*/")
+    line_markers: ClassVar[tuple[str, ...]] = ("//", "#", "--")
+
+    def map_text(self, text: str) -> str:
+        found = self.block_comment.search(text)
+        if found:
+            if "copyright" in found.group().lower():
+                return text[: found.start()] + text[found.end() :]
+            return text  # only the first comment is examined (dj-ops.md §4.4)
+        lines = text.split("\n")
+        skip = 0
+        while skip < len(lines) and (not lines[skip] or lines[skip].startswith(self.line_markers)):
+            skip += 1
+        return "\n".join(lines[skip:]) if skip else text
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)
+        return map_rows(texts, self.map_text)

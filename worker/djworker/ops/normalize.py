@@ -1,0 +1,91 @@
+"""Normalising mappers: whitespace, punctuation, Unicode repair (dj-ops.md §1.6-1.8)."""
+from __future__ import annotations
+
+import functools
+from typing import ClassVar, Optional
+
+import ftfy
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import field_validator
+
+from .base import Mapper, register
+from .clean import map_rows
+from .text_utils import require_text, various_whitespaces
+
+
+@functools.cache
+def whitespace_table() -> dict[int, str]:
+    return {ord(ch): " " for ch in various_whitespaces()}
+
+
+@register("whitespace_normalization_mapper")
+class WhitespaceNormalizationMapper(Mapper):
+    """str.strip(), then each of 23 odd spaces becomes ' ' one for one; runs are not
+    collapsed and ZWJ emoji sequences break apart (dj-ops.md §1.6)."""
+
+    def map_text(self, text: str) -> str:
+        return text.strip().translate(whitespace_table())
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)
+        return map_rows(texts, self.map_text)
+
+
+# (dj-ops.md §1.7) DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
+PUNCTUATION = {
+    "，": ",", "、": ",", "。": ".",
+    "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "」": '"', "「": '"', "《": '"', "》": '"', "１": '"',
+    "´": "'", "’": "'", "∶": ":", "：": ":", "？": "?", "！": "!", "（": "(", "）": ")", "；": ";",
+    "–": "-", "━": "-", "►": "-", "—": " - ", "．": ". ", "～": "~", "…": "...",
+    "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%",
+}  # fmt: skip
+
+
+@register("punctuation_normalization_mapper")
+class PunctuationNormalizationMapper(Mapper):
+    """Maps CJK/fullwidth/typographic punctuation to ASCII through a fixed table (dj-ops.md §1.7)."""
+
+    table: ClassVar[dict[int, str]] = {ord(k): v for k, v in PUNCTUATION.items()}
+
+    def map_text(self, text: str) -> str:
+        return text.translate(self.table)
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)
+        # Every key is non-ASCII, so ASCII rows are left as they are.
+        return map_rows(texts, self.map_text, pc.invert(pc.string_is_ascii(texts)))
+
+
+@functools.cache
+def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
+    return ftfy.TextFixerConfig(normalization=normalization)
+
+
+@register("fix_unicode_mapper")
+class FixUnicodeMapper(Mapper):
+    """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation (dj-ops.md §1.8)."""
+
+    normalization: Optional[str] = None
+
+    # Rows of printable ASCII plus TAB and LF, without '&', are provably left alone by
+    # ftfy: every fixer acts on non-ASCII, C0 controls, DEL, ESC, CR or HTML entities
+    # (tests/worker/ops/test_normalize.py checks this against plain ftfy).
+    untouched: ClassVar[str] = r"^[\t\n\x20-\x25\x27-\x7e]*$"
+
+    @field_validator("normalization")
+    @classmethod
+    def _known_form(cls, value: Optional[str]) -> Optional[str]:
+        if value and value.upper() not in {"NFC", "NFKC", "NFD", "NFKD"}:
+            raise ValueError(f"normalization must be one of NFC, NFKC, NFD, NFKD (any case), got {value!r}")
+        return value
+
+    def form(self) -> str:
+        return (self.normalization or "NFC").upper()
+
+    def map_text(self, text: str) -> str:
+        return ftfy.fix_text(text, ftfy_config(self.form()))
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)
+        return map_rows(texts, self.map_text, pc.invert(pc.match_substring_regex(texts, self.untouched)))

@@ -1,0 +1,121 @@
+"""The partition plan: input -> deterministic partitions -> metadata/dataset_mapping.json.
+
+The plan is made once per job and persisted with a fingerprint of the input.
+Each partition's input slice is written as a Parquet file that workers read
+directly from storage, so the driver never ships data. Re-planning the same input
+gives the same partitions and checksums, which is what makes checkpoint keys stable."""
+from __future__ import annotations
+
+import io
+import time
+from typing import Any, Callable, Optional
+
+import orjson
+import pyarrow.parquet as pq
+import xxhash
+from pydantic import BaseModel
+
+from .errors import InputError
+from .sources import Reject, input_files, iter_slices, slice_table
+from .storage import Storage, join
+
+PLAN_VERSION = 1
+
+
+class Partition(BaseModel):
+    partition_id: int
+    path: str
+    sample_count: int
+    bytes: int
+    checksum: str
+    source: dict[str, Any]
+    status: str = "pending"  # pending | processing | completed | failed
+    retries: int = 0
+    output_samples: Optional[int] = None
+    start_time: Optional[float] = None
+    end_time: Optional[float] = None
+    error: Optional[str] = None
+
+    @property
+    def fingerprint(self) -> str:
+        return self.checksum[:16]
+
+
+class Plan(BaseModel):
+    schema_version: int = PLAN_VERSION
+    job_id: str
+    dataset_path: str
+    input_files: list[dict[str, Any]]
+    input_fingerprint: str
+    text_key: str
+    partition_size: int
+    max_size_mb: float
+    total_samples: int
+    rejected_samples: int
+    rejects_path: Optional[str]
+    created_at: float
+    partitions: list[Partition]
+
+
+def fingerprint(files: list[dict[str, Any]]) -> str:
+    """Identity of the input as storage reports it: paths, sizes and versions (mtime/ETag)."""
+    return xxhash.xxh3_128(orjson.dumps(files, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def partition_name(pid: int) -> str:
+    return f"partition_{pid:06d}"
+
+
+def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, rows: int, max_mb: float,
+               data_dir: str, rejects_path: str, on_reject: Callable[[Reject], None],
+               compression: str = "zstd") -> Plan:
+    """Stream the input once, writing each slice as partitions/partition_XXXXXX.parquet."""
+    files = input_files(storage, dataset_path)
+    partitions: list[Partition] = []
+    rejects = io.BytesIO()
+    n_rejected = 0
+
+    def reject(r: Reject) -> None:
+        nonlocal n_rejected
+        n_rejected += 1
+        rejects.write(orjson.dumps(r.__dict__) + b"\n")
+        on_reject(r)
+
+    for pid, sl in enumerate(iter_slices(storage, files, text_key, rows, int(max_mb * 1024 * 1024), reject)):
+        path = join(data_dir, "partitions", partition_name(pid) + ".parquet")
+        buf = io.BytesIO()
+        pq.write_table(slice_table(sl.rows, text_key), buf, compression=compression)
+        storage.put_bytes(path, buf.getvalue())
+        partitions.append(Partition(
+            partition_id=pid, path=path, sample_count=len(sl.rows), bytes=sl.nbytes, checksum=sl.checksum,
+            source={"first": list(sl.first or ()), "last": list(sl.last or ())},
+        ))
+    if n_rejected:
+        storage.put_bytes(rejects_path, rejects.getvalue())
+    if not partitions:
+        raise InputError(f"dataset_path {dataset_path!r} holds no valid records ({n_rejected} rejected"
+                         f"{', see ' + rejects_path if n_rejected else ''}); check the file and text_keys")
+    return Plan(job_id=job_id, dataset_path=dataset_path, input_files=files, input_fingerprint=fingerprint(files),
+                text_key=text_key, partition_size=rows, max_size_mb=max_mb,
+                total_samples=sum(p.sample_count for p in partitions), rejected_samples=n_rejected,
+                rejects_path=rejects_path if n_rejected else None, created_at=time.time(), partitions=partitions)
+
+
+def save_plan(storage: Storage, path: str, plan: Plan) -> None:
+    storage.put_bytes(path, orjson.dumps(plan.model_dump(), option=orjson.OPT_INDENT_2))
+
+
+def load_plan(storage: Storage, path: str) -> Optional[Plan]:
+    try:
+        return Plan.model_validate_json(storage.read_bytes(path))
+    except FileNotFoundError:
+        return None
+
+
+def check_input_unchanged(storage: Storage, plan: Plan) -> None:
+    """A resumed job must see the input it planned; otherwise checkpoints would mix datasets."""
+    now = input_files(storage, plan.dataset_path)
+    if fingerprint(now) != plan.input_fingerprint:
+        raise InputError(
+            f"input {plan.dataset_path!r} changed since job {plan.job_id} was planned "
+            f"(files, sizes or versions differ); start a new job with another --job_id to process the new data")

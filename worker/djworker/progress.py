@@ -1,0 +1,115 @@
+"""progress(events, plan): the one fold that the monitor, the stopper, the driver's
+progress endpoint and the operator all read.
+
+Totals come from the persisted partition plan, never from events seen so far;
+failed partitions are counted; the ETA comes from the current run's completed
+samples. Pure: pass `now` in."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+RUN_STARTS = {"JOB_START", "JOB_RESUMED"}
+JOB_ENDS = {"JOB_COMPLETE": "completed", "JOB_FAILED": "failed", "JOB_STOPPED": "stopped"}
+
+
+def _blank(sample_count: int) -> dict[str, Any]:
+    return {"status": "pending", "samples": sample_count, "output_samples": None, "current_op": None,
+            "ops_completed": 0, "checkpoints_saved": 0, "retries": 0, "error": None}
+
+
+def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], now: float) -> dict[str, Any]:
+    counts = {p["partition_id"]: p["sample_count"] for p in (plan or {}).get("partitions", [])}
+    parts: dict[int, dict[str, Any]] = {pid: _blank(n) for pid, n in counts.items()}
+    ops: list[dict[str, Any]] = []
+    checkpoints: list[dict[str, Any]] = []
+    job_id, status, first_start, run_start, last_ts = None, "pending", None, None, None
+    run_done_samples = 0
+    for ev in events:
+        et, pid, ts = ev.get("event_type"), ev.get("partition_id"), ev.get("timestamp")
+        job_id = job_id or ev.get("job_id")
+        last_ts = ts or last_ts
+        if et in RUN_STARTS:
+            status, run_start, run_done_samples = "running", ts, 0
+            first_start = first_start or ts
+            for p in parts.values():  # an interrupted run's in-flight work restarts
+                if p["status"] in ("processing", "failed"):
+                    p["status"], p["current_op"] = "pending", None
+            continue
+        if et in JOB_ENDS:
+            status = JOB_ENDS[et]
+            continue
+        if pid is None:
+            continue
+        p = parts.setdefault(pid, _blank(ev.get("rows_in") or 0))
+        if et == "PARTITION_START":
+            p.update(status="processing", retries=max(p["retries"], ev.get("retry_count") or 0), error=None)
+        elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED"):
+            if p["status"] != "completed" and et == "PARTITION_COMPLETE":
+                run_done_samples += p["samples"]
+            p.update(status="completed", current_op=None, output_samples=ev.get("rows_out", p["output_samples"]))
+        elif et == "PARTITION_FAILED":
+            p.update(status="failed" if ev.get("final") else "processing", error=ev.get("error"),
+                     retries=max(p["retries"], ev.get("retry_count") or 0), current_op=None)
+        elif et == "OP_START":
+            p["current_op"] = ev.get("op_name")
+        elif et == "OP_COMPLETE":
+            p["ops_completed"] = max(p["ops_completed"], (ev.get("op_idx") or 0) + 1)
+            rin, rout, dur = ev.get("rows_in") or 0, ev.get("rows_out") or 0, ev.get("duration_s") or 0.0
+            ops.append({"partition_id": pid, "op_idx": ev.get("op_idx"), "op_name": ev.get("op_name"),
+                        "rows_in": rin, "rows_out": rout, "duration_s": dur,
+                        "throughput_rows_s": rin / dur if dur > 0 else None,
+                        "reduction_ratio": 1 - rout / rin if rin else 0.0})
+        elif et == "CHECKPOINT_LOAD":
+            p["ops_completed"] = max(p["ops_completed"], ev.get("reused_ops") or 0)
+        elif et == "CHECKPOINT_SAVE":
+            p["checkpoints_saved"] += 1
+            checkpoints.append({"partition_id": pid, "op_idx": ev.get("op_idx"), "op_name": ev.get("op_name"),
+                                "path": ev.get("checkpoint_path"), "time": ev.get("time"), "timestamp": ts})
+    return _overall(job_id, status, parts, ops, checkpoints, first_start, run_start, last_ts, run_done_samples,
+                    plan, now)
+
+
+def _overall(job_id, status, parts, ops, checkpoints, first_start, run_start, last_ts, run_done, plan, now):
+    by = {s: sum(1 for p in parts.values() if p["status"] == s) for s in ("completed", "processing", "failed", "pending")}
+    total = len(parts)
+    total_samples = (plan or {}).get("total_samples", sum(p["samples"] for p in parts.values()))
+    done_samples = sum(p["samples"] for p in parts.values() if p["status"] == "completed")
+    end = now if status == "running" else (last_ts or now)
+    eta = None
+    if status == "running" and run_start and run_done > 0:
+        rate = run_done / max(now - run_start, 1e-6)
+        eta = max(total_samples - done_samples, 0) / rate
+    percent = 100.0 * done_samples / total_samples if total_samples else (100.0 if status == "completed" else 0.0)
+    return {
+        "job_id": job_id,
+        "overall_progress": {
+            "job_status": status,
+            "progress_percentage": round(percent, 2),
+            "partitions": {**by, "total": total},
+            "samples": {"processed": done_samples, "total": total_samples,
+                        "output": sum(p["output_samples"] or 0 for p in parts.values() if p["status"] == "completed"),
+                        "rejected": (plan or {}).get("rejected_samples", 0)},
+            "elapsed_time_seconds": round(end - first_start, 3) if first_start else 0.0,
+            "eta_seconds": round(eta, 1) if eta is not None else None,
+        },
+        "partition_status": {str(pid): p for pid, p in sorted(parts.items())},
+        "operation_metrics": ops,
+        "checkpoint_summary": {"total": len(checkpoints), "last": checkpoints[-1] if checkpoints else None,
+                               "by_partition": {str(k): v["checkpoints_saved"] for k, v in sorted(parts.items())}},
+    }
+
+
+def compact(full: dict[str, Any]) -> dict[str, Any]:
+    """The small JSON the driver serves on /progress and the operator mirrors into CR status."""
+    o = full["overall_progress"]
+    last = full["checkpoint_summary"]["last"] or {}
+    return {
+        "job_id": full["job_id"], "status": o["job_status"],
+        "partitions": {"total": o["partitions"]["total"], "completed": o["partitions"]["completed"],
+                       "failed": o["partitions"]["failed"], "running": o["partitions"]["processing"]},
+        "samples": {"processed": o["samples"]["processed"], "total": o["samples"]["total"]},
+        "progress_percent": o["progress_percentage"],
+        "current_ops": {pid: p["current_op"] for pid, p in full["partition_status"].items() if p["current_op"]},
+        "last_checkpoint": {"path": last.get("path"), "time": last.get("time")},
+        "eta_seconds": o["eta_seconds"],
+    }

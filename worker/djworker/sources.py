@@ -1,0 +1,152 @@
+"""Stream JSONL (also .gz/.zst via fsspec) and Parquet into slices of valid records.
+
+Memory is bounded by one slice: records are read one at a time and cut into
+partitions by count and bytes. Malformed records are counted and handed to a
+reject callback with their line number and reason; they are never silently dropped."""
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from .errors import InputError
+from .storage import Storage, is_remote
+
+DATA_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".jsonl.zst", ".parquet")
+
+
+@dataclass
+class Reject:
+    file: str
+    record: int  # 1-based line (JSONL) or row (Parquet) number in that file
+    reason: str
+    raw: str
+
+
+@dataclass
+class Slice:
+    """A run of consecutive valid records: the input of one partition."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    nbytes: int = 0
+    first: Optional[tuple[str, int]] = None
+    last: Optional[tuple[str, int]] = None
+    _hash: Any = field(default_factory=xxhash.xxh3_128)
+
+    def add(self, row: dict[str, Any], raw: bytes, where: tuple[str, int]) -> None:
+        self.rows.append(row)
+        self.nbytes += len(raw)
+        self._hash.update(raw)
+        self._hash.update(b"\n")
+        self.first = self.first or where
+        self.last = where
+
+    @property
+    def checksum(self) -> str:
+        return self._hash.hexdigest()
+
+
+def input_files(storage: Storage, uri: str) -> list[dict[str, Any]]:
+    """The data files behind a dataset path (a file, a directory or a glob), in sorted order,
+    with the size and version facts that fingerprint the input."""
+    fs = storage.fs(uri)
+    path = uri.split("://", 1)[1] if is_remote(uri) else uri
+    try:
+        if any(c in path for c in "*?["):
+            paths = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            paths = sorted(p for p in fs.find(path) if p.endswith(DATA_SUFFIXES))
+        elif fs.exists(path):
+            paths = [path]
+        else:
+            paths = []
+    except FileNotFoundError:
+        paths = []
+    if not paths:
+        raise InputError(f"dataset_path {uri!r} does not exist or holds no .jsonl/.jsonl.gz/.parquet files; check the path")
+    prefix = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
+    files = []
+    for p in paths:
+        info = fs.info(p)
+        version = info.get("ETag") or info.get("mtime") or info.get("LastModified") or info.get("created")
+        files.append({"path": prefix + p if prefix and not p.startswith(prefix) else p,
+                      "size": int(info.get("size") or 0), "version": str(version)})
+    return files
+
+
+def iter_records(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, bytes, Optional[dict], Optional[str]]]:
+    """(record number, raw bytes, parsed row or None, reject reason or None) for one file."""
+    if file.endswith(".parquet"):
+        yield from _parquet_records(storage, file, text_key)
+        return
+    with storage.open(file, "rb", compression="infer") as fh:
+        for n, line in enumerate(fh, start=1):
+            raw = line.rstrip(b"\r\n")
+            if not raw.strip():
+                continue  # blank lines are layout, not records
+            try:
+                row = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                yield n, raw, None, f"invalid JSON: {err}"
+                continue
+            yield n, raw, *_check(row, text_key)
+
+
+def _check(row: Any, text_key: str) -> tuple[Optional[dict], Optional[str]]:
+    if not isinstance(row, dict):
+        return None, f"record is a JSON {type(row).__name__}, not an object"
+    if text_key not in row:
+        return None, f"missing text key {text_key!r}"
+    if not isinstance(row[text_key], str):
+        return None, f"text key {text_key!r} holds {type(row[text_key]).__name__}, not a string"
+    return row, None
+
+
+def _parquet_records(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, bytes, Optional[dict], Optional[str]]]:
+    with storage.open(file, "rb") as fh:
+        pf = pq.ParquetFile(fh)
+        if text_key not in pf.schema_arrow.names:
+            raise InputError(f"{file}: Parquet schema has no text column {text_key!r} (columns: {pf.schema_arrow.names}); set text_keys")
+        n = 0
+        for batch in pf.iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                n += 1
+                raw = orjson.dumps(row, default=str, option=orjson.OPT_SORT_KEYS)
+                yield n, raw, *_check(row, text_key)
+
+
+def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, max_rows: int, max_bytes: int,
+                on_reject: Callable[[Reject], None]) -> Iterator[Slice]:
+    """Consecutive valid records cut at max_rows or before max_bytes would be exceeded."""
+    current = Slice()
+    for f in files:
+        name = posixpath.basename(f["path"])
+        for n, raw, row, reason in iter_records(storage, f["path"], text_key):
+            if reason is not None:
+                on_reject(Reject(file=f["path"], record=n, reason=reason, raw=raw[:10_000].decode("utf-8", "replace")))
+                continue
+            if current.rows and (len(current.rows) >= max_rows or current.nbytes + len(raw) > max_bytes):
+                yield current
+                current = Slice()
+            current.add(row, raw, (name, n))
+    if current.rows:
+        yield current
+
+
+def slice_table(rows: list[dict[str, Any]], text_key: str) -> pa.Table:
+    """Rows as an Arrow table. Fields whose types disagree across rows are kept as JSON text
+    in one column so that nothing is lost; export turns them back into fields."""
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        texts = pa.array([r[text_key] for r in rows], pa.string())
+        rest = pa.array([orjson.dumps({k: v for k, v in r.items() if k != text_key}).decode() for r in rows], pa.string())
+        return pa.table({text_key: texts, EXTRA_JSON_COLUMN: rest})
+
+
+EXTRA_JSON_COLUMN = "__dj__extra_json__"

@@ -1,0 +1,148 @@
+"""The only place that builds fsspec filesystems: local paths and s3:// alike.
+
+Atomicity: a local write goes to a temporary name and is renamed; an object store
+has no rename, but a single PUT is all-or-nothing, so callers write data objects
+first and a manifest object last (a checkpoint without a valid manifest does not
+exist). S3 endpoint and credentials come from the standard AWS variables or from
+the recipe's `storage.s3` section; region is never forced (moto rejects it)."""
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import fsspec
+
+from .errors import StorageUnavailable
+
+
+@dataclass(frozen=True)
+class StorageOptions:
+    """Picklable settings a worker needs to rebuild the same filesystems."""
+
+    endpoint_url: Optional[str] = None
+    region: Optional[str] = None
+    anon: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: Any) -> "StorageOptions":
+        s3 = recipe.storage.s3
+        return cls(endpoint_url=s3.endpoint_url, region=s3.region, anon=s3.anon)
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    if is_remote(base):
+        return posixpath.join(base.rstrip("/"), *parts)
+    return os.path.join(base, *parts)
+
+
+class Storage:
+    """A thin facade over one fsspec filesystem per protocol, with error translation."""
+
+    def __init__(self, options: StorageOptions | None = None):
+        self.options = options or StorageOptions()
+        self._fs: dict[str, fsspec.AbstractFileSystem] = {}
+
+    def fs(self, uri: str) -> fsspec.AbstractFileSystem:
+        protocol = uri.split("://", 1)[0] if is_remote(uri) else "file"
+        if protocol not in self._fs:
+            self._fs[protocol] = fsspec.filesystem(protocol, **self._fs_kwargs(protocol))
+        return self._fs[protocol]
+
+    def _fs_kwargs(self, protocol: str) -> dict[str, Any]:
+        if protocol not in ("s3", "s3a"):
+            return {}
+        endpoint = self.options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        client: dict[str, Any] = {}
+        if endpoint:
+            client["endpoint_url"] = endpoint
+        if self.options.region:
+            client["region_name"] = self.options.region
+        # Fail fast on a dead endpoint: the partition retry loop does the waiting.
+        config = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+        return {"anon": self.options.anon, "client_kwargs": client, "config_kwargs": config,
+                "skip_instance_cache": True}
+
+    def _path(self, uri: str) -> str:
+        return uri[len("file://"):] if uri.startswith("file://") else uri
+
+    def _guard(self, what: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise
+        except PermissionError as err:
+            raise StorageUnavailable(f"{what} {uri!r}: permission denied ({err}); check credentials or directory permissions") from err
+        except OSError as err:
+            raise StorageUnavailable(f"{what} {uri!r} failed: {err}; check that the storage is reachable and has space") from err
+        except Exception as err:  # botocore/aiohttp errors surface as many types
+            raise StorageUnavailable(f"{what} {uri!r} failed: {type(err).__name__}: {err}") from err
+
+    # --- reads -----------------------------------------------------------
+    def exists(self, uri: str) -> bool:
+        return self._guard("checking", uri, self.fs(uri).exists, self._path(uri))
+
+    def read_bytes(self, uri: str) -> bytes:
+        return self._guard("reading", uri, self.fs(uri).cat_file, self._path(uri))
+
+    def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
+        return self._guard("opening", uri, self.fs(uri).open, self._path(uri), mode, **kwargs)
+
+    def info(self, uri: str) -> dict[str, Any]:
+        return self._guard("inspecting", uri, self.fs(uri).info, self._path(uri))
+
+    def listdir(self, uri: str) -> list[str]:
+        """Base names directly under uri; [] when it does not exist."""
+        fs = self.fs(uri)
+        try:
+            names = self._guard("listing", uri, fs.ls, self._path(uri), detail=False, refresh=True) \
+                if is_remote(uri) else os.listdir(self._path(uri))
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(n.rstrip("/")) for n in names)
+
+    # --- writes ----------------------------------------------------------
+    def makedirs(self, uri: str) -> None:
+        if not is_remote(uri):
+            self._guard("creating", uri, os.makedirs, self._path(uri), exist_ok=True)
+
+    def put_bytes(self, uri: str, data: bytes) -> None:
+        """Write a whole object so that readers see the old state or the new, never a torn one."""
+        if is_remote(uri):
+            self._guard("writing", uri, self.fs(uri).pipe_file, self._path(uri), data)
+            return
+        path = self._path(uri)
+        self.makedirs(os.path.dirname(path) or ".")
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        def write() -> None:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        try:
+            self._guard("writing", uri, write)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def remove(self, uri: str, recursive: bool = False) -> None:
+        try:
+            self._guard("removing", uri, self.fs(uri).rm, self._path(uri), recursive=recursive)
+        except FileNotFoundError:
+            pass
+
+    def check_writable(self, uri: str) -> None:
+        """Fail before any work if a directory or bucket cannot take writes (missing bucket, bad keys)."""
+        probe = join(uri, f".dj-write-probe-{uuid.uuid4().hex[:8]}")
+        try:
+            self.put_bytes(probe, b"ok")
+        except FileNotFoundError as err:
+            raise StorageUnavailable(f"cannot write under {uri!r}: {err}; create the bucket or directory first") from err
+        self.remove(probe)
