@@ -115,7 +115,7 @@ go_build() {
   say "compiling $pkg with Go 1.15 (a cold build takes minutes)"
   (cd "$SRC" &&
     GOROOT="$GO115/usr/lib/go-1.15" PATH="$GO115/usr/lib/go-1.15/bin:$PATH" \
-      GO111MODULE=off GOPATH="$GOPATH_DIR" GOFLAGS= CGO_ENABLED=0 GOCACHE="$CACHE/go-build" \
+      GO111MODULE=off GOPATH="$GOPATH_DIR" GOFLAGS='' CGO_ENABLED=0 GOCACHE="$CACHE/go-build" \
       go build -o "$out.tmp" -ldflags "$ldflags" "$pkg") >>"$LOG" 2>&1
   mv -f "$out.tmp" "$out"
 }

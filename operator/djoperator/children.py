@@ -29,7 +29,10 @@ LABEL_COMPONENT = "datajuicer.io/component"
 LABEL_ATTEMPT = "datajuicer.io/attempt"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/name": "datajuicer"}
 
-RAY_GCS_PORT = 6379
+RAY_CLIENT_PORT = 10001
+RUN_AS = 1000  # the image's non-root user; fsGroup makes the state volume writable for it
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS}
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 BASE_MAX = 40  # leaves room for "-driver-<attempt>" (63) and KubeRay's suffixes on "-ray" (53)
 
 
@@ -125,7 +128,8 @@ def image(job: Job, settings: Settings) -> str:
 
 
 def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
-    """A KubeRay RayCluster (ray.io/v1) for the ray executors; None for executor `default`."""
+    """A KubeRay RayCluster (ray.io/v1) for the ray executors; None for executor `default`.
+    Head and workers get the S3 env too: Ray tasks read and write partitions themselves."""
     if not job.spec.is_ray:
         return None
     ray = job.spec.ray
@@ -133,15 +137,17 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
     env = storage_env(job)
 
     def template(container: str, resources: dict[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
-        c: dict[str, Any] = {"name": container, "image": ray_image, "env": env}
+        c: dict[str, Any] = {"name": container, "image": ray_image, "env": env,
+                             "securityContext": CONTAINER_SECURITY}
         if resources:
             c["resources"] = resources
         if ports:
             c["ports"] = ports
-        return {"metadata": {"labels": labels(job, "ray")}, "spec": {"containers": [c]}}
+        return {"metadata": {"labels": labels(job, "ray")},
+                "spec": {"securityContext": POD_SECURITY, "containers": [c]}}
 
-    head_ports = [{"name": "gcs", "containerPort": RAY_GCS_PORT}, {"name": "dashboard", "containerPort": 8265},
-                  {"name": "client", "containerPort": 10001}]
+    head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+                  {"name": "client", "containerPort": RAY_CLIENT_PORT}]
     workers = []
     for group in ray.worker_groups:
         low = group.replicas if group.min_replicas is None else group.min_replicas
@@ -156,6 +162,7 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
         "metadata": metadata(job, names(job.name, 0).ray, "ray"),
         "spec": {
             "rayVersion": ray.ray_version,
+            "enableInTreeAutoscaling": ray.autoscaling,
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0", **ray.head.ray_start_params},
                 "template": template("ray-head", ray.head.resources, head_ports),
@@ -166,8 +173,8 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
 
 
 def ray_address(job: Job) -> str:
-    """The GCS address of the job's cluster, through the head Service KubeRay creates."""
-    return f"{names(job.name, 0).ray}-head-svc.{job.namespace}.svc.cluster.local:{RAY_GCS_PORT}"
+    """The Ray Client address of the job's cluster, through the head Service KubeRay creates."""
+    return f"ray://{names(job.name, 0).ray}-head-svc.{job.namespace}.svc:{RAY_CLIENT_PORT}"
 
 
 def driver_args(job: Job, settings: Settings) -> list[str]:
@@ -187,6 +194,8 @@ def driver_args(job: Job, settings: Settings) -> list[str]:
         args += ["--checkpoint.n_ops", str(cp.n_ops)]
     if cp.op_names:
         args += ["--checkpoint.op_names", ",".join(cp.op_names)]
+    if spec.cleanup.checkpoint_retention:
+        args += ["--intermediate_storage.retention_policy", spec.cleanup.checkpoint_retention]
     for key in sorted(spec.overrides):
         args += [f"--{key}", spec.overrides[key]]
     return args
@@ -221,6 +230,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         "env": env,
         "ports": [{"name": "progress", "containerPort": settings.progress_port}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "progress"}, "periodSeconds": 10},
+        "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [{"name": "recipe", "mountPath": RECIPE_MOUNT, "readOnly": True},
                          {"name": "state", "mountPath": STATE_MOUNT}],
     }
@@ -228,6 +238,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         container["resources"] = spec.driver.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "securityContext": POD_SECURITY,
         "terminationGracePeriodSeconds": spec.driver.termination_grace_period_seconds,
         "containers": [container],
         "volumes": [recipe_volume(job), state_volume(job)],

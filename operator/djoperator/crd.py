@@ -94,14 +94,23 @@ class WorkerGroupSpec(Model):
     resources: dict[str, Any] = Field(default_factory=dict)
     ray_start_params: dict[str, str] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _bounds(self) -> "WorkerGroupSpec":
+        low = self.replicas if self.min_replicas is None else self.min_replicas
+        high = max(self.replicas, low) if self.max_replicas is None else self.max_replicas
+        if not low <= self.replicas <= high:
+            raise ValueError(f"ray.workerGroups[{self.name}]: need minReplicas <= replicas <= maxReplicas, "
+                             f"got {low} <= {self.replicas} <= {high}")
+        return self
+
 
 class RaySpec(Model):
     ray_version: str = "2.60.0"
     image: Optional[str] = None
     head: HeadSpec = Field(default_factory=HeadSpec)
     worker_groups: list[WorkerGroupSpec] = Field(default_factory=lambda: [WorkerGroupSpec()])
+    autoscaling: bool = False  # KubeRay's in-tree autoscaler, between min and max replicas
     ready_timeout_seconds: int = Field(600, ge=1)
-    keep_after_finish: bool = False
 
 
 class DriverSpec(Model):
@@ -110,6 +119,18 @@ class DriverSpec(Model):
     service_account_name: Optional[str] = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     termination_grace_period_seconds: int = Field(60, ge=0)
+
+
+class BackoffSpec(Model):
+    initial_seconds: float = Field(10, ge=0)
+    max_seconds: float = Field(300, ge=0)
+
+
+class CleanupSpec(Model):
+    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0)  # delete the job this long after it finished
+    keep_ray_cluster: bool = False  # keep the RayCluster after the job finished (for inspection)
+    # The engine's intermediate_storage.retention_policy: what happens to checkpoints afterwards.
+    checkpoint_retention: Optional[Literal["keep_all", "keep_failed_only", "cleanup_all"]] = None
 
 
 class JobSpec(Model):
@@ -131,6 +152,10 @@ class JobSpec(Model):
     ray: RaySpec = Field(default_factory=RaySpec)
     driver: DriverSpec = Field(default_factory=DriverSpec)
     backoff_limit: int = Field(3, ge=0)
+    backoff: BackoffSpec = Field(default_factory=BackoffSpec)
+    active_deadline_seconds: Optional[int] = Field(None, ge=1)  # from the first start, stops included
+    progress_deadline_seconds: Optional[int] = Field(None, ge=1)  # longest a running driver may show no progress
+    cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     stop: bool = False
 
     @model_validator(mode="after")
@@ -146,11 +171,18 @@ class JobSpec(Model):
                 raise ValueError(f"spec.overrides key {key!r} must be a dotted recipe key like 'partition.size'")
         if self.event_log.claim_name and self.event_log.empty_dir:
             raise ValueError("spec.eventLog: set claimName or emptyDir, not both")
+        if len({g.name for g in self.ray.worker_groups}) != len(self.ray.worker_groups):
+            raise ValueError("spec.ray.workerGroups: group names must be unique")
         return self
 
     @property
     def is_ray(self) -> bool:
         return self.executor_type in ("ray", "ray_partitioned")
+
+    @property
+    def checkpoint_location(self) -> Optional[str]:
+        """Where checkpoints go, as far as the spec (or an inline recipe) says."""
+        return self.checkpoint_dir or (self.recipe or {}).get("checkpoint_dir")
 
 
 def parse_spec(raw: dict[str, Any] | None) -> JobSpec:
@@ -166,26 +198,34 @@ def parse_spec(raw: dict[str, Any] | None) -> JobSpec:
 
 
 class Status(BaseModel):
-    """The CR's status: the operator's only memory between reconciles (it is the sole writer)."""
+    """The CR's status: the operator's only memory between reconciles (it is the sole writer).
+
+    Nested sections (children, partitions, samples, progress, checkpoint, eventLog) are
+    plain dicts whose shape the CRD schema documents; status.py fills them."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    phase: Optional[str] = None  # Pending | Running | Stopping | Stopped | Succeeded | Failed
+    # Pending | Provisioning | Running | Retrying | Stopping | Stopped | Succeeded | Failed
+    phase: Optional[str] = None
     reason: Optional[str] = None
     message: Optional[str] = None
+    observed_generation: Optional[int] = None
     job_id: Optional[str] = None
-    attempt: int = 0  # driver attempt; child pod names end with it
-    failures: int = 0  # failed attempts counted against spec.backoffLimit
-    driver_pod: Optional[str] = None
-    ray_cluster: Optional[str] = None
-    exit_code: Optional[int] = None
+    attempt: int = 0  # driver attempt; the driver pod's name ends with it
+    failures: int = 0  # failed attempts, counted against spec.backoffLimit
+    exit_code: Optional[int] = None  # of the last finished driver
+    children: Optional[dict[str, Any]] = None
+    partitions: Optional[dict[str, Any]] = None
+    samples: Optional[dict[str, Any]] = None
+    progress: Optional[dict[str, Any]] = None
+    checkpoint: Optional[dict[str, Any]] = None
+    event_log: Optional[dict[str, Any]] = None
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     next_attempt_after: Optional[str] = None
-    waiting_since: Optional[str] = None
+    provisioning_since: Optional[str] = None
     last_transition_time: Optional[str] = None
-    observed_generation: Optional[int] = None
-    progress: Optional[dict[str, Any]] = None
+    conditions: Optional[list[dict[str, Any]]] = None
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

@@ -22,8 +22,10 @@ class Settings(BaseModel):
     driver_command: tuple[str, ...] = ("dj-process",)
     progress_port: int = 8000
     progress_timeout: float = Field(2.0, gt=0)
-    retry_base_seconds: float = Field(10.0, ge=0)  # backoff before attempt n+1: base * 2**(failures-1)
-    retry_max_seconds: float = Field(300.0, ge=0)
+    # How long a running driver's /progress may fail to answer before the Progressing
+    # condition turns False (a busy driver can miss a poll; a hung one misses them all).
+    progress_grace_seconds: float = Field(60.0, ge=0)
+    force_delete_after_seconds: float = Field(30.0, ge=0)  # past a pod's grace period (lost nodes)
     # Where to reach a driver's /progress when pod IPs are not routable from the operator
     # (an operator run outside the cluster, or the test node agent): a pod annotation whose
     # value is a base URL. Unset (the default) means http://<podIP>:<progress port>.
@@ -53,10 +55,10 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     p.add_argument("--image", default=from_env("image", defaults.image),
                    help="driver and Ray image when a job sets no spec.image")
     p.add_argument("--progress-timeout", type=float, default=from_env("progress_timeout", defaults.progress_timeout))
-    p.add_argument("--retry-base-seconds", type=float,
-                   default=from_env("retry_base_seconds", defaults.retry_base_seconds))
-    p.add_argument("--retry-max-seconds", type=float,
-                   default=from_env("retry_max_seconds", defaults.retry_max_seconds))
+    p.add_argument("--progress-grace-seconds", type=float,
+                   default=from_env("progress_grace_seconds", defaults.progress_grace_seconds))
+    p.add_argument("--force-delete-after-seconds", type=float,
+                   default=from_env("force_delete_after_seconds", defaults.force_delete_after_seconds))
     p.add_argument("--progress-endpoint-annotation",
                    default=from_env("progress_endpoint_annotation", None) or None,
                    help="read each driver's progress URL from this pod annotation (out-of-cluster runs)")
@@ -75,8 +77,8 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         interval=args.interval,
         image=args.image,
         progress_timeout=args.progress_timeout,
-        retry_base_seconds=args.retry_base_seconds,
-        retry_max_seconds=args.retry_max_seconds,
+        progress_grace_seconds=args.progress_grace_seconds,
+        force_delete_after_seconds=args.force_delete_after_seconds,
         progress_endpoint_annotation=args.progress_endpoint_annotation,
         verbose=args.verbose,
     )

@@ -5,14 +5,13 @@ a property the others rely on, through kubectl or the official client as a user 
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.k8s import OPERATOR_SA_TOKEN, LocalCluster
+from tests.support.k8s import OPERATOR_SA_TOKEN, wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -34,23 +33,12 @@ def raycluster(name: str) -> dict:
     }
 
 
-def wait_for_allowed(cluster: LocalCluster, *args: str, kubeconfig, timeout_s: float = 15.0):
-    """RBAC changes reach the authorizer through an informer, so allow a short delay."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        done = cluster.kubectl(*args, kubeconfig=kubeconfig, check=False)
-        if done.returncode == 0 or time.monotonic() > deadline:
-            return done
-        time.sleep(0.2)
-
-
 def test_configmap_written_with_kubectl_reads_back(kube_cluster, kube_namespace):
     kube_cluster.kubectl(
         "create", "configmap", "recipe", "-n", kube_namespace, "--from-literal=np=4"
     )
-    got = json.loads(
-        kube_cluster.kubectl("get", "configmap", "recipe", "-n", kube_namespace, "-o", "json").stdout
-    )
+    shown = kube_cluster.kubectl("get", "configmap", "recipe", "-n", kube_namespace, "-o", "json")
+    got = json.loads(shown.stdout)
     assert got["data"] == {"np": "4"}
 
 
@@ -107,7 +95,12 @@ def test_service_account_token_is_forbidden_until_a_role_binding_grants_it(
         "create", "rolebinding", "operator-reads", "-n", kube_namespace,
         "--role=read-configmaps", "--serviceaccount=dj-system:datajuicer-operator",
     )
-    assert wait_for_allowed(kube_cluster, *listing, kubeconfig=as_operator).returncode == 0
+    # RBAC changes reach the authorizer through an informer: allow a short delay.
+    wait_for(
+        lambda: kube_cluster.kubectl(*listing, kubeconfig=as_operator, check=False).returncode == 0,
+        what="the RoleBinding to take effect",
+        timeout_s=15,
+    )
     still_denied = kube_cluster.kubectl(
         "get", "secrets", "-n", kube_namespace, kubeconfig=as_operator, check=False
     )

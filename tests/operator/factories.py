@@ -10,13 +10,14 @@ from djoperator.status import ClusterState, Observed, PodState
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 UID = "0123abcd-0000-4000-8000-000000000000"
-SETTINGS = Settings(retry_base_seconds=0, interval=1)
+SETTINGS = Settings(interval=1)
 
 RECIPE = {"dataset_path": "s3://bucket/in.jsonl", "process": [{"whitespace_normalization_mapper": {}}]}
+ACCEPTED = {"job_id": "demo-0123abcd", "attempt": 1}
 
 
 def spec(**overrides: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = {"executorType": "default", "recipe": RECIPE}
+    raw: dict[str, Any] = {"executorType": "default", "recipe": RECIPE, "backoff": {"initialSeconds": 0}}
     raw.update(overrides)
     return raw
 
@@ -24,18 +25,22 @@ def spec(**overrides: Any) -> dict[str, Any]:
 def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None, stop: bool = False,
              pods: tuple[PodState, ...] = (), cluster: ClusterState | None = None,
              present: frozenset[tuple[str, str]] | None = None, progress: dict[str, Any] | None = None,
-             now: datetime = NOW, **status: Any) -> Observed:
+             polled: bool | None = None, now: datetime = NOW, **status: Any) -> Observed:
+    """A job already accepted (job id in status) unless job_id=None is passed."""
     raw = dict(raw_spec or spec())
     if stop:
         raw["stop"] = True
-    parsed = parse_spec(raw)
     if present is None:
         present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
-    return Observed(name="demo", namespace="ns", uid=UID, now=now, spec=parsed,
-                    status=Status(phase=phase, **status), pods=pods, cluster=cluster, present=present,
-                    progress=progress)
+    fields = {**ACCEPTED, **status}
+    if fields["job_id"] is None:
+        fields.pop("job_id")
+    return Observed(name="demo", namespace="ns", uid=UID, now=now, spec=parse_spec(raw),
+                    status=Status(phase=phase, **fields), pods=pods, cluster=cluster, present=present,
+                    progress=progress, progress_polled=progress is not None if polled is None else polled)
 
 
-def pod(phase: str, attempt: int = 1, exit_code: int | None = None, deleting: bool = False) -> PodState:
+def pod(phase: str, attempt: int = 1, exit_code: int | None = None, deleting: bool = False,
+        deadline: datetime | None = None) -> PodState:
     return PodState(name=f"demo-driver-{attempt}", attempt=attempt, phase=phase, exit_code=exit_code,
-                    deleting=deleting)
+                    deleting=deleting, deletion_deadline=deadline)

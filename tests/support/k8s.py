@@ -9,6 +9,7 @@ an operator's own tests want: the test plays the rest of the cluster.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,12 +21,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-kube-apiserver.sh"
@@ -44,13 +49,14 @@ OPERATOR_SA_GROUPS = (
 )
 
 READY_TIMEOUT_S = 90.0
+T = TypeVar("T")
 
 
 class KubectlError(subprocess.CalledProcessError):
     """A failed kubectl call whose message carries kubectl's stderr."""
 
     def __str__(self) -> str:
-        return f"{super().__str__()}\nstderr: {self.stderr.strip()}"
+        return f"{super().__str__()}\nstderr: {self.stderr.strip()[:4000]}"
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ class LocalCluster:
             self._write_auth_files()
             self._start_etcd()
             self.start_apiserver()
-            self.kubeconfig_for(ADMIN_TOKEN)  # writes self.kubeconfig
+            self.kubeconfig = self.kubeconfig_for(ADMIN_TOKEN)
         except BaseException:
             self.stop()
             raise
@@ -230,9 +236,9 @@ class LocalCluster:
             raise KubectlError(done.returncode, cmd, done.stdout, done.stderr)
         return done
 
-    def api_client(self, token: str = ADMIN_TOKEN):
+    def api_client(self, token: str = ADMIN_TOKEN) -> ApiClient:
         """An official-client ApiClient for token's user (admin by default)."""
-        from kubernetes import config
+        from kubernetes import config  # the operator extra: worker-only runs load this plugin too
 
         return config.new_client_from_config(config_file=str(self.kubeconfig_for(token)))
 
@@ -298,6 +304,17 @@ class LocalCluster:
         ]
 
 
+def wait_for(condition: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
+    """Polls condition until it returns something truthy, and returns that; a test waits
+    on state with a deadline, never with a fixed sleep."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.2)
+    return result
+
+
 def should_fail_without_k8s() -> bool:
     """CI and DJ_REQUIRE_K8S make a missing apiserver a failure instead of a skip."""
     return bool(os.environ.get("CI") or os.environ.get("DJ_REQUIRE_K8S"))
@@ -334,7 +351,12 @@ def kuberay_crd(kube_cluster: LocalCluster) -> str:
     """KubeRay's RayCluster CRD (CEL rules stripped), installed and Established; its name."""
     kube_cluster.kubectl("apply", "--server-side", "-f", str(RAYCLUSTER_CRD))
     name = "rayclusters.ray.io"
-    kube_cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", f"crd/{name}"
-    )
+    # Polled as JSON: v1.20's `kubectl wait` and jsonpath filters both fail on a CRD that
+    # has no status.conditions yet.
+    def is_established() -> bool:
+        crd = json.loads(kube_cluster.kubectl("get", "crd", name, "-o", "json").stdout)
+        conditions = crd["status"].get("conditions") or []
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    wait_for(is_established, what=f"CRD {name} to be Established")
     return name

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from .config import Strategy
+from .faults import failpoint
 from .plan import Partition, partition_name
 from .storage import Storage, join
 
@@ -125,6 +126,7 @@ class Checkpoints:
         if self.fmt == "jsonl" and self.compression == "zstd":
             raw_size = sum(len(orjson.dumps(r, default=str)) + 1 for r in table.to_pylist())
         self.storage.put_bytes(self.data_path(key), data)
+        failpoint("checkpoint_mid_write")
         manifest = {
             "key": key, "partition_id": partition_id, "upto": upto, "op_names": op_names,
             "rows": table.num_rows, "content_hash": xxhash.xxh3_128(data).hexdigest(), "bytes": len(data),

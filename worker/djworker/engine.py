@@ -25,6 +25,7 @@ from .errors import DJError, JobStopped, PartitionFailed
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import export, export_format
+from .faults import failpoint
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
@@ -280,6 +281,7 @@ class Driver:
             delay = backoff_delay(self.recipe.backoff, attempt, rr.base_delay_s, rr.max_delay_s, rr.jitter, rng)
             heapq.heappush(queue, (time.time() + delay, pid, task))
             return
+        failpoint("partition_done")
         part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
         log.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
                  duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops)

@@ -17,6 +17,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .faults import failpoint
 from .ops.base import STATS_COLUMN
 from .sources import EXTRA_JSON_COLUMN
 from .storage import Storage, is_remote
@@ -63,6 +64,7 @@ def export(storage: Storage, shard_paths: list[str], export_path: str, job_id: s
                 if stats is not None and export_stats:
                     stats_lines.extend(orjson.dumps(r[STATS_COLUMN], default=str) + b"\n" for r in stats.to_pylist())
                 rows += table.num_rows
+                failpoint("export_mid_write")
                 if fmt == "jsonl":
                     for chunk in _batched(json_lines(table), 4096):
                         out.write(b"".join(chunk))

@@ -37,6 +37,9 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
             continue
         if et in JOB_ENDS:
             status = JOB_ENDS[et]
+            for p in parts.values():  # nothing runs once the driver has ended; a resume restarts them
+                if p["status"] == "processing":
+                    p["status"], p["current_op"] = "pending", None
             continue
         if pid is None:
             continue

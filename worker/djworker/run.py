@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from .checkpoint import Checkpoints, checkpoint_key, encode_table, should_checkpoint
 from .config import Strategy
 from .events import EventType, make_event
+from .faults import failpoint
 from .plan import Partition, partition_name
 from .storage import Storage, StorageOptions, join
 
@@ -113,6 +114,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
                             stack_trace=traceback.format_exc()))
             raise
         took = time.perf_counter() - t0
+        failpoint("op_done")
         metrics.append({"op_idx": idx, "op_name": op.op_name, "rows_in": before, "rows_out": table.num_rows, "duration_s": took})
         emit(make_event(EventType.OP_COMPLETE, job, partition_id=pid, op_idx=idx, op_name=op.op_name,
                         rows_in=before, rows_out=table.num_rows, duration_s=took))

@@ -18,8 +18,8 @@ from typing import Any, Optional
 import orjson
 import psutil
 
-from .errors import JobLocked
-from .storage import Storage, is_remote, join
+from ..errors import JobLocked
+from ..storage import Storage, is_remote, join
 
 LOCK_TTL_S = 120  # a remote holder whose heartbeat is older than this is presumed dead
 

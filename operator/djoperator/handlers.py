@@ -1,0 +1,72 @@
+"""kopf wiring only: every entry point is observe -> decide -> apply.
+
+create, resume (operator restart), any spec change (spec.stop included) and the
+timer all call the same reconcile, which checks spec.stop level-based; the timer
+also mirrors the driver's progress. kopf may run the timer and a change handler
+for one object at once, so a per-object lock (in kopf's per-object memo)
+serialises them; the status is written before the children it names."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+from typing import Any
+
+import kopf
+
+from . import observe
+from . import status as core
+from .crd import GROUP, PLURAL, VERSION
+from .kube import Kube
+from .settings import Settings
+
+
+def _lock(memo: kopf.Memo) -> threading.Lock:
+    return memo.setdefault("reconcile_lock", threading.Lock())
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _post(body: kopf.Body, events: list[core.Event]) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """Terminal jobs have nothing to poll (a spec change wakes them), unless a TTL will delete them."""
+    phase = status.get("phase")
+    ttl = (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished")
+    return phase not in core.TERMINAL or (ttl is not None and phase in (core.SUCCEEDED, core.FAILED))
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) -> None:
+    """Adds the DataJuicerJob handlers to registry, closing over settings and the client."""
+    resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+
+    def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        for _round in range(3):  # `again`: the first round only records the job id and child names
+            with _lock(memo):
+                observed = observe.job(kube, body, settings, _now())
+                decision = core.next_status(observed, settings)
+                patch = core.status_patch(observed.status.dump(), decision.status)
+                kube.patch_job_status(observed.namespace, observed.name, patch)
+                kube.apply(decision.create, decision.delete)
+            _post(body, decision.events)
+            if not decision.again:
+                break
+
+    def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        with _lock(memo):
+            observed = observe.job(kube, body, settings, _now(), with_progress=False)
+            decision = core.teardown(observed, settings)
+            kube.apply([], decision.delete)
+        if decision.waiting:
+            raise kopf.TemporaryError("waiting for the driver to checkpoint and exit, then for the RayCluster",
+                                      delay=settings.interval)
+
+    kopf.on.create(**resource, id="reconcile-create")(reconcile)
+    kopf.on.resume(**resource, id="reconcile-resume")(reconcile)
+    kopf.on.update(**resource, field="spec", id="reconcile-spec")(reconcile)
+    kopf.timer(**resource, interval=settings.interval, when=_needs_timer, id="reconcile-timer")(reconcile)
+    kopf.on.delete(**resource, id="finalize")(finalize)

@@ -1,0 +1,101 @@
+"""The operator's only writer to the API: idempotent creates and deletes, status patches.
+
+Manifests stay plain dicts end to end (children.py builds them), so this goes through
+the official client's DynamicClient rather than the typed models. Deletes use the
+Background policy: Foreground would park children behind a finalizer that only the
+garbage collector removes."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Iterable, Optional
+
+from kubernetes import config as kube_config
+from kubernetes.client import ApiClient
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
+
+from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION
+
+log = logging.getLogger(__name__)
+RAY_API_VERSION = f"{RAY_GROUP}/{RAY_VERSION}"
+
+
+def api_client() -> ApiClient:
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    try:
+        kube_config.load_incluster_config()
+        return ApiClient()
+    except kube_config.ConfigException:
+        return kube_config.new_client_from_config()
+
+
+class Kube:
+    def __init__(self, client: ApiClient) -> None:
+        self.dyn = DynamicClient(client)
+
+    def _resource(self, api_version: str, kind: str):
+        return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        """The object as a dict, or None if it (or its kind, e.g. KubeRay's CRD) does not exist."""
+        try:
+            return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
+        except (NotFoundError, ResourceNotFoundError):
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        try:
+            found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        except ResourceNotFoundError:
+            return []
+        return [item.to_dict() for item in found.items]
+
+    def get_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get(API_VERSION, KIND, namespace, name)
+
+    # -- writes -------------------------------------------------------------------
+
+    def create(self, manifest: dict[str, Any]) -> None:
+        """Creates the object; one that exists already is left alone, except a ConfigMap,
+        whose data is brought up to date (the recipe may change between attempts)."""
+        meta = manifest["metadata"]
+        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            resource.create(body=manifest, namespace=meta["namespace"])
+            log.info("created %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
+        except ConflictError:
+            if manifest["kind"] == "ConfigMap":
+                resource.patch(body={"data": manifest.get("data", {})}, name=meta["name"],
+                               namespace=meta["namespace"], content_type="application/merge-patch+json")
+
+    def delete(self, ref: dict[str, Any]) -> None:
+        """Asks for deletion (pods get their grace period unless the ref carries
+        gracePeriodSeconds); a missing object is fine."""
+        options: dict[str, Any] = {"propagationPolicy": "Background"}
+        if "gracePeriodSeconds" in ref:
+            options["gracePeriodSeconds"] = ref["gracePeriodSeconds"]
+        try:
+            self._resource(ref["apiVersion"], ref["kind"]).delete(
+                name=ref["name"], namespace=ref["namespace"], body=options)
+            log.info("deleting %s %s/%s", ref["kind"], ref["namespace"], ref["name"])
+        except (NotFoundError, ResourceNotFoundError):
+            pass
+
+    def apply(self, create: Iterable[dict[str, Any]], delete: Iterable[dict[str, Any]]) -> None:
+        """Deletes first (a stop must not wait behind creates), then creates in the given order."""
+        for ref in delete:
+            self.delete(ref)
+        for manifest in create:
+            self.create(manifest)
+
+    def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        if not patch:
+            return
+        resource = self._resource(API_VERSION, KIND)
+        try:
+            resource.status.patch(body={"status": patch}, name=name, namespace=namespace,
+                                  content_type="application/merge-patch+json")
+        except NotFoundError:
+            pass  # deleted meanwhile: nothing left to report on

@@ -1,0 +1,118 @@
+"""Reads a job's world into an Observed: the CR, its children, the driver's /progress."""
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from datetime import datetime
+from typing import Any, Mapping, Optional
+
+from . import children, crd
+from .kube import RAY_API_VERSION, Kube
+from .settings import Settings
+from .status import ClusterState, Observed, PodState
+
+log = logging.getLogger(__name__)
+
+
+def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
+        with_progress: bool = True) -> Observed:
+    """Everything next_status needs. The CR is re-read, not taken from the event that
+    triggered us, so a timer and a spec change in a row see each other's status."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    fresh = kube.get_job(namespace, name) or dict(body)
+    spec, spec_error = None, None
+    try:
+        spec = crd.parse_spec(fresh.get("spec"))
+    except crd.SpecError as err:
+        spec_error = str(err)
+    status = crd.parse_status(fresh.get("status"))
+    selector = f"{children.LABEL_JOB_UID}={uid}"
+
+    raw_pods = [p for p in kube.list("v1", "Pod", namespace, selector)
+                if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
+    present = frozenset((kind, obj["metadata"]["name"])
+                        for kind in ("ConfigMap", "PersistentVolumeClaim")
+                        for obj in kube.list("v1", kind, namespace, selector))
+    cluster_name = children.names(name, 0).ray
+    cluster = cluster_state(kube.get(RAY_API_VERSION, "RayCluster", namespace, cluster_name), uid)
+
+    progress, polled = None, False
+    current = children.names(name, max(status.attempt, 1)).driver
+    driver = next((p for p in raw_pods if p["metadata"]["name"] == current), None)
+    if with_progress and driver is not None and pod_state(driver).phase == "Running":
+        progress, polled = fetch_progress(driver, settings), True
+    return Observed(
+        name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error, status=status,
+        generation=int(fresh.get("metadata", {}).get("generation") or 1),
+        pods=tuple(pod_state(p) for p in raw_pods), cluster=cluster, present=present,
+        progress=progress, progress_polled=polled,
+    )
+
+
+def pod_state(pod: Mapping[str, Any]) -> PodState:
+    meta, st = pod["metadata"], pod.get("status") or {}
+    exit_code, message = None, None
+    for container in st.get("containerStatuses") or []:
+        if container.get("name") == "driver":
+            terminated = (container.get("state") or {}).get("terminated")
+            if terminated is not None:
+                exit_code = terminated.get("exitCode")
+                text = (terminated.get("message") or "").strip().splitlines()
+                reason = terminated.get("reason")
+                message = text[-1][:300] if text else (reason if reason not in (None, "Error", "Completed") else None)
+    attempt = int(meta.get("labels", {}).get(children.LABEL_ATTEMPT, "0") or 0)
+    deleted_at = meta.get("deletionTimestamp")
+    return PodState(name=meta["name"], attempt=attempt, phase=st.get("phase") or "Pending",
+                    exit_code=exit_code, deleting=bool(deleted_at), message=message,
+                    deletion_deadline=_time(deleted_at))
+
+
+def _time(value: Any) -> Optional[datetime]:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def cluster_state(cluster: Optional[Mapping[str, Any]], uid: str) -> Optional[ClusterState]:
+    """KubeRay reports readiness as status.state == "ready"; a same-named cluster that
+    this job does not own is treated as absent (and never deleted)."""
+    if cluster is None:
+        return None
+    meta = cluster["metadata"]
+    if meta.get("labels", {}).get(children.LABEL_JOB_UID) != uid:
+        return None
+    return ClusterState(name=meta["name"], state=(cluster.get("status") or {}).get("state"),
+                        deleting=bool(meta.get("deletionTimestamp")))
+
+
+def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:
+    annotations = pod["metadata"].get("annotations") or {}
+    if settings.progress_endpoint_annotation and annotations.get(settings.progress_endpoint_annotation):
+        return annotations[settings.progress_endpoint_annotation].rstrip("/") + "/progress"
+    ip = (pod.get("status") or {}).get("podIP")
+    if not ip:
+        return None
+    port = settings.progress_port
+    for container in pod["spec"]["containers"]:
+        for p in container.get("ports") or []:
+            if p.get("name") == "progress":
+                port = p["containerPort"]
+    return f"http://{ip}:{port}/progress"
+
+
+def fetch_progress(pod: Mapping[str, Any], settings: Settings) -> Optional[dict[str, Any]]:
+    """The driver's progress, or None while it is not serving yet (or has just exited)."""
+    url = progress_url(pod, settings)
+    if url is None:
+        return None
+    try:
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # pod IPs never go via a proxy
+        with direct.open(url, timeout=settings.progress_timeout) as response:
+            data = json.loads(response.read())
+        return data if isinstance(data, dict) else None
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        log.debug("no progress from %s: %s", url, err)
+        return None

@@ -1,0 +1,89 @@
+"""Helpers for driving dj-process the way a user does: a recipe file and a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import orjson
+import yaml
+
+from djworker.demo_data import write_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+STANDARD_OPS = [
+    {"clean_links_mapper": {}},
+    {"clean_email_mapper": {}},
+    {"whitespace_normalization_mapper": {}},
+    {"fix_unicode_mapper": {}},
+    {"text_length_filter": {"min_len": 100, "max_len": 600}},
+]
+
+
+def make_recipe(tmp: Path, rows: int = 600, name: str = "recipe", **overrides: Any) -> Path:
+    """A recipe over a fresh demo corpus in tmp; returns the recipe path."""
+    data = tmp / "input.jsonl"
+    if not data.exists():
+        write_jsonl(str(data), rows)
+    recipe: dict[str, Any] = {
+        "project_name": "test",
+        "dataset_path": str(data),
+        "export_path": str(tmp / "out" / "result.jsonl"),
+        "work_dir": str(tmp / "jobs"),
+        "event_log_dir": str(tmp / "events"),
+        "checkpoint_dir": str(tmp / "ckpt"),
+        "np": 2,
+        "partition": {"size": 100},
+        "retry": {"max_retries": 2, "base_delay_s": 0.05, "max_delay_s": 0.2},
+        "process": STANDARD_OPS,
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def env_with(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "DJ_EXTRA_OP_MODULES": "tests.support.test_ops"}
+    env.pop("DJ_FAILPOINTS", None)
+    env.update(extra or {})
+    return env
+
+
+def dj_process(recipe: Path, job_id: str, *args: str, env: Optional[dict[str, str]] = None,
+               timeout: float = 180) -> subprocess.CompletedProcess:
+    """Run dj-process in its own session (failpoints SIGKILL the whole process group)."""
+    cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe), "--job_id", job_id, "--quiet", *args]
+    return subprocess.run(cmd, env=env_with(env), capture_output=True, text=True, timeout=timeout,
+                          start_new_session=True, cwd=recipe.parent)
+
+
+def start_dj_process(recipe: Path, job_id: str, *args: str, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe), "--job_id", job_id, "--quiet", *args]
+    return subprocess.Popen(cmd, env=env_with(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, cwd=recipe.parent)
+
+
+def events(tmp: Path, job_id: str) -> list[dict[str, Any]]:
+    path = tmp / "events" / job_id / "event_logs" / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def event_types(evs: list[dict[str, Any]]) -> list[str]:
+    return [e["event_type"] for e in evs]
+
+
+def output_rows(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+def summary(tmp: Path, job_id: str) -> dict[str, Any]:
+    return json.loads((tmp / "jobs" / job_id / "job_summary.json").read_text())

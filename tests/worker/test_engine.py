@@ -1,0 +1,261 @@
+"""dj-process end to end on real files: strategies, resume after kills, stops, failures."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from djworker.config import build_ops, load_recipe
+import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
+from tests.support.engine import (dj_process, event_types, events, make_recipe, output_rows, start_dj_process,
+                                  summary)
+
+
+def expected_rows(recipe_path: Path) -> list[dict]:
+    """The floor: the same ops applied in-process to the whole input, no framework."""
+    recipe = load_recipe(recipe_path)
+    rows = [orjson.loads(line) for line in Path(recipe.dataset_path).read_bytes().splitlines() if line.strip()]
+    table = pa.Table.from_pylist(rows)
+    for op in build_ops(recipe):
+        table = op.process(table)
+    if "__dj__stats__" in table.column_names:
+        table = table.drop_columns(["__dj__stats__"])
+    return table.to_pylist()
+
+
+def run_ok(recipe: Path, job: str, *args: str, env=None):
+    proc = dj_process(recipe, job, *args, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def out_path(tmp: Path) -> Path:
+    return tmp / "out" / "result.jsonl"
+
+
+def test_clean_run_output_layout_and_event_sequence(tmp_path):
+    recipe = make_recipe(tmp_path)
+    run_ok(recipe, "job1")
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+    evs = events(tmp_path, "job1")
+    types = event_types(evs)
+    assert types[:3] == ["JOB_START", "PROCESSING_START", "PROCESSING_COMPLETE"] and types[-1] == "JOB_COMPLETE"
+    assert types.count("PARTITION_START") == types.count("PARTITION_COMPLETE") == 6
+    assert types.count("OP_COMPLETE") == 30 and types.count("CHECKPOINT_SAVE") == 30
+    for e in evs:
+        assert e["schema_version"] == 1 and e["job_id"] == "job1" and e["pid"] and e["host"]
+    op_done = [e for e in evs if e["event_type"] == "OP_COMPLETE"]
+    assert all(e["rows_in"] >= e["rows_out"] and e["duration_s"] >= 0 and e["op_name"] for e in op_done)
+    job = tmp_path / "jobs" / "job1"
+    for rel in ["job_summary.json", "metadata/dataset_mapping.json", "metadata/final_mapping_report.json",
+                "partitions/partition_000005.parquet"]:
+        assert (job / rel).exists(), rel
+    s = summary(tmp_path, "job1")
+    assert s["status"] == "completed" and s["total_samples"] == 600 and "--job_id job1" in s["resumption_command"]
+    report = json.loads((job / "metadata/final_mapping_report.json").read_text())
+    assert sum(p["output_samples"] for p in report["partitions"]) == len(output_rows(out_path(tmp_path)))
+    assert (tmp_path / "events" / "job1" / "event_logs" / "events.log").read_text().count("PARTITION_COMPLETE") == 6
+    manifest = json.loads(Path(str(out_path(tmp_path)) + ".manifest.json").read_text())
+    assert manifest["rows"] == len(output_rows(out_path(tmp_path)))
+
+
+@pytest.mark.parametrize("strategy, extra, per_partition", [
+    ("every_op", {}, [1, 2, 3, 4, 5]),
+    ("every_partition", {}, [5]),
+    ("every_n_ops", {"n_ops": 2}, [2, 4]),
+    ("manual", {"op_names": ["clean_email_mapper", "fix_unicode_mapper"]}, [2, 4]),
+    ("disabled", {}, []),
+])
+def test_each_strategy_writes_exactly_its_checkpoints(tmp_path, strategy, extra, per_partition):
+    recipe = make_recipe(tmp_path, rows=300, checkpoint={"strategy": strategy, **extra})
+    run_ok(recipe, "s")
+    manifests = sorted(p.name for p in (tmp_path / "ckpt" / "s").glob("checkpoint_*.json")) \
+        if (tmp_path / "ckpt" / "s").exists() else []
+    got = sorted({(m.split("_")[2], int(m.split("_op")[1][:3])) for m in manifests})
+    assert got == sorted((f"{pid:06d}", n) for pid in range(3) for n in per_partition)
+    saves = [e for e in events(tmp_path, "s") if e["event_type"] == "CHECKPOINT_SAVE"]
+    assert sorted((e["partition_id"], e["op_idx"] + 1) for e in saves) == sorted(
+        (pid, n) for pid in range(3) for n in per_partition)
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+
+
+@pytest.mark.parametrize("failpoint", ["op_done=7", "checkpoint_mid_write=4", "partition_done=2", "export_mid_write=2"])
+def test_resume_after_sigkill_gives_identical_output(tmp_path, failpoint):
+    recipe = make_recipe(tmp_path, checkpoint={"strategy": "every_n_ops", "n_ops": 2})
+    killed = dj_process(recipe, "k", env={"DJ_FAILPOINTS": failpoint})
+    assert killed.returncode == -signal.SIGKILL
+    assert not out_path(tmp_path).exists()  # no half-written result is ever visible
+    run_ok(recipe, "k")
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+    types = event_types(events(tmp_path, "k"))
+    assert "JOB_RESUMED" in types and types[-1] == "JOB_COMPLETE"
+
+
+def test_resume_skips_done_partitions_and_continues_from_checkpoints(tmp_path):
+    recipe = make_recipe(tmp_path, checkpoint={"strategy": "every_op"})
+    assert dj_process(recipe, "r", env={"DJ_FAILPOINTS": "op_done=12"}).returncode == -signal.SIGKILL
+    run_ok(recipe, "r")
+    evs = events(tmp_path, "r")
+    resumed_at = event_types(evs).index("JOB_RESUMED")
+    after = evs[resumed_at:]
+    skipped = {e["partition_id"] for e in after if e["event_type"] == "PARTITION_SKIPPED"}
+    loads = [e for e in after if e["event_type"] == "CHECKPOINT_LOAD"]
+    assert loads, "an interrupted partition continues from its checkpoint"
+    started_ops = [e for e in after if e["event_type"] == "OP_START"]
+    # exactly once: after resume, no op of a skipped partition runs and no reused op runs again
+    assert not {e["partition_id"] for e in started_ops} & skipped
+    for load in loads:
+        assert all(e["op_idx"] >= load["reused_ops"] for e in started_ops if e["partition_id"] == load["partition_id"])
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+
+
+def test_changed_op_parameter_reuses_only_the_unchanged_prefix(tmp_path):
+    recipe = make_recipe(tmp_path, rows=300)
+    run_ok(recipe, "p")
+    changed = make_recipe(tmp_path, rows=300, name="changed", process=[
+        {"clean_links_mapper": {}}, {"clean_email_mapper": {}}, {"whitespace_normalization_mapper": {}},
+        {"fix_unicode_mapper": {}}, {"text_length_filter": {"min_len": 50, "max_len": 600}}])
+    run_ok(changed, "p")
+    after = events(tmp_path, "p")[event_types(events(tmp_path, "p")).index("JOB_RESUMED"):]
+    loads = [e for e in after if e["event_type"] == "CHECKPOINT_LOAD"]
+    assert sorted(e["partition_id"] for e in loads) == [0, 1, 2] and {e["reused_ops"] for e in loads} == {4}
+    assert {e["op_name"] for e in after if e["event_type"] == "OP_START"} == {"text_length_filter"}
+    assert output_rows(out_path(tmp_path)) == expected_rows(changed)
+
+
+def test_torn_checkpoint_is_recomputed_not_loaded(tmp_path):
+    recipe = make_recipe(tmp_path, rows=200, checkpoint={"strategy": "every_op"})
+    assert dj_process(recipe, "t", env={"DJ_FAILPOINTS": "partition_done=1"}).returncode == -signal.SIGKILL
+    ckpts = sorted((tmp_path / "ckpt" / "t").glob("partition_*_op00[45]_*.parquet"))
+    assert ckpts
+    for c in ckpts:
+        c.write_bytes(c.read_bytes()[: len(c.read_bytes()) // 2])
+    for r in (tmp_path / "jobs" / "t" / "results").glob("*"):
+        r.unlink()  # force the partitions to go back to their checkpoints
+    run_ok(recipe, "t")
+    evs = events(tmp_path, "t")
+    invalid = [e for e in evs if e["event_type"] == "CHECKPOINT_INVALID"]
+    assert invalid and all("hash" in e["error"] for e in invalid)
+    assert all(e["reused_ops"] == 3 for e in evs if e["event_type"] == "CHECKPOINT_LOAD")
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+
+
+def test_second_concurrent_run_is_refused_and_stale_lock_taken_over(tmp_path):
+    recipe = make_recipe(tmp_path, rows=200, process=[{"slow_mapper": {"seconds": 0.5}}])
+    first = start_dj_process(recipe, "c")
+    try:
+        deadline = time.time() + 30
+        while not (tmp_path / "jobs" / "c" / "job.lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        second = dj_process(recipe, "c")
+        assert second.returncode == 4
+        assert "job c is running" in second.stderr and "dj-stop c" in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    # the holder is dead now: its lock is stale and the next run takes it over
+    os.killpg(first.pid, signal.SIGKILL) if _group_alive(first.pid) else None
+    run_ok(recipe, "c")
+    assert len(output_rows(out_path(tmp_path))) == 200
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_sigterm_stops_cleanly_then_resume_is_identical(tmp_path):
+    ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.3}}, {"text_length_filter": {"min_len": 100}}]
+    recipe = make_recipe(tmp_path, rows=800, process=ops, checkpoint={"strategy": "disabled"})
+    proc = start_dj_process(recipe, "st")
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        path = tmp_path / "events" / "st" / "event_logs" / "events.jsonl"
+        if path.exists() and path.read_text().count('"PARTITION_COMPLETE"') >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 130
+    evs = events(tmp_path, "st")
+    assert event_types(evs)[-1] == "JOB_STOPPED"
+    # the in-flight partitions flushed a checkpoint even with checkpoints disabled
+    assert any(e["event_type"] == "CHECKPOINT_SAVE" and e.get("message") == "stop requested" for e in evs)
+    s = summary(tmp_path, "st")
+    assert s["status"] == "stopped" and s["exit_code"] == 130
+    assert not out_path(tmp_path).exists()
+    run_ok(recipe, "st")
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+
+
+def test_retry_then_success_and_permanent_failure_keeps_other_partitions(tmp_path):
+    state = tmp_path / "flaky"
+    ops = [{"flaky_mapper": {"state_dir": str(state), "failures": 1, "first_ids": [100]}}, {"clean_links_mapper": {}}]
+    recipe = make_recipe(tmp_path, rows=300, process=ops)
+    run_ok(recipe, "f1")
+    evs = events(tmp_path, "f1")
+    failed = [e for e in evs if e["event_type"] == "PARTITION_FAILED"]
+    assert [(e["partition_id"], e["retry_count"], e["final"]) for e in failed] == [(1, 0, False)]
+    assert "injected failure" in failed[0]["error"] and failed[0]["stack_trace"]
+    assert [e["retry_count"] for e in evs if e["event_type"] == "PARTITION_COMPLETE" and e["partition_id"] == 1] == [1]
+
+    poison = tmp_path / "poison"
+    poison.touch()
+    ops = [{"flaky_mapper": {"state_dir": str(tmp_path / "f2"), "poison_file": str(poison), "first_ids": [100]}},
+           {"clean_links_mapper": {}}]
+    recipe2 = make_recipe(tmp_path, rows=300, name="r2", process=ops, export_path=str(tmp_path / "out2.jsonl"))
+    proc = dj_process(recipe2, "f2")
+    assert proc.returncode == 6 and "partition 1" in proc.stderr
+    evs = events(tmp_path, "f2")
+    assert event_types(evs)[-1] == "JOB_FAILED"
+    assert [e["retry_count"] for e in evs if e["event_type"] == "PARTITION_FAILED"] == [0, 1, 2]
+    assert summary(tmp_path, "f2")["status"] == "failed"
+    report = json.loads((tmp_path / "jobs" / "f2" / "metadata" / "final_mapping_report.json").read_text())
+    assert [p["status"] for p in report["partitions"]] == ["completed", "failed", "completed"]
+    # fix the cause and resume: only the failed partition runs again
+    poison.unlink()
+    run_ok(recipe2, "f2")
+    after = events(tmp_path, "f2")[event_types(events(tmp_path, "f2")).index("JOB_RESUMED"):]
+    assert sorted(e["partition_id"] for e in after if e["event_type"] == "PARTITION_START") == [1]
+    assert len(output_rows(tmp_path / "out2.jsonl")) == 300
+
+
+def test_malformed_records_are_rejected_counted_and_kept(tmp_path):
+    data = tmp_path / "input.jsonl"
+    good = [{"text": f"row {i} " * 20, "id": i} for i in range(50)]
+    lines = [orjson.dumps(r) for r in good]
+    lines.insert(10, b'{"text": "unterminated')
+    lines.insert(20, b'{"id": 5}')
+    lines.insert(30, b'{"text": 42}')
+    lines.insert(40, b'{"text": "bad utf8 \xff\xfe"}')
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    recipe = make_recipe(tmp_path, process=[{"text_length_filter": {"min_len": 1}}])
+    run_ok(recipe, "m")
+    assert len(output_rows(out_path(tmp_path))) == 50
+    rejects = [json.loads(line) for line in (tmp_path / "jobs" / "m" / "rejects" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["record"] for r in rejects] == [11, 21, 31, 41]
+    assert "invalid JSON" in rejects[0]["reason"] and "missing text key" in rejects[1]["reason"]
+    assert summary(tmp_path, "m")["rejected_samples"] == 4
+    assert any(e["event_type"] == "WARNING" and e.get("rejected") == 4 for e in events(tmp_path, "m"))
+    strict = make_recipe(tmp_path, name="strict", process=[{"text_length_filter": {"min_len": 1}}],
+                         malformed_records="fail")
+    proc = dj_process(strict, "m2")
+    assert proc.returncode == 3 and "input.jsonl:11" in proc.stderr
+    assert event_types(events(tmp_path, "m2"))[-1] == "JOB_FAILED"
+
+
+def test_resuming_with_a_changed_input_is_refused(tmp_path):
+    recipe = make_recipe(tmp_path, rows=100, process=[{"slow_mapper": {"seconds": 0}}])
+    run_ok(recipe, "ch")
+    with open(tmp_path / "input.jsonl", "ab") as fh:
+        fh.write(b'{"text": "new row", "id": 999}\n')
+    proc = dj_process(recipe, "ch")
+    assert proc.returncode == 3 and "changed since job ch was planned" in proc.stderr
