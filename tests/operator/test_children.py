@@ -43,7 +43,7 @@ def test_ray_executor_adds_a_kuberay_cluster_and_points_the_driver_at_it():
     group = cluster["spec"]["workerGroupSpecs"][0]
     assert (group["groupName"], group["replicas"], group["minReplicas"], group["maxReplicas"]) == ("small", 2, 2, 2)
     env = {e["name"]: e.get("value") for e in children.driver_pod(j, 1, SETTINGS)["spec"]["containers"][0]["env"]}
-    assert env["RAY_ADDRESS"] == "demo-ray-head-svc.ns.svc.cluster.local:6379"
+    assert env["RAY_ADDRESS"] == "ray://demo-ray-head-svc.ns.svc:10001"
 
 
 def test_driver_runs_dj_process_with_a_stable_job_id_and_the_spec_overrides():

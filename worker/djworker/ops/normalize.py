@@ -11,6 +11,7 @@ from pydantic import field_validator
 
 from .base import Mapper, register
 from .clean import map_rows
+from .ftfy_shortcut import shortcut
 from .text_utils import require_text, various_whitespaces
 
 
@@ -59,19 +60,18 @@ class PunctuationNormalizationMapper(Mapper):
 
 @functools.cache
 def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
-    return ftfy.TextFixerConfig(normalization=normalization)
+    return ftfy.TextFixerConfig(explain=False, normalization=normalization)  # what fix_text(t, normalization=…) builds
 
 
 @register("fix_unicode_mapper")
 class FixUnicodeMapper(Mapper):
-    """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation (dj-ops.md §1.8)."""
+    """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation (dj-ops.md §1.8).
+
+    Rows ftfy provably leaves unchanged skip it (ftfy_shortcut.py): ASCII rows without
+    a trigger character ('&', CR, ESC, other C0 controls) are decided in Arrow, other
+    rows by a cheap check in Python; the rest go through ftfy itself."""
 
     normalization: Optional[str] = None
-
-    # Rows of printable ASCII plus TAB and LF, without '&', are provably left alone by
-    # ftfy: every fixer acts on non-ASCII, C0 controls, DEL, ESC, CR or HTML entities
-    # (tests/worker/ops/test_normalize.py checks this against plain ftfy).
-    untouched: ClassVar[str] = r"^[\t\n\x20-\x25\x27-\x7e]*$"
 
     @field_validator("normalization")
     @classmethod
@@ -88,4 +88,13 @@ class FixUnicodeMapper(Mapper):
 
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)
-        return map_rows(texts, self.map_text, pc.invert(pc.match_substring_regex(texts, self.untouched)))
+        guard = shortcut()
+        if guard is None:
+            return map_rows(texts, self.map_text)
+        form, config = self.form(), ftfy_config(self.form())
+
+        def fix(text: str) -> str:
+            return text if guard.unchanged(text, form) else ftfy.fix_text(text, config)
+
+        plain = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, guard.triggers)))
+        return map_rows(texts, fix, pc.invert(plain))
