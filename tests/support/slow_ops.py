@@ -27,10 +27,12 @@ class SpawningMapper(Mapper):
         os.makedirs(self.pid_dir, exist_ok=True)
         pidfile = os.path.join(self.pid_dir, f"{os.getpid()}-{time.time_ns()}")
         if self.detached:
-            subprocess.run(["sh", "-c", f"sleep 300 >/dev/null 2>&1 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}"],
-                           check=True)
+            script = f"sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}"
+            subprocess.run(["sh", "-c", script], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
         else:
-            proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+            proc = subprocess.Popen(["sleep", "300"], start_new_session=True, stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             with open(f"{pidfile}.tmp", "w") as fh:
                 fh.write(str(proc.pid))
             os.replace(f"{pidfile}.tmp", pidfile)

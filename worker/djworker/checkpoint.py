@@ -30,15 +30,19 @@ EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
 
 
 # ---- pure core ------------------------------------------------------------
-def prefix_hash(ops: Sequence[Any], upto: int) -> str:
-    """Hash of ops[:upto] *with their parameters*: an edited op changes every later key."""
-    prefix = json.dumps([[op.op_name, op.params()] for op in ops[:upto]], sort_keys=True, default=str)
-    return sha256(prefix.encode()).hexdigest()[:16]
+def prefix_hash(ops: Sequence[Any], upto: int, digests: Optional[dict[int, str]] = None) -> str:
+    """Hash of ops[:upto] *with their parameters*: an edited op changes every later key.
+
+    A deduplicator's result depends on every partition, so its entry also carries the
+    digest of the global decision it applied (`digests[op_idx]`)."""
+    digests = digests or {}
+    lineage = [[op.op_name, op.params(), digests.get(i)] for i, op in enumerate(ops[:upto])]
+    return sha256(json.dumps(lineage, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def checkpoint_key(partition: Partition, ops: Sequence[Any], upto: int) -> str:
+def checkpoint_key(partition: Partition, ops: Sequence[Any], upto: int, digests: Optional[dict[int, str]] = None) -> str:
     """Names the state after ops[:upto] ran on this input slice."""
-    return f"{partition_name(partition.partition_id)}_op{upto:03d}_{partition.fingerprint}_{prefix_hash(ops, upto)}"
+    return f"{partition_name(partition.partition_id)}_op{upto:03d}_{partition.fingerprint}_{prefix_hash(ops, upto, digests)}"
 
 
 def should_checkpoint(strategy: Strategy, op_idx: int, n_ops_total: int, op_name: str,

@@ -19,7 +19,6 @@ import orjson
 from loguru import logger
 
 from . import retention
-from .checkpoint import checkpoint_key
 from .config import Recipe, build_ops
 from .errors import DJError, JobStopped, PartitionFailed
 from .events import EventLog, EventType, read_events
@@ -31,6 +30,7 @@ from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identi
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
 from .progress import compact, progress
 from .run import PartitionInterrupted, PartitionResult, PartitionTask, is_done, result_store
+from .stages import Decision, decide, stage_ends
 from .storage import Storage, StorageOptions
 
 
@@ -176,14 +176,17 @@ class Driver:
                              rejected_samples=plan.rejected_samples, partition_size=rows, auto_config=reasons)
         return plan
 
-    def _tasks(self, plan: Plan, ops: list[Any]) -> list[PartitionTask]:
+    def _tasks(self, plan: Plan, ops: list[Any], end: int, decisions: dict[int, Any], stage: int,
+               stages: int) -> list[PartitionTask]:
         r, p = self.recipe, self.paths
         return [PartitionTask(
             job_id=self.job_id, partition=part, ops=ops, strategy=r.checkpoint.effective, n_ops=r.checkpoint.n_ops,
             op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=p.results,
             intermediate_root=p.intermediate if r.preserve_intermediate else None,
             storage_options=self.storage.options, fmt=r.intermediate_format,
-            compression=r.intermediate_storage.compression) for part in plan.partitions]
+            compression=r.intermediate_storage.compression, end=end, stage=stage, stages=stages,
+            decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
+            for part in plan.partitions]
 
     def _execute(self, log: EventLog, ops: list[Any], lock: JobLock) -> JobOutcome:
         if self.recipe.export_path:
@@ -191,33 +194,43 @@ class Driver:
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
         plan = self.plan = self._plan(log)
-        tasks = self._tasks(plan, ops)
-        pending = []
-        for task in tasks:
-            if is_done(task, self.storage):
-                log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
-                         rows_out=task.partition.output_samples, message="already completed for this recipe")
-                task.partition.status = "completed"
-            else:
-                pending.append(task)
-        if len(pending) < len(tasks):
-            log.emit(EventType.INFO, message=f"resuming: {len(tasks) - len(pending)} of {len(tasks)} partitions already done",
-                     skipped=len(tasks) - len(pending))
-        failed = self._schedule(log, pending, lock)
-        save_plan(self.storage, self.paths.mapping, plan)
-        if self.stop_requested.is_set():
-            raise JobStopped(f"job {self.job_id} stopped on request; resume with: {self.summary['resumption_command']}")
-        if failed:
-            self._write_report(plan)
-            raise PartitionFailed(
-                f"{len(failed)} of {len(tasks)} partitions failed after {self.recipe.retries} retries "
-                f"(first: partition {failed[0][0]}: {failed[0][1]}); the other partitions are kept, "
-                f"fix the cause and resume with: {self.summary['resumption_command']}")
+        ends = stage_ends(ops)
+        decisions: dict[int, Decision] = {}
+        for stage, end in enumerate(ends):
+            tasks = self._tasks(plan, ops, end, decisions, stage, len(ends))
+            self._run_stage(log, tasks, lock)
+            if end < len(ops):
+                decisions[end] = decide(self.storage, log, tasks, self.paths.checkpoint_root)
         result = self._export(log, tasks)
         self._write_report(plan)
         outcome = self._finish(log, "completed", EventType.JOB_COMPLETE, "job completed", 0, export=result)
         retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=True)
         return outcome
+
+    def _run_stage(self, log: EventLog, tasks: list[PartitionTask], lock: JobLock) -> None:
+        """Run one stage's partitions (skipping those already done); raise on stop or failure."""
+        pending = []
+        for task in tasks:
+            if is_done(task, self.storage):
+                log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
+                         rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
+                         message="already completed for this recipe")
+                task.partition.status = "completed"
+            else:
+                pending.append(task)
+        if len(pending) < len(tasks):
+            log.emit(EventType.INFO, message=f"resuming: {len(tasks) - len(pending)} of {len(tasks)} partitions already done",
+                     skipped=len(tasks) - len(pending), stage=tasks[0].stage)
+        failed = self._schedule(log, pending, lock)
+        save_plan(self.storage, self.paths.mapping, self.plan)
+        if self.stop_requested.is_set():
+            raise JobStopped(f"job {self.job_id} stopped on request; resume with: {self.summary['resumption_command']}")
+        if failed:
+            self._write_report(self.plan)
+            raise PartitionFailed(
+                f"{len(failed)} of {len(tasks)} partitions failed after {self.recipe.retries} retries "
+                f"(first: partition {failed[0][0]}: {failed[0][1]}); the other partitions are kept, "
+                f"fix the cause and resume with: {self.summary['resumption_command']}")
 
     def _schedule(self, log: EventLog, pending: list[PartitionTask], lock: JobLock) -> list[tuple[int, str]]:
         """Run tasks np at a time; retry failures with backoff; return (pid, error) of permanent failures."""
@@ -284,13 +297,14 @@ class Driver:
         failpoint("partition_done")
         part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
         log.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
-                 duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops)
+                 duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops,
+                 stage=task.stage, stages=task.stages)
 
     def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
         if not self.recipe.export_path:
             return None
         store = result_store(tasks[0], self.storage)
-        shards = [store.data_path(checkpoint_key(t.partition, t.ops, len(t.ops))) for t in tasks]
+        shards = [store.data_path(t.key(len(t.ops))) for t in tasks]
         t0 = time.time()
         result = export(self.storage, shards, self.recipe.export_path, self.job_id, self.recipe.export_stats)
         log.emit(EventType.INFO, message=f"exported {result['rows']} rows to {result['path']}",

@@ -46,6 +46,9 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
         p = parts.setdefault(pid, _blank(ev.get("rows_in") or 0))
         if et == "PARTITION_START":
             p.update(status="processing", retries=max(p["retries"], ev.get("retry_count") or 0), error=None)
+        elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED") and \
+                (ev.get("stage") or 0) < (ev.get("stages") or 1) - 1:
+            p.update(current_op=None)  # an earlier stage (before a global deduplicator) is done
         elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED"):
             if p["status"] != "completed" and et == "PARTITION_COMPLETE":
                 run_done_samples += p["samples"]

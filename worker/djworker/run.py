@@ -1,9 +1,15 @@
-"""run_partition(): the ops of a recipe over one partition, resuming from its best checkpoint.
+"""run_partition(): a span of a recipe's ops over one partition, resuming from its best checkpoint.
 
 Both executors call this; it is the only place ops meet data. Events go to `emit`
 as they happen (the driver writes them). `should_stop` is polled between ops: on a
 stop request the current state is checkpointed (if the strategy has not just done
-so) before the partition yields, so no finished op is ever redone."""
+so) before the partition yields, so no finished op is ever redone.
+
+A recipe with deduplicators runs in stages (see stages.py): a task runs ops
+[0, end) where `end` is the next deduplicator without a global decision yet. Such a
+task checkpoints its state at `end` and writes the rows' hashes for that
+deduplicator; the driver decides globally; the next task applies the decision
+(drops rows) and goes on. Without deduplicators, `end` is the recipe's length."""
 from __future__ import annotations
 
 import time
@@ -18,6 +24,7 @@ from .checkpoint import Checkpoints, checkpoint_key, encode_table, should_checkp
 from .config import Strategy
 from .events import EventType, make_event
 from .faults import failpoint
+from .ops.base import Deduplicator
 from .plan import Partition, partition_name
 from .storage import Storage, StorageOptions, join
 
@@ -45,6 +52,22 @@ class PartitionTask:
     fmt: str = "parquet"
     compression: str = "zstd"
     attempt: int = 0
+    end: Optional[int] = None
+    # op index of each deduplicator already decided -> (decision digest, row positions to drop here)
+    decisions: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
+    stage: int = 0
+    stages: int = 1
+
+    @property
+    def stop_at(self) -> int:
+        return len(self.ops) if self.end is None else self.end
+
+    @property
+    def digests(self) -> dict[int, str]:
+        return {i: d for i, (d, _) in self.decisions.items()}
+
+    def key(self, upto: int) -> str:
+        return checkpoint_key(self.partition, self.ops, upto, self.digests)
 
 
 @dataclass
@@ -62,17 +85,26 @@ def result_store(task: PartitionTask, storage: Storage) -> Checkpoints:
     return Checkpoints(storage, task.results_root, "parquet", "zstd")
 
 
+def hashes_path(task: PartitionTask) -> str:
+    """Where a stage's row hashes for the deduplicator at `end` go (keyed like the state they hash)."""
+    return join(task.checkpoint_root, f"hashes_{task.key(task.stop_at)}.parquet")
+
+
 def is_done(task: PartitionTask, storage: Storage) -> bool:
-    """A partition is done when its result for *this* recipe exists (a manifest with the full key)."""
-    key = checkpoint_key(task.partition, task.ops, len(task.ops))
-    return key in result_store(task, storage).keys_for(task.partition.partition_id)
+    """Done when this stage's product for *this* recipe exists: the result, or the hashes + state."""
+    pid = task.partition.partition_id
+    if task.stop_at == len(task.ops):
+        return task.key(len(task.ops)) in result_store(task, storage).keys_for(pid)
+    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression)
+    has_state = task.stop_at == 0 or task.key(task.stop_at) in store.keys_for(pid)
+    return has_state and storage.exists(hashes_path(task))
 
 
 def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[int, Optional[pa.Table]]:
     """The longest op prefix with a verified checkpoint; invalid ones are reported and discarded."""
     keys = store.keys_for(task.partition.partition_id)
-    for upto in range(len(task.ops), 0, -1):
-        key = checkpoint_key(task.partition, task.ops, upto)
+    for upto in range(task.stop_at, 0, -1):
+        key = task.key(upto)
         if key not in keys:
             continue
         table, problem = store.load(key)
@@ -89,25 +121,34 @@ def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[i
     return 0, None
 
 
+def apply_op(task: PartitionTask, idx: int, table: pa.Table) -> pa.Table:
+    op = task.ops[idx]
+    if not isinstance(op, Deduplicator):
+        return op.process(table)
+    drop = set(task.decisions[idx][1])
+    return table.filter(pa.array([i not in drop for i in range(table.num_rows)], pa.bool_()))
+
+
 def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], bool] = lambda: False) -> PartitionResult:
     storage = Storage(task.storage_options)
     store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression)
-    pid, ops, job = task.partition.partition_id, task.ops, task.job_id
+    pid, ops, job, end = task.partition.partition_id, task.ops, task.job_id, task.stop_at
     started = time.time()
     emit(make_event(EventType.PARTITION_START, job, partition_id=pid, retry_count=task.attempt,
-                    rows_in=task.partition.sample_count))
-    upto, table = resume_point(task, store, emit) if task.strategy != Strategy.disabled else (0, None)
+                    rows_in=task.partition.sample_count, stage=task.stage, stages=task.stages))
+    # Checkpoints are looked for whatever the strategy: a stop flushes one even when disabled.
+    upto, table = resume_point(task, store, emit)
     if table is None:
         table = pq.read_table(storage.open(task.partition.path, "rb"))
-    rows_in, metrics = task.partition.sample_count, []
+    rows_in, metrics = table.num_rows, []
     checkpointed_at = upto
-    for idx in range(upto, len(ops)):
+    for idx in range(upto, end):
         op = ops[idx]
         before = table.num_rows
         emit(make_event(EventType.OP_START, job, partition_id=pid, op_idx=idx, op_name=op.op_name, rows_in=before))
         t0 = time.perf_counter()
         try:
-            table = op.process(table)
+            table = apply_op(task, idx, table)
         except Exception as err:
             emit(make_event(EventType.OP_FAILED, job, partition_id=pid, op_idx=idx, op_name=op.op_name,
                             rows_in=before, retry_count=task.attempt, error=f"{type(err).__name__}: {err}",
@@ -130,14 +171,30 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
             checkpointed_at = idx + 1
         if stopping:
             raise PartitionInterrupted(f"partition {pid} stopped after op {idx} ({op.op_name})")
+    if end < len(ops):
+        return _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics)
     results = result_store(task, storage)
-    key = checkpoint_key(task.partition, ops, len(ops))
+    key = task.key(len(ops))
     results.write(key, table, pid, len(ops), [op.op_name for op in ops])
     return PartitionResult(pid, rows_in, table.num_rows, results.data_path(key), upto, time.time() - started, metrics)
 
 
+def _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics) -> PartitionResult:
+    """Before a deduplicator: keep the state (the next stage starts from it) and write its hashes."""
+    end = task.stop_at
+    if checkpointed_at != end:
+        save_checkpoint(task, store, table, end - 1, emit, reason="before global deduplication") if end else None
+    dedup = task.ops[end]
+    hashes = pa.table({"hash": dedup.hashes(table)})
+    buf = pa.BufferOutputStream()
+    pq.write_table(hashes, buf, compression="zstd")
+    storage.put_bytes(hashes_path(task), buf.getvalue().to_pybytes())
+    return PartitionResult(task.partition.partition_id, rows_in, table.num_rows, hashes_path(task), upto,
+                           time.time() - started, metrics)
+
+
 def save_checkpoint(task: PartitionTask, store: Checkpoints, table: pa.Table, idx: int, emit: Emit, reason: str) -> None:
-    key = checkpoint_key(task.partition, task.ops, idx + 1)
+    key = task.key(idx + 1)
     t0 = time.perf_counter()
     path = store.write(key, table, task.partition.partition_id, idx + 1, [op.op_name for op in task.ops[: idx + 1]])
     emit(make_event(EventType.CHECKPOINT_SAVE, task.job_id, partition_id=task.partition.partition_id, op_idx=idx,

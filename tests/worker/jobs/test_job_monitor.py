@@ -15,7 +15,7 @@ from djworker.cli import monitor as monitor_cli
 from djworker.jobs.common import JobNotFound, JobUtils, list_running_jobs
 from djworker.jobs.monitor import JobProgressMonitor, operation_summary, show_job_progress
 
-from conftest import event, partition_run
+from tests.worker.jobs.jobfiles import event, partition_run
 
 OPS = ["a_mapper", "b_filter"]
 

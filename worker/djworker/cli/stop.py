@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 import orjson
+from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +42,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    logger.remove()  # a stop the stopper records goes to events.log, not to the terminal twice
+    logger.add(sys.stderr, level="WARNING", filter=lambda record: "dj_job" not in record["extra"])
     if args.list:
         jobs = list_running_jobs(args.base_dir)
         if args.json:

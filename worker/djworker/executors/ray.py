@@ -2,50 +2,100 @@
 
 Same contract as the local pool: tasks read their input slice and write checkpoints
 and results straight to storage, and return only a small PartitionResult. Op-level
-events travel through a Ray queue actor and reach the driver's event log as they
-happen. Ray's own task retries are off: the driver's retry loop owns retries, so
-every attempt (including a killed worker) is an event with its retry_count."""
+events travel through one small mailbox actor and reach the driver's event log as
+they happen; a partition's future resolves only after every event its task sent
+has been written, so PARTITION_COMPLETE always follows that partition's OP events.
+Ray's own task retries are off: the driver's retry loop owns retries, so every
+attempt (including one whose worker was killed) is an event with its retry_count.
+
+A local Ray (`ray_address` and RAY_ADDRESS unset, or `local`) is started by this
+executor and torn down by `shutdown`, which then kills, by pid, any process it
+started that outlived `ray.shutdown()`. Ray fate-shares those processes with the
+driver (PR_SET_PDEATHSIG), so a SIGKILLed driver takes them along too."""
 from __future__ import annotations
 
 import os
+import queue
+import signal
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
+import psutil
+
+from ..errors import DJError
 from ..run import PartitionTask, run_partition
+
+# Forwarded to workers of a remote cluster (a local Ray inherits the driver's env).
+# Credentials are not: worker pods get their own, and runtime_env is visible in Ray's dashboard.
+FORWARDED_ENV = ("DJ_EXTRA_OP_MODULES", "PYTHONPATH", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+
+
+class RayUnavailable(DJError):
+    """Ray is missing or its cluster cannot be reached: fix the address or start the cluster."""
+
+    exit_code = 5
 
 
 def _ray() -> Any:
     try:
         import ray
     except ImportError as err:  # pragma: no cover - ray is a declared extra
-        from ..errors import RecipeError
-        raise RecipeError("executor_type ray needs Ray: pip install 'datajuicer-ft[ray]'") from err
+        raise RayUnavailable("executor_type ray needs Ray: pip install 'datajuicer-ft[ray]'") from err
     return ray
 
 
-def _remote_run(task: PartitionTask, events: Any, flag: Any) -> Any:
+class Mailbox:
+    """Worker -> driver events, and driver -> worker stop requests, in one tiny actor."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.stop = False
+
+    def put(self, event: dict) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[dict]:
+        out, self.events = self.events, []
+        return out
+
+    def request_stop(self) -> None:
+        self.stop = True
+
+    def should_stop(self) -> bool:
+        return self.stop
+
+
+def _remote_run(task: PartitionTask, mailbox: Any) -> Any:
     ray = _ray()
     import djworker.ops._load_all  # noqa: F401  (registers ops in this worker)
 
     def emit(event: dict) -> None:
-        events.put(event)
+        ray.get(mailbox.put.remote(event))  # waited on: the event is in the mailbox before the task returns
 
     def should_stop() -> bool:
-        return bool(ray.get(flag.is_set.remote()))
+        return bool(ray.get(mailbox.should_stop.remote()))
 
     return run_partition(task, emit, should_stop)
 
 
-class _StopFlag:
-    def __init__(self) -> None:
-        self.value = False
+def ray_address(recipe: Any) -> str:
+    return recipe.ray_address or os.environ.get("RAY_ADDRESS") or "local"
 
-    def set(self) -> None:
-        self.value = True
 
-    def is_set(self) -> bool:
-        return self.value
+def init_kwargs(recipe: Any, address: str) -> dict[str, Any]:
+    """ray.init arguments: a local Ray is sized by `np`; a remote one brings its own resources."""
+    kwargs: dict[str, Any] = {"address": address, "log_to_driver": False}
+    if address == "local":
+        kwargs.update(num_cpus=recipe.np, include_dashboard=False)
+        if os.environ.get("DJ_RAY_TEMP_DIR"):  # Ray's socket paths must stay under 108 characters
+            kwargs["_temp_dir"] = os.environ["DJ_RAY_TEMP_DIR"]
+    else:
+        env_vars = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+        if env_vars:
+            kwargs["runtime_env"] = {"env_vars": env_vars}
+    return kwargs
 
 
 class RayExecutor:
@@ -53,56 +103,137 @@ class RayExecutor:
         ray = _ray()
         self.ray = ray
         self.on_event = on_event
-        address = recipe.ray_address or os.environ.get("RAY_ADDRESS") or "local"
-        self.started_local = address == "local"
-        env_vars = {k: os.environ[k] for k in ("DJ_EXTRA_OP_MODULES", "PYTHONPATH") if os.environ.get(k)}
-        kwargs: dict[str, Any] = {"address": address, "ignore_reinit_error": True, "log_to_driver": False,
-                                  "runtime_env": {"env_vars": env_vars} if env_vars else None}
-        if self.started_local:
-            kwargs.update(num_cpus=recipe.np, include_dashboard=False)
-            if os.environ.get("DJ_RAY_TEMP_DIR"):
-                kwargs["_temp_dir"] = os.environ["DJ_RAY_TEMP_DIR"]
+        self.address = ray_address(recipe)
         self.owns_ray = not ray.is_initialized()
+        before = _descendants()
         if self.owns_ray:
-            ray.init(**{k: v for k, v in kwargs.items() if v is not None})
-        from ray.util.queue import Queue
-
-        self.events = Queue()
-        self.flag = ray.remote(num_cpus=0)(_StopFlag).remote()
+            handlers = _signal_handlers()
+            try:
+                ray.init(**init_kwargs(recipe, self.address))
+            except Exception as err:
+                raise RayUnavailable(f"cannot start or reach Ray at {self.address!r}: {type(err).__name__}: {err}; "
+                                     "check ray_address / RAY_ADDRESS (ray://head:10001 for a remote cluster, "
+                                     "unset for a local Ray)") from err
+            finally:
+                _restore(handlers)  # Ray's core worker takes SIGTERM; the driver's stop path needs it back
+        self.started_pids = sorted(_descendants() - before)  # the local Ray's processes, killed at shutdown
+        self.mailbox = ray.remote(num_cpus=0)(Mailbox).remote()
         self.task_fn = ray.remote(_remote_run).options(max_retries=0, num_cpus=1)
+        self._finished: queue.Queue[tuple[Future, Future]] = queue.Queue()
         self._closing = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="dj-ray-events", daemon=True)
         self._drainer.start()
 
-    def _drain(self) -> None:
-        from ray.util.queue import Empty
-
-        while True:
-            try:
-                batch = self.events.get_nowait_batch(min(max(self.events.qsize(), 1), 1000))
-            except Empty:
-                if self._closing.is_set():
-                    return
-                self._closing.wait(0.1)
-                continue
-            except Exception:  # the queue actor is gone (shutdown or cluster loss)
-                return
-            for event in batch:
-                self.on_event(event)
-
     def submit(self, task: PartitionTask) -> Future:
-        ref = self.task_fn.remote(task, self.events, self.flag)
-        return ref.future()
+        out: Future = Future()
+        ref = self.task_fn.remote(task, self.mailbox)
+        ref.future().add_done_callback(lambda done: self._finished.put((done, out)))
+        return out
+
+    def _drain(self) -> None:
+        """Write events as they come; settle a finished task only after the events it sent."""
+        while True:
+            finished = []
+            try:
+                finished.append(self._finished.get(timeout=0.1))
+                while True:
+                    finished.append(self._finished.get_nowait())
+            except queue.Empty:
+                pass
+            self._pump()
+            for done, out in finished:
+                _settle(done, out)
+            if self._closing.is_set() and not finished and self._finished.empty():
+                return
+
+    def _pump(self) -> None:
+        try:
+            events = self.ray.get(self.mailbox.take.remote(), timeout=30)
+        except Exception:  # the mailbox is gone (cluster loss): its tasks fail too and are retried
+            return
+        for event in events:
+            self.on_event(event)
 
     def request_stop(self) -> None:
-        self.flag.set.remote()
+        self.mailbox.request_stop.remote()
+
+    def ray_processes(self) -> set[int]:
+        """Pids of the live processes of the local Ray this executor started (and their workers)."""
+        pids = set(self.started_pids)
+        for pid in self.started_pids:
+            pids |= _descendants(pid)
+        return {p for p in pids if psutil.pid_exists(p)}
 
     def shutdown(self, kill: bool = False) -> None:
-        # Let in-flight events land before the queue actor goes away.
         self._closing.set()
-        self._drainer.join(timeout=10)
-        if self.owns_ray:
-            self.ray.shutdown()
+        self._drainer.join(timeout=10)  # let in-flight events land before the mailbox goes away
+        if not self.owns_ray:
+            return
+        leftovers = self.ray_processes()
+        self.ray.shutdown()
+        _reap(leftovers, grace_s=0 if kill else 5)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def _restore(handlers: dict[int, Any]) -> None:
+    for sig, handler in handlers.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
+class RemoteTraceback(Exception):
+    """The worker-side traceback, chained under the worker's own exception (as concurrent.futures does)."""
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def worker_error(err: BaseException) -> BaseException:
+    """The exception the op raised, rather than Ray's wrapper around it, so that events and
+    retry decisions read the same as with the local executor. Infrastructure errors
+    (a killed worker, a lost node) have no cause and stay as they are."""
+    cause = getattr(err, "cause", None)
+    if not isinstance(cause, BaseException):
+        return err
+    if cause.__cause__ is None:
+        cause.__cause__ = RemoteTraceback(getattr(err, "traceback_str", ""))
+    return cause
+
+
+def _settle(done: Future, out: Future) -> None:
+    try:
+        out.set_result(done.result())
+    except BaseException as err:  # noqa: BLE001 - the worker's error is the partition's error
+        out.set_exception(worker_error(err))
+
+
+def _descendants(pid: Optional[int] = None) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def _reap(pids: set[int], grace_s: float) -> None:
+    """Wait for Ray's own teardown, then SIGKILL by pid whatever it left behind."""
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
 
 
 def ray_available() -> Optional[str]:

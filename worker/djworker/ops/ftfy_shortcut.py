@@ -1,54 +1,50 @@
-"""Decides, without running it, that ftfy 6.3.1's `fix_text` leaves a row unchanged.
+"""ftfy 6.3.1's `fix_text`, recomposed from ftfy's own fixers so that it skips work
+that provably changes nothing. The output is ftfy's, character for character
+(tests/worker/ops/test_normalize.py compares it with plain ftfy).
 
-fix_text returns its input when, in the first pass over every line, each fixer
-changes nothing (ftfy/__init__.py: fix_text, fix_and_explain). A fixer can only act on a row that holds one of its trigger
-characters, except two: `fix_encoding`, which acts only when ftfy's BADNESS_RE
-finds mojibake, and the final normalisation. So a row is untouched when it has no
-trigger character, is already normalised, and BADNESS_RE finds nothing in it.
+`fix_text` fixes each line on its own (ftfy/__init__.py: fix_text). For a line,
+`fix_and_explain` runs every fixer in a fixed order, and repeats until a pass
+changes nothing. We run the same loop, with two short cuts:
 
-BADNESS_RE is searched only around non-ASCII characters: we check, on ftfy's own
-parsed pattern, that every alternative needs a non-ASCII character, that a match
-is at most `width` characters long, and that the pattern has no lookarounds and no
-anchor but `^`. If any of this does not hold (another ftfy), `shortcut()` is None and
-every row that is not plain ASCII goes through ftfy."""
+* a fixer is skipped when the line holds none of its trigger characters, since it
+  then returns the line unchanged (each fixer is a translate table, a character
+  class, or a pattern that starts with one fixed character);
+* `fix_encoding` is skipped when ftfy's BADNESS_RE finds no mojibake, since its
+  first step returns the text unchanged then. We search BADNESS_RE only around
+  non-ASCII characters, which is exact because every alternative of the pattern
+  needs a non-ASCII character, a match spans at most `width` characters, and the
+  pattern has no lookaround and no anchor but `^`. We verify that on the parsed
+  pattern; if it does not hold (another ftfy), `shortcut()` is None and callers use
+  plain ftfy."""
 from __future__ import annotations
 
 import functools
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 try:
     from re import _parser as sre_parse  # Python 3.11+
 except ImportError:  # pragma: no cover
     import sre_parse  # type: ignore[no-redef]
 
-from ftfy import chardata
+import ftfy
+from ftfy import chardata, fixes
 from ftfy.badness import BADNESS_RE
 
 NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 FORBIDDEN_OPS = {"ASSERT", "ASSERT_NOT", "GROUPREF", "GROUPREF_EXISTS", "GROUPREF_IGNORE"}
 # `^` matches only at the true start of the string, also in search(text, pos, endpos);
-# `$` or `\b` would wrongly match at a window's end.
+# `$` or `\b` could wrongly match at a window's end.
 START_ANCHORS = {"AT_BEGINNING", "AT_BEGINNING_STRING"}
-
-
-def trigger_code_points() -> list[int]:
-    """Every code point that some ftfy fixer other than fix_encoding acts on."""
-    points = {ord("&"), 0x1B, ord("\r"), 0x2028, 0x2029, 0x85}  # unescape_html, terminal escapes, line breaks
-    points |= set(range(0x80, 0xA0))  # fix_c1_controls
-    points |= set(chardata.LIGATURES) | set(chardata.WIDTH_MAP) | set(chardata.CONTROL_CHARS)
-    points |= {ord(c) for c in "\u02bc\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f"}  # uncurl_quotes
-    for pattern in (chardata.SINGLE_QUOTE_RE, chardata.DOUBLE_QUOTE_RE, chardata.C1_CONTROL_RE):
-        points |= set(class_members(pattern.pattern))
-    return sorted(points)
 
 
 def class_members(pattern: str) -> list[int]:
     """The code points of a pattern that is one plain character class."""
     [(op, items)] = sre_parse.parse(pattern)
-    assert str(op) == "IN", pattern
+    if str(op) != "IN":
+        raise ValueError(f"not a character class: {pattern!r}")
     out = []
     for kind, value in items:
         if str(kind) == "LITERAL":
@@ -60,14 +56,39 @@ def class_members(pattern: str) -> list[int]:
     return out
 
 
+def fixer_triggers() -> list[tuple[str, list[int]]]:
+    """fix_and_explain's fixers after fix_encoding, in ftfy's order, each with the
+    code points without which it returns its input unchanged."""
+    return [
+        ("fix_c1_controls", class_members(chardata.C1_CONTROL_RE.pattern)),
+        ("fix_latin_ligatures", sorted(chardata.LIGATURES)),
+        ("fix_character_width", sorted(chardata.WIDTH_MAP)),
+        ("uncurl_quotes", class_members(chardata.SINGLE_QUOTE_RE.pattern) + class_members(chardata.DOUBLE_QUOTE_RE.pattern)),
+        ("fix_line_breaks", [0x0D, 0x2028, 0x2029, 0x85]),  # its str.replace targets
+        ("fix_surrogates", class_members(fixes.SURROGATE_RE.pattern)),
+        ("remove_terminal_escapes", [0x1B] if fixes.ANSI_RE.pattern.startswith("\033") else []),
+        ("remove_control_chars", sorted(chardata.CONTROL_CHARS)),
+    ]
+
+
 def ranges(points: list[int]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
-    for p in points:
+    for p in sorted(set(points)):
         if out and out[-1][1] == p - 1:
             out[-1] = (out[-1][0], p)
         else:
             out.append((p, p))
     return out
+
+
+def python_class(points: list[int]) -> re.Pattern:
+    return re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges(points)) + "]")
+
+
+def re2_class(points: list[int]) -> str:
+    """An RE2 class for pyarrow; surrogates are left out, as Arrow's UTF-8 cannot hold them."""
+    spans = [(a, b) for a, b in ranges(points) if not (0xD800 <= a and b <= 0xDFFF)]
+    return "[" + "".join(f"\\x{{{a:x}}}" + (f"-\\x{{{b:x}}}" if b > a else "") for a, b in spans) + "]"
 
 
 def needs_non_ascii(item) -> bool:
@@ -76,73 +97,96 @@ def needs_non_ascii(item) -> bool:
     if str(op) == "LITERAL":
         return value > 0x7F
     if str(op) == "IN":
-        return all(
-            (str(k) == "LITERAL" and v > 0x7F) or (str(k) == "RANGE" and v[0] > 0x7F) for k, v in value
-        )
+        return all((str(k) == "LITERAL" and v > 0x7F) or (str(k) == "RANGE" and v[0] > 0x7F) for k, v in value)
     return False
 
 
-def uses_forbidden(subpattern) -> bool:
+def looks_outside(subpattern) -> bool:
+    """Whether a parsed pattern holds a construct that depends on text outside its match."""
     for op, value in subpattern:
         if str(op) in FORBIDDEN_OPS or (str(op) == "AT" and str(value) not in START_ANCHORS):
             return True
         for part in value if isinstance(value, (list, tuple)) else ():
-            if isinstance(part, sre_parse.SubPattern) and uses_forbidden(part):
-                return True
-            if isinstance(part, list) and any(isinstance(p, sre_parse.SubPattern) and uses_forbidden(p) for p in part):
+            parts = part if isinstance(part, list) else [part]
+            if any(isinstance(p, sre_parse.SubPattern) and looks_outside(p) for p in parts):
                 return True
     return False
 
 
-def badness_is_local(pattern: re.Pattern) -> Optional[int]:
-    """The maximum match width if every match of `pattern` needs a non-ASCII char
-    and no construct looks outside the match; else None."""
+def local_badness_width(pattern: re.Pattern) -> Optional[int]:
+    """The longest match of `pattern` if every match needs a non-ASCII character and
+    nothing outside the match matters; otherwise None."""
     if pattern.flags & re.IGNORECASE:  # a non-ASCII letter could then match an ASCII one (K, ſ)
         return None
     parsed = sre_parse.parse(pattern.pattern, pattern.flags)
     items = list(parsed)
     if len(items) != 1 or str(items[0][0]) != "BRANCH":
         return None
-    alternatives = items[0][1][1]
-    for alternative in alternatives:
-        if uses_forbidden(alternative) or not any(needs_non_ascii(item) for item in alternative):
+    for alternative in items[0][1][1]:
+        if looks_outside(alternative) or not any(needs_non_ascii(item) for item in alternative):
             return None
     return parsed.getwidth()[1]
 
 
 @dataclass(frozen=True)
-class Shortcut:
-    triggers: str  # an RE2 character class, for pyarrow.compute
-    trigger_re: re.Pattern
+class FastFtfy:
     width: int
+    fixers: tuple[tuple[str, Callable[[str], str], re.Pattern], ...]
+    triggers: str  # RE2 class of every fixer trigger plus '&': ASCII rows without one are untouched
 
     def is_bad(self, text: str) -> bool:
-        """ftfy's is_bad(text), searching only windows around non-ASCII runs."""
+        """ftfy.badness.is_bad(text), searching only windows around non-ASCII runs."""
         reach = self.width - 1
         lo = hi = -1
         for run in NON_ASCII.finditer(text):
-            start, end = max(run.start() - reach, 0), run.end() + reach
+            start = max(run.start() - reach, 0)
             if start > hi:
                 if hi > lo and BADNESS_RE.search(text, lo, hi):
                     return True
                 lo = start
-            hi = end
+            hi = run.end() + reach
         return hi > lo and BADNESS_RE.search(text, lo, hi) is not None
 
-    def unchanged(self, text: str, form: str) -> bool:
-        return not self.trigger_re.search(text) and unicodedata.is_normalized(form, text) and not self.is_bad(text)
+    def fix_text(self, text: str, config: ftfy.TextFixerConfig) -> str:
+        """ftfy.fix_text(text, config): the same line split and '<' rule."""
+        out, pos = [], 0
+        while pos < len(text):
+            end = text.find("\n", pos) + 1 or len(text)
+            end = min(end, pos + config.max_decode_length)
+            segment = text[pos:end]
+            if config.unescape_html == "auto" and "<" in segment:
+                config = config._replace(unescape_html=False)  # for this and every later line, as in ftfy
+            out.append(self.fix_segment(segment, config))
+            pos = end
+        return "".join(out)
+
+    def fix_segment(self, text: str, config: ftfy.TextFixerConfig) -> str:
+        """ftfy.fix_and_explain(text, config).text without the explanation."""
+        while True:
+            before = text
+            if config.unescape_html and "&" in text:
+                text = fixes.unescape_html(text)
+            if config.fix_encoding and self.is_bad(text):
+                text = ftfy.fix_encoding(text)  # ftfy passes no config here either
+            for name, fixer, trigger in self.fixers:
+                if getattr(config, name) and trigger.search(text):
+                    text = fixer(text)
+            if config.normalization is not None:
+                text = unicodedata.normalize(config.normalization, text)
+            if text == before:
+                return text
 
 
 @functools.cache
-def shortcut() -> Optional[Shortcut]:
+def shortcut() -> Optional[FastFtfy]:
+    """The fast ftfy, or None when ftfy's internals are not what the proof needs."""
     try:
-        width = badness_is_local(BADNESS_RE)
-        points = trigger_code_points()
-    except (AttributeError, ValueError, AssertionError, TypeError):
+        width = local_badness_width(BADNESS_RE)
+        triggers = fixer_triggers()
+        fixers = tuple((name, ftfy.FIXERS[name], python_class(points)) for name, points in triggers)
+    except (AttributeError, KeyError, ValueError, TypeError):
         return None
-    if width is None:
+    if width is None or any(not points for _, points in triggers):
         return None
-    spans = [(a, b) for a, b in ranges(points) if not (0xD800 <= a and b <= 0xDFFF)]  # Arrow text has no surrogates
-    re2 = "[" + "".join(f"\\x{{{a:x}}}" if a == b else f"\\x{{{a:x}}}-\\x{{{b:x}}}" for a, b in spans) + "]"
-    py = "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges(points)) + "]"
-    return Shortcut(triggers=re2, trigger_re=re.compile(py), width=width)
+    every = [ord("&")] + [p for _, points in triggers for p in points]
+    return FastFtfy(width=width, fixers=fixers, triggers=re2_class(every))

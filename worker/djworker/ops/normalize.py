@@ -20,6 +20,18 @@ def whitespace_table() -> dict[int, str]:
     return {ord(ch): " " for ch in various_whitespaces()}
 
 
+def re2_class(chars: str) -> str:
+    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(set(chars))) + "]"
+
+
+@functools.cache
+def whitespace_work() -> str:
+    """RE2 pattern of the rows the mapper changes: an odd space anywhere (the set
+    holds ' ' itself, a no-op), or str.isspace() whitespace at either end."""
+    space = re2_class("".join(c for c in map(chr, range(0x110000)) if c.isspace()))
+    return f"^{space}|{space}$|{re2_class(various_whitespaces().replace(' ', ''))}"
+
+
 @register("whitespace_normalization_mapper")
 class WhitespaceNormalizationMapper(Mapper):
     """str.strip(), then each of 23 odd spaces becomes ' ' one for one; runs are not
@@ -30,7 +42,7 @@ class WhitespaceNormalizationMapper(Mapper):
 
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)
-        return map_rows(texts, self.map_text)
+        return map_rows(texts, self.map_text, pc.match_substring_regex(texts, whitespace_work()))
 
 
 # (dj-ops.md §1.7) DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
@@ -67,9 +79,9 @@ def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
 class FixUnicodeMapper(Mapper):
     """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation (dj-ops.md §1.8).
 
-    Rows ftfy provably leaves unchanged skip it (ftfy_shortcut.py): ASCII rows without
-    a trigger character ('&', CR, ESC, other C0 controls) are decided in Arrow, other
-    rows by a cheap check in Python; the rest go through ftfy itself."""
+    ASCII rows without a character some fixer acts on ('&', CR, ESC, other C0
+    controls) are provably left alone and never leave Arrow; the other rows go through
+    ftfy's own loop with the no-op steps skipped (ftfy_shortcut.py)."""
 
     normalization: Optional[str] = None
 
@@ -88,13 +100,8 @@ class FixUnicodeMapper(Mapper):
 
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)
-        guard = shortcut()
-        if guard is None:
+        fast, config = shortcut(), ftfy_config(self.form())
+        if fast is None:
             return map_rows(texts, self.map_text)
-        form, config = self.form(), ftfy_config(self.form())
-
-        def fix(text: str) -> str:
-            return text if guard.unchanged(text, form) else ftfy.fix_text(text, config)
-
-        plain = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, guard.triggers)))
-        return map_rows(texts, fix, pc.invert(plain))
+        untouched = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, fast.triggers)))
+        return map_rows(texts, lambda text: fast.fix_text(text, config), pc.invert(untouched))

@@ -1,0 +1,120 @@
+"""The fast paths change speed only: each is compared with the plain computation
+(ftfy.fix_text, or the regex on every row) over many generated strings."""
+from __future__ import annotations
+
+import random
+import string
+
+import ftfy
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from djworker.ops.base import build_op
+from djworker.ops.ftfy_shortcut import shortcut
+from djworker.ops.normalize import ftfy_config
+from tests.worker.ops.vectors import VECTORS, load
+
+CORPUS = [l["input"] for l in load(VECTORS / "fix_unicode_mapper.jsonl")]
+
+# Unicode snippets that real text and mojibake are made of.
+SNIPPETS = [
+    "café", "naïve", "Ünïcödé", "Ñandú", "straße", "Œuvre", "œil", "æ", "ø", "Å", "\u212b", "e\u0301", "한국어", "\u1100\u1161",
+    "中文", "，", "。", "：", "ｶﾀｶﾅ", "ＡＢＣ", "１２３", "\u3000", "\xa0", "\u2000", "\u2009", "\u202f", "\u200b", "\ufeff",
+    "“", "”", "‘", "’", "„", "‚", "‛", "‟", "\u02bc", "«", "»", "–", "—", "…", "•", "€", "£", "¥", "©", "®", "™", "°", "±",
+    "²", "³", "½", "¼", "×", "÷", "µ", "¶", "§", "¬", "¦", "¤", "¨", "¯", "¸", "ﬁ", "ﬂ", "ﬃ", "Ĳ", "ŉ", "Ǆ", "ǅ", "①", "Ⅳ",
+    "привет", "мир", "Ελληνικά", "αβγ", "שלום", "مرحبا", "नमस्ते", "ภาษาไทย", "😀", "👨\u200d👩\u200d👧", "🇺🇸", "\ufffd",
+    "\x80", "\x81", "\x84", "\x85", "\x8d", "\x9d", "\x9f", "\u2028", "\u2029", "\u206a", "\ufff9", "\ufffc", "\U000e0041",
+    "\x00", "\x07", "\x08", "\x0b", "\x0c", "\x1b[31m", "\x1b[0m", "\x1b", "\x7f", "\r", "\r\n", "\n", "\t",
+    "&amp;", "&lt;", "&gt;", "&quot;", "&nbsp;", "&copy;", "&#65;", "&#x42;", "&EACUTE;", "&eacute;", "&notin;", "&amp", "&#;",
+    "<", ">", "<p>", "</p>", "à", "Ã", "Â", "Ã ", "Â ", "√±", "‚Ä", "вЂ", "β€", "ā€", "ÂÃ", "×²", "à²",
+]
+
+
+def mojibake(text: str, rng: random.Random) -> str:
+    """Text as it looks after one or two wrong decodes."""
+    out = text
+    for _ in range(rng.choice([1, 1, 2])):
+        codec = rng.choice(["latin-1", "cp1252", "mac_roman", "cp1251", "cp1253", "cp437"])
+        out = out.encode("utf-8").decode(codec, errors=rng.choice(["replace", "ignore"]))
+    return out
+
+
+def generated(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    ascii_words = ["the", "data", "Hello", "x", "ok", "A1", "--", "''", '""', "``", "&", ";", "#", "%", "<b>", "a<b", "tag>"]
+    texts = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 25)):
+            kind = rng.random()
+            if kind < 0.35:
+                parts.append(rng.choice(ascii_words))
+            elif kind < 0.7:
+                parts.append(rng.choice(SNIPPETS))
+            elif kind < 0.85:
+                parts.append(mojibake(rng.choice(SNIPPETS + ["café", "naïve", "“quoted”", "—", "中文", "€5"]), rng))
+            else:
+                parts.append("".join(rng.choice(string.printable) for _ in range(rng.randint(1, 6))))
+        texts.append("".join(p + rng.choice(["", " ", " ", "\n", "\t"]) for p in parts))
+    return texts
+
+
+def test_fast_ftfy_is_active():
+    """ftfy 6.3.1's BADNESS_RE passes the locality proof, so the fast path is really used."""
+    assert ftfy.__version__ == "6.3.1"
+    fast = shortcut()
+    assert fast is not None and fast.width == 7
+
+
+@pytest.mark.parametrize("form,count,seed", [("NFC", 6000, 1), ("NFKC", 1500, 2), ("NFD", 1500, 3), ("NFKD", 1000, 4)])
+def test_fast_ftfy_equals_ftfy(form, count, seed):
+    config = ftfy_config(form)
+    texts = generated(count, seed) + CORPUS
+    op = build_op("fix_unicode_mapper", {"normalization": form}, "t")
+    got = op.process(pa.table({"text": texts})).column("text").to_pylist()
+    expected = [ftfy.fix_text(t, normalization=form) for t in texts]
+    bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    assert not bad, f"{len(bad)} differ, first: {bad[0]!r}"
+    assert config.normalization == form
+
+
+def test_fast_is_bad_equals_ftfy_is_bad():
+    from ftfy.badness import is_bad
+
+    fast = shortcut()
+    texts = generated(8000, 5) + CORPUS
+    assert [fast.is_bad(t) for t in texts] == [is_bad(t) for t in texts]
+    assert sum(map(is_bad, texts)) > 500  # the generator does produce mojibake
+
+
+def test_untouched_ascii_rows_really_are_untouched():
+    """Rows the Arrow pre-check lets skip Python: plain ASCII without a trigger character."""
+    rng = random.Random(6)
+    texts = ["".join(rng.choice(string.printable + "\x0c&\x1b\x00\x7f") for _ in range(rng.randint(0, 80))) for _ in range(5000)]
+    arr = pa.array(texts)
+    untouched = pc.and_(pc.string_is_ascii(arr), pc.invert(pc.match_substring_regex(arr, shortcut().triggers)))
+    assert 500 < sum(untouched.to_pylist()) < 5000
+    for text, skip in zip(texts, untouched.to_pylist()):
+        if skip:
+            assert ftfy.fix_text(text) == text, repr(text)
+    op = build_op("fix_unicode_mapper", {}, "t")
+    assert op.process(pa.table({"text": texts})).column("text").to_pylist() == [ftfy.fix_text(t) for t in texts]
+
+
+PREFILTERED = ["clean_links_mapper", "clean_email_mapper", "clean_ip_mapper", "whitespace_normalization_mapper", "punctuation_normalization_mapper"]
+
+
+@pytest.mark.parametrize("name", PREFILTERED)
+def test_prefiltered_mapper_equals_regex_on_every_row(name):
+    rng = random.Random(7)
+    pieces = [
+        "http://a.bc/d", "www.x.org", "www1.", "ex.com/p", "a:b", "abc:de", "ratio:0.5", "FE80:0:0:0:0:0:0:1", "1:2:3:4:5:6:7:8",
+        "10.0.0.1", "1.2.3", "٣.٤", "١:٢:٣:٤:٥:٦:٧:٨", "a@b.co", "A@B.COM", "x@y", "@", ".", ":", "/", "WWW.", "wWw2.a",
+        "\xa0", "\u3000", "\t", " ", "\u200b", "\u2028", "，", "。", "１", "…", "‘", "’", "—", "word", "中文", "(", ")", "<", ">",
+    ]
+    texts = ["".join(rng.choice(pieces) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(0, 12))) for _ in range(4000)]
+    texts += [l["input"] for l in load(VECTORS / f"{name}.jsonl")]
+    op = build_op(name, {}, "t")
+    got = op.process(pa.table({"text": texts})).column("text").to_pylist()
+    assert got == [op.map_text(t) for t in texts]
