@@ -18,12 +18,16 @@ def kc(kube_cluster, job_namespace) -> Kubectl:
 
 
 def diagnose(kc: Kubectl, name: str, dj_operator, node_agent) -> str:
+    """What a person needs when a lifecycle test fails: status, events, driver output."""
     logs = []
-    for run in node_agent.running.values():
-        if run.namespace == kc.namespace:
-            logs.append(f"--- {run.name} (exit {run.exit_code()}):\n" + run.log_path.read_text()[-3000:])
+    for (ns, pod), path in node_agent.logs.items():
+        if ns == kc.namespace:
+            code = node_agent.exits.get((ns, pod))
+            logs.append(f"--- {pod} (exit {code}):\n" + path.read_text()[-3000:])
+    events = [f"{e['type']} {e['reason']}: {e['message']}" for e in kc.events(name)]
     return (f"status: {kc.status(name)}\npods: {[p['metadata']['name'] for p in kc.pods()]}\n"
-            + "\n".join(logs) + f"\n--- operator:\n{dj_operator.tail(40)}")
+            + "events:\n  " + "\n  ".join(events) + "\n" + "\n".join(logs)
+            + f"\n--- operator:\n{dj_operator.tail(15)}")
 
 
 def test_job_runs_to_success_with_progress_in_status(kc, s3_env, s3_bucket, s3_secret, dj_operator, node_agent):
@@ -108,7 +112,7 @@ def test_stop_then_resume_gives_the_uninterrupted_output(kc, s3_env, s3_bucket, 
 
     kc.patch_stop("stopper", True)
     stopped = wait_for(lambda: (s := kc.status("stopper")).get("phase") == "Stopped" and s, 60, "Stopped", why)
-    assert stopped["exitCode"] == 130, why()
+    assert node_agent.exits[(kc.namespace, "stopper-driver-1")] == 130, why()
     assert kc.pods() == []
     assert s3_keys(s3_env, f"s3://{s3_bucket}/checkpoints"), "checkpoints are kept"
     assert "JOB_STOPPED" in [e["event_type"] for e in engine_events(node_agent, kc, "stopper")]
@@ -153,8 +157,7 @@ def test_deleting_a_running_job_stops_the_driver_and_removes_its_children(kc, s3
     assert [c["metadata"]["name"] for c in kc.get("configmaps") or [] if c["metadata"]["name"].startswith("doomed")] == []
     pvcs = kc.get("pvc") or []
     assert all(p["metadata"].get("deletionTimestamp") for p in pvcs), "PVC deletion requested (no controller here)"
-    run = node_agent.process(kc.namespace, "doomed-driver-1")
-    assert run is None or run.exit_code() == 130
+    assert node_agent.exits[(kc.namespace, "doomed-driver-1")] == 130, "stopped gracefully, checkpointed"
 
 
 def test_restarting_the_operator_mid_run_neither_duplicates_the_driver_nor_loses_status(

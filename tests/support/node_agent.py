@@ -97,6 +97,8 @@ class NodeAgent:
         self.namespaces: set[str] = set()
         self.running: dict[str, Running] = {}  # by pod uid
         self.started_pods: list[tuple[str, str]] = []  # (namespace, name), in start order
+        self.exits: dict[tuple[str, str], int] = {}  # (namespace, name) -> exit code, as reported
+        self.logs: dict[tuple[str, str], Path] = {}  # (namespace, name) -> container output
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self._lock = threading.Lock()
@@ -202,6 +204,7 @@ class NodeAgent:
         run = Running(namespace, name, uid, proc, pod_dir, log_path, _now(), grace=grace, env=env, argv=argv)
         self.running[uid] = run
         self.started_pods.append((namespace, name))
+        self.logs[(namespace, name)] = log_path
         self.pods.patch(body={"metadata": {"annotations": {PROGRESS_ANNOTATION: f"http://127.0.0.1:{port}"}}},
                         name=name, namespace=namespace, content_type="application/merge-patch+json")
         self._patch_status(run, {"running": {"startedAt": run.started}}, "Running")
@@ -218,6 +221,7 @@ class NodeAgent:
         except NotFoundError:
             pass
         run.exit_reported = True
+        self.exits[(run.namespace, run.name)] = code
 
     def _terminate(self, pod: dict[str, Any], run: Optional[Running]) -> None:
         """Graceful deletion, as kubelet does it: TERM, grace period, KILL, then remove."""

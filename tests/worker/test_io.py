@@ -1,0 +1,69 @@
+"""Input formats, export formats and event-log rotation."""
+from __future__ import annotations
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from djworker.demo_data import rows
+from djworker.events import EventLog, read_events
+from tests.support.engine import dj_process, events, make_recipe, output_rows
+from tests.worker.test_engine import expected_rows
+
+
+def test_gzip_jsonl_in_parquet_out(tmp_path):
+    data = tmp_path / "in.jsonl.gz"
+    with gzip.open(data, "wb") as fh:
+        for r in rows(300):
+            fh.write((json.dumps(r) + "\n").encode())
+    out = tmp_path / "out.parquet"
+    recipe = make_recipe(tmp_path, dataset_path=str(data), export_path=str(out))
+    assert dj_process(recipe, "g").returncode == 0
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    ref = make_recipe(plain, rows=300)
+    assert pq.read_table(out).to_pylist() == expected_rows(ref)
+
+
+def test_parquet_directory_input_keeps_file_then_row_order(tmp_path):
+    d = tmp_path / "ds"
+    d.mkdir()
+    all_rows = list(rows(250))
+    pq.write_table(pa.Table.from_pylist(all_rows[:100]), d / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(all_rows[100:]), d / "part-1.parquet")
+    recipe = make_recipe(tmp_path, dataset_path=str(d), process=[{"text_length_filter": {"min_len": 0}}],
+                         partition={"size": 60})
+    assert dj_process(recipe, "p").returncode == 0
+    assert [r["id"] for r in output_rows(tmp_path / "out" / "result.jsonl")] == list(range(250))
+
+
+def test_mixed_field_types_survive_unchanged(tmp_path):
+    data = tmp_path / "input.jsonl"
+    recs = [{"text": "a " * 30, "meta": {"lang": "en"}}, {"text": "b " * 30, "meta": "free text"}, {"text": "c " * 30}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    recipe = make_recipe(tmp_path, process=[{"whitespace_normalization_mapper": {}}])
+    assert dj_process(recipe, "m").returncode == 0
+    got = output_rows(tmp_path / "out" / "result.jsonl")
+    assert [r.get("meta") for r in got] == [{"lang": "en"}, "free text", None]
+
+
+def test_event_log_rotates_and_readers_see_every_event_in_order(tmp_path):
+    log = EventLog(str(tmp_path), "rot", max_log_size_mb=0.002, backup_count=50)
+    for i in range(200):
+        log.emit("INFO", message=f"event {i}")
+    log.close()
+    assert len(list(tmp_path.glob("events.jsonl.*"))) >= 3
+    assert [e["message"] for e in read_events(str(tmp_path))] == [f"event {i}" for i in range(200)]
+
+
+def test_stats_export_as_datajuicer_does(tmp_path):
+    recipe = make_recipe(tmp_path, rows=100, export_stats=True,
+                         process=[{"text_length_filter": {"min_len": 100}}, {"words_num_filter": {"min_num": 5}}])
+    assert dj_process(recipe, "s").returncode == 0
+    stats = [json.loads(line) for line in (tmp_path / "out" / "result_stats.jsonl").read_text().splitlines()]
+    out = output_rows(tmp_path / "out" / "result.jsonl")
+    assert len(stats) == len(out) and all({"text_len", "num_words"} <= set(s) for s in stats)
+    assert all(s["text_len"] == len(r["text"]) for s, r in zip(stats, out))
+    assert "__dj__stats__" not in out[0]
