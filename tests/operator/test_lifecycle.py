@@ -75,9 +75,10 @@ def reference_rows(tmp_path_factory) -> list[dict]:
     (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     env = {"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(REPO),
            "DJ_EXTRA_OP_MODULES": "tests.support.test_ops", "HOME": str(tmp)}
-    subprocess.run(["dj-process", "--config", str(tmp / "recipe.yaml"), "--job_id", "ref", "--quiet",
-                    "--checkpoint.strategy", "every_n_ops", "--checkpoint.n_ops", "2"],
-                   env=env, check=True, capture_output=True, timeout=120, cwd=tmp)
+    done = subprocess.run(["dj-process", "--config", str(tmp / "recipe.yaml"), "--job_id", "ref", "--quiet",
+                           "--checkpoint.strategy", "every_n_ops", "--checkpoint.n_ops", "2"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
     return [orjson.loads(line) for line in (tmp / "out.jsonl").read_bytes().splitlines() if line]
 
 

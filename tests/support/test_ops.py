@@ -46,3 +46,27 @@ class FlakyMapper(Mapper):
                 (key.parent / f"{key.name}.{seen}-{os.getpid()}").touch()
                 raise RuntimeError(f"flaky_mapper: injected failure {seen + 1}/{self.failures}")
         return table
+
+
+@register("pid_mapper")
+class PidMapper(Mapper):
+    """Identity. In partitions whose first row id is in `first_ids` (all if empty), records the pid of
+    the process running it as `pid_dir/rows-from-<id>.<attempt>` and, on the first attempt only,
+    sleeps `seconds`: a test can find the worker running a partition and kill it mid-op."""
+
+    pid_dir: str
+    seconds: float = 1.0
+    first_ids: list[int] = []
+
+    def process(self, table: pa.Table) -> pa.Table:
+        first = table.column("id")[0].as_py() if table.num_rows and "id" in table.column_names else -1
+        if self.first_ids and first not in self.first_ids:
+            return table
+        os.makedirs(self.pid_dir, exist_ok=True)
+        attempt = len(list(Path(self.pid_dir).glob(f"rows-from-{first}.*")))
+        path = Path(self.pid_dir) / f"rows-from-{first}.{attempt}"
+        path.with_suffix(".tmp").write_text(str(os.getpid()))
+        os.replace(path.with_suffix(".tmp"), path)
+        if attempt == 0:
+            time.sleep(self.seconds)
+        return table

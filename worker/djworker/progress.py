@@ -57,7 +57,8 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
             p.update(status="failed" if ev.get("final") else "processing", error=ev.get("error"),
                      retries=max(p["retries"], ev.get("retry_count") or 0), current_op=None)
         elif et == "OP_START":
-            p["current_op"] = ev.get("op_name")
+            if p["status"] != "completed":  # worker events may land after the driver's PARTITION_COMPLETE
+                p["current_op"] = ev.get("op_name")
         elif et == "OP_COMPLETE":
             p["ops_completed"] = max(p["ops_completed"], (ev.get("op_idx") or 0) + 1)
             rin, rout, dur = ev.get("rows_in") or 0, ev.get("rows_out") or 0, ev.get("duration_s") or 0.0

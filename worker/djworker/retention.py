@@ -1,57 +1,99 @@
 """What happens to intermediate data when a job ends, and to old jobs (`dj-process --cleanup`).
 
-keep_all keeps everything; keep_failed_only keeps a job's checkpoints, partitions and
-intermediate data only if it did not succeed (so it can resume); cleanup_all removes
-them at any end (a failed job then restarts from scratch). cleanup_on_success removes
-them after success whatever the policy. The exported output, the summary, the
-metadata and the event log are never removed by retention."""
+Intermediate data is a job's checkpoints, input partitions, per-partition results and
+preserved per-op outputs. keep_all keeps it; keep_failed_only keeps it only if the job
+did not succeed (so it can resume); cleanup_all removes it at any end (a failed job then
+restarts from scratch). cleanup_on_success removes it after success whatever the policy.
+A *stopped* job always keeps it: a stop is a pause, and the resume needs it.
+
+max_retention_days is age-based: at every job end (and on `dj-process --cleanup`) the
+intermediate data of other finished jobs in the same work_dir whose last run ended
+longer ago than that is removed. The exported output, job_summary.json, the metadata
+and the event log are never removed by retention."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Optional
 
-from .jobs import JobPaths, read_summary
+from loguru import logger
+
+from .errors import DJError
+from .jobs import JobPaths, is_alive, read_summary
 from .storage import Storage, join
 
 
+# ---- pure core --------------------------------------------------------------
 def should_clean(policy: str, cleanup_on_success: bool, succeeded: bool) -> bool:
     if succeeded and cleanup_on_success:
         return True
     return {"keep_all": False, "keep_failed_only": succeeded, "cleanup_all": True}[policy]
 
 
+def is_expired(summary: dict[str, Any], max_age_days: Optional[float], now: float, driver_alive: bool) -> bool:
+    """Whether an old job's intermediate data is past retention. A job whose driver still
+    runs never is; a crashed one (status still 'running') ages from its last start."""
+    if max_age_days is None or driver_alive:
+        return False
+    ended = summary.get("end_time") or summary.get("run_start_time") or summary.get("start_time")
+    return ended is not None and now - float(ended) >= max_age_days * 86400
+
+
 def intermediate_dirs(paths: JobPaths) -> list[str]:
     return [paths.checkpoint_root, join(paths.data_dir, "partitions"), paths.results, paths.intermediate]
 
 
-def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool) -> list[str]:
+# ---- shell ------------------------------------------------------------------
+def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool, now: Optional[float] = None) -> list[str]:
+    """The recipe's retention for this job, then age-based retention for the others in work_dir.
+
+    Never raises: a storage problem during cleanup is logged and leaves data in place,
+    so it cannot turn a job's honest outcome into a crash."""
     cfg = recipe.intermediate_storage
-    if not should_clean(cfg.retention_policy, cfg.cleanup_on_success, succeeded):
-        return []
+    removed: list[str] = []
+    try:
+        status = (read_summary(storage, paths) or {}).get("status")
+        if status != "stopped" and should_clean(cfg.retention_policy, cfg.cleanup_on_success, succeeded):
+            removed += remove_intermediate(storage, paths, replan=not succeeded)
+        if cfg.max_retention_days is not None:
+            removed += cleanup_old_jobs(storage, recipe.work_dir, cfg.max_retention_days, recipe, now, exclude={paths.job_id})
+    except DJError as err:
+        logger.warning("retention for job {} skipped: {}", paths.job_id, err)
+    return removed
+
+
+def remove_intermediate(storage: Storage, paths: JobPaths, replan: bool) -> list[str]:
+    """Remove one job's intermediate data. With replan, the partition plan goes too, so a
+    resume plans again instead of looking for the partition files just removed."""
     removed = []
     for uri in intermediate_dirs(paths):
         if storage.exists(uri):
             storage.remove(uri, recursive=True)
             removed.append(uri)
-    if not succeeded:  # nothing left to resume from: the next run plans again
+    if replan:
         storage.remove(paths.mapping)
     return removed
 
 
-def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: float, recipe: Any, now: float | None = None) -> list[str]:
-    """Remove intermediate data of finished jobs in work_dir older than max_age_days."""
-    now = now or time.time()
+def job_paths(recipe: Any, job_id: str, summary: dict[str, Any]) -> JobPaths:
+    """Where an old job put its data: as its summary recorded it (the recipe may have changed since)."""
+    now = JobPaths.of(recipe, job_id)
+    return JobPaths(job_id, summary.get("job_dir") or now.job_dir, summary.get("data_dir") or now.data_dir,
+                    summary.get("checkpoint_dir") or now.checkpoint_root, summary.get("event_log_dir") or now.event_dir)
+
+
+def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[float], recipe: Any,
+                     now: Optional[float] = None, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
+    """Remove the intermediate data of jobs in work_dir whose last run ended max_age_days ago or more."""
+    now = time.time() if now is None else now
     removed = []
     for job_id in storage.listdir(work_dir):
-        paths = JobPaths.of(recipe, job_id)
-        summary = read_summary(storage, paths)
-        if not summary or summary.get("status") == "running":
+        if job_id in exclude:
             continue
-        ended = summary.get("end_time") or summary.get("start_time") or now
-        if now - float(ended) < max_age_days * 86400:
+        summary = read_summary(storage, JobPaths.of(recipe, job_id))
+        if not summary:
             continue
-        for uri in intermediate_dirs(paths):
-            if storage.exists(uri):
-                storage.remove(uri, recursive=True)
-                removed.append(uri)
+        alive = summary.get("status") == "running" and is_alive(summary.get("process") or {})
+        if not is_expired(summary, max_age_days, now, alive):
+            continue
+        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary), replan=summary.get("status") != "completed")
     return removed

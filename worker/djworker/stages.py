@@ -17,6 +17,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from .events import EventLog, EventType
+from .faults import failpoint
 from .ops.base import Deduplicator
 from .run import PartitionTask, hashes_path
 from .storage import Storage, join
@@ -59,6 +60,7 @@ def decide(storage: Storage, log: EventLog, tasks: list[PartitionTask], checkpoi
     decision = Decision(digest, {t.partition.partition_id: list(map(int, d)) for t, d in zip(tasks, drops)})
     rows_in = sum(len(h) for h in hashes)
     rows_out = rows_in - sum(len(d) for d in drops)
+    failpoint("dedup_decide")
     storage.put_bytes(path, orjson.dumps({"op_idx": end, "op_name": op.op_name, "params": op.params(),
                                           "rows_in": rows_in, "rows_out": rows_out, "drops": decision.drops},
                                          option=orjson.OPT_NON_STR_KEYS, default=str))

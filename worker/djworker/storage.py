@@ -18,6 +18,18 @@ import fsspec
 from .errors import StorageUnavailable
 
 
+class StorageAccessDenied(StorageUnavailable):
+    """The storage refused the credentials: retrying with the same ones cannot help."""
+
+    retryable = False
+
+
+class BucketNotFound(StorageUnavailable):
+    """The bucket named by a path does not exist: create it, or fix the path."""
+
+    retryable = False
+
+
 @dataclass(frozen=True)
 class StorageOptions:
     """Picklable settings a worker needs to rebuild the same filesystems."""
@@ -72,17 +84,29 @@ class Storage:
     def _path(self, uri: str) -> str:
         return uri[len("file://"):] if uri.startswith("file://") else uri
 
+    def endpoint(self, uri: str) -> str:
+        """Where requests for uri go, for messages (never credentials)."""
+        if not is_remote(uri):
+            return "the local filesystem"
+        return self._fs_kwargs(uri.split("://", 1)[0]).get("client_kwargs", {}).get("endpoint_url") or "AWS S3"
+
     def _guard(self, what: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise
         except PermissionError as err:
-            raise StorageUnavailable(f"{what} {uri!r}: permission denied ({err}); check credentials or directory permissions") from err
+            if is_remote(uri):
+                raise StorageAccessDenied(
+                    f"{what} {uri!r}: access denied by {self.endpoint(uri)} ({err}); check the credentials "
+                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's secret) and the bucket policy") from err
+            raise StorageAccessDenied(f"{what} {uri!r}: permission denied ({err}); check directory permissions") from err
         except OSError as err:
-            raise StorageUnavailable(f"{what} {uri!r} failed: {err}; check that the storage is reachable and has space") from err
+            raise StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {err}; "
+                                     "check that the storage is reachable and has space") from err
         except Exception as err:  # botocore/aiohttp errors surface as many types
-            raise StorageUnavailable(f"{what} {uri!r} failed: {type(err).__name__}: {err}") from err
+            raise StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {type(err).__name__}: {err}; "
+                                     "check that the endpoint is up (AWS_ENDPOINT_URL / storage.s3.endpoint_url)") from err
 
     # --- reads -----------------------------------------------------------
     def exists(self, uri: str) -> bool:
@@ -139,10 +163,21 @@ class Storage:
             pass
 
     def check_writable(self, uri: str) -> None:
-        """Fail before any work if a directory or bucket cannot take writes (missing bucket, bad keys)."""
+        """Fail before any work if a directory or bucket cannot take writes (missing bucket, bad keys).
+
+        Writes and removes one small probe object; nothing else is touched."""
         probe = join(uri, f".dj-write-probe-{uuid.uuid4().hex[:8]}")
         try:
             self.put_bytes(probe, b"ok")
         except FileNotFoundError as err:
-            raise StorageUnavailable(f"cannot write under {uri!r}: {err}; create the bucket or directory first") from err
+            if is_remote(uri):
+                bucket = bucket_of(uri)
+                raise BucketNotFound(
+                    f"bucket {bucket!r} does not exist at {self.endpoint(uri)} (needed for {uri!r}); "
+                    f"create it first (e.g. 'aws s3 mb s3://{bucket}') or point the path at an existing bucket") from err
+            raise StorageUnavailable(f"cannot write under {uri!r}: {err}; create the directory first") from err
         self.remove(probe)
+
+
+def bucket_of(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[0]

@@ -134,3 +134,17 @@ def test_is_job_running_checks_the_identity_not_the_pid(fake_job):
     stopper = JobStopper(job.job_id, str(job.base_dir))
     assert not stopper.is_job_running()
     assert stopper.get_job_summary()["process"]["pid"] == process_identity()["pid"]
+
+
+def test_dj_stop_lists_running_jobs_with_pid_host_and_progress(fake_job, capsys):
+    job = fake_job("live")
+    job.write_summary(driver="alive")
+    job.write_plan([100, 100])
+    job.append(event("JOB_START", time.time() - 4), event("PARTITION_COMPLETE", time.time() - 2, partition_id=0))
+    fake_job("stale").write_summary(driver="reused")
+    assert stop_cli.main(["--list", "--json", "--base-dir", str(job.base_dir)]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert (listed["job_id"], listed["pid"], listed["progress_percentage"]) == ("live", os.getpid(), 50.0)
+    assert listed["host"] and listed["start_time"] and listed["eta_seconds"] is not None
+    assert stop_cli.main(["--list", "--base-dir", str(job.base_dir)]) == 0
+    assert "live" in capsys.readouterr().out

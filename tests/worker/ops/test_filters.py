@@ -50,3 +50,18 @@ def test_suffix_filter_needs_the_suffix_column():
     with pytest.raises(KeyError, match="__dj__suffix__"):
         op.process(pa.table({"text": ["a"]}))
     assert build_op("suffix_filter", {}, "p").process(pa.table({"text": ["a"]})).num_rows == 1
+
+
+def test_ratio_stats_equal_their_definitions_on_random_text():
+    """The ASCII byte-translate short cuts agree with the per-character definitions."""
+    import random
+
+    from djworker.ops.text_utils import special_character_set
+
+    rng = random.Random(3)
+    alphabet = [chr(c) for c in range(0x80)] + list("éß中文١²½😀\xa0\u3000一シ")
+    texts = ["".join(rng.choice(alphabet[:128] if rng.random() < 0.5 else alphabet) for _ in range(rng.randint(1, 60))) for _ in range(3000)]
+    alnum = build_op("alphanumeric_filter", {}, "p").compute_stats(pa.table({"text": texts}))["alnum_ratio"].to_pylist()
+    special = build_op("special_characters_filter", {}, "p").compute_stats(pa.table({"text": texts}))["special_char_ratio"].to_pylist()
+    assert alnum == [sum(c.isalnum() for c in t) / len(t) for t in texts]
+    assert special == [sum(c in special_character_set() for c in t) / len(t) for t in texts]

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Optional
 
 import orjson
+from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.panel import Panel
@@ -81,7 +82,7 @@ def watch(monitor: JobProgressMonitor, interval: float, detailed: bool = False,
                 return data
             time.sleep(interval)
             data = monitor.get_progress_data(detailed)
-    with Live(render(data, detailed), console=console, auto_refresh=False, vertical_overflow="visible") as live:
+    with Live(render(data, detailed), console=console, auto_refresh=False) as live:
         while not is_finished(data):
             time.sleep(interval)
             data = monitor.get_progress_data(detailed)
@@ -134,7 +135,7 @@ def overview(data: dict[str, Any]) -> RenderableType:
             ("ETA", _duration(o["eta_seconds"]) if o["eta_seconds"] is not None else "-"),
             ("Driver", f"pid {driver['pid']} on {driver['host']}: {driver['state']}" if driver["pid"] else "-"),
             ("Event log", v.get("event_log_dir") or "-")]
-    if v.get("error") and o["job_status"] != "completed":
+    if v.get("error") and o["job_status"] in ("failed", "interrupted"):
         rows.append(("Error", Text(str(v["error"]), style="red")))
     if o["job_status"] in ("failed", "stopped", "interrupted") and v.get("resumption_command"):
         rows.append(("Resume", v["resumption_command"]))
@@ -168,39 +169,48 @@ def _row(*cells: RenderableType) -> Table:
 
 def partitions(data: dict[str, Any], detailed: bool) -> RenderableType:
     n_ops = len(data["job_overview"].get("ops") or [])
-    table = Table(title="Partitions", title_justify="left", expand=False)
-    for col in ("#", "status", "samples", "kept", "current op", "ops done", "checkpoints", "retries", "error"):
-        table.add_column(col, justify="right" if col in ("#", "samples", "kept", "checkpoints", "retries") else "left")
     items = list(data["partition_status"].items())
+    with_errors = any(p["error"] for _, p in items)
+    table = Table(title="Partitions", title_justify="left")
+    for col in ("#", "status", "samples", "kept", "current op", "ops", "ckpts", "retries") + (("error",) * with_errors):
+        right = col in ("#", "samples", "kept", "ops", "ckpts", "retries")
+        table.add_column(col, justify="right" if right else "left", no_wrap=col != "error",
+                         overflow="ellipsis", max_width=30 if col == "current op" else None)
     shown = items if detailed or len(items) <= MAX_ROWS else \
         [kv for kv in items if kv[1]["status"] in ("processing", "failed")][:MAX_ROWS]
     for pid, p in shown:
         done = f"{p['ops_completed']}/{n_ops}" if n_ops else str(p["ops_completed"])
-        table.add_row(pid, Text(f"{ICON.get(p['status'], '')} {p['status']}", style=STYLE.get(p["status"], "")),
-                      _num(p["samples"]), _num(p["output_samples"]), p["current_op"] or "-", done,
-                      str(p["checkpoints_saved"]), str(p["retries"]), (p["error"] or "")[:60])
+        row = [pid, Text(f"{ICON.get(p['status'], '')} {p['status']}", style=STYLE.get(p["status"], "")),
+               _num(p["samples"]), _num(p["output_samples"]), p["current_op"] or "-", done,
+               str(p["checkpoints_saved"]), str(p["retries"])]
+        table.add_row(*row, *([(p["error"] or "")[:200]] * with_errors))
     if len(shown) < len(items):
         table.caption = f"{len(items) - len(shown)} completed/pending partitions not listed (use --detailed)"
     return table
 
 
+def _metric_table(title: str, first: str) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column(first, justify="right", no_wrap=True)
+    table.add_column("op", no_wrap=True, overflow="ellipsis", max_width=24)
+    for col in ("time", "in", "out", "rows/s", "reduced"):
+        table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
+    return table
+
+
+def _metric_cells(m: dict[str, Any]) -> list[str]:
+    rate = m["throughput_rows_s"]
+    return [f"{m['duration_s']:.2f}s", _num(m["rows_in"]), _num(m["rows_out"]), f"{rate:,.0f}" if rate else "-",
+            f"{100 * m['reduction_ratio']:.1f}%"]
+
+
 def operations(data: dict[str, Any]) -> RenderableType:
-    table = Table(title="Operations (all partitions)", title_justify="left")
-    for col in ("#", "op", "partitions", "duration", "rows in", "rows out", "rows/s", "reduction"):
-        table.add_column(col, justify="left" if col == "op" else "right")
+    table = _metric_table("Operations (all partitions)", "parts")
     for op in data["operation_summary"]:
-        table.add_row(str(op["op_idx"]), op["op_name"], str(op["partitions"]), f"{op['duration_s']:.3f}s",
-                      _num(op["rows_in"]), _num(op["rows_out"]),
-                      f"{op['throughput_rows_s']:,.0f}" if op["throughput_rows_s"] else "-",
-                      f"{100 * op['reduction_ratio']:.1f}%")
-    per = Table(title="Per partition", title_justify="left")
-    for col in ("partition", "#", "op", "duration", "rows in", "rows out", "rows/s", "reduction"):
-        per.add_column(col, justify="left" if col == "op" else "right")
+        table.add_row(str(op["partitions"]), op["op_name"], *_metric_cells(op))
+    per = _metric_table("Operations per partition", "part")
     for m in data.get("operation_metrics", []):
-        per.add_row(str(m["partition_id"]), str(m["op_idx"]), m["op_name"], f"{m['duration_s']:.3f}s",
-                    _num(m["rows_in"]), _num(m["rows_out"]),
-                    f"{m['throughput_rows_s']:,.0f}" if m["throughput_rows_s"] else "-",
-                    f"{100 * m['reduction_ratio']:.1f}%")
+        per.add_row(str(m["partition_id"]), m["op_name"], *_metric_cells(m))
     return Group(table, per)
 
 

@@ -42,8 +42,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cleanup:
             from ..retention import cleanup_old_jobs
             from ..storage import Storage, StorageOptions
-            days = recipe.intermediate_storage.max_retention_days or 0
+            days = recipe.intermediate_storage.max_retention_days
+            if days is None:
+                print("intermediate_storage.max_retention_days is not set: nothing expires")
+                return 0
             removed = cleanup_old_jobs(Storage(StorageOptions.from_recipe(recipe)), recipe.work_dir, days, recipe)
+            for uri in removed:
+                print(f"removed {uri}")
             print(f"removed intermediate data of {len(removed)} directories older than {days} days")
             return 0
         from ..display import run_with_display

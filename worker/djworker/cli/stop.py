@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..jobs.common import DEFAULT_BASE_DIR, list_running_jobs
-from ..jobs.stopper import stop_job
+from ..jobs.stopper import JobStopper, stop_job
 
 EXIT = {"stopped": 0, "killed": 0, "not_found": 1, "not_running": 2, "refused": 3, "requested": 3}
 
@@ -53,9 +53,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 0
     if not args.job_id:
         p.error("a job_id is required unless --list is given")
-    if not args.json:
-        print(f"stopping job {args.job_id} ({'force' if args.force else f'timeout {args.timeout:g}s'})...",
-              file=sys.stderr)
+    if not args.json and JobStopper(args.job_id, args.base_dir).is_job_running():
+        how = "killing it now" if args.force else f"asking it to stop; killing it after {args.timeout:g}s"
+        print(f"job {args.job_id} is running: {how}...", file=sys.stderr)
     result = stop_job(args.job_id, force=args.force, timeout=args.timeout, base_dir=args.base_dir)
     if args.json:
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

@@ -26,7 +26,8 @@ import orjson
 import psutil
 
 from ..events import EventLog, EventType
-from .common import MARKER_ENV, DriverState, JobNotFound, JobUtils, driver_marker, list_running_jobs
+from .common import (MARKER_ENV, START_TIME_TOLERANCE_S, DriverState, JobNotFound, JobUtils, driver_marker,
+                     list_running_jobs)
 
 POLL_S = 0.2
 CHILD_GRACE_S = 3.0  # for the driver's children to exit on their own once it has
@@ -142,11 +143,13 @@ class JobStopper:
             return self._stop_elsewhere(summary, state, force, timeout)
         if not state.is_alive:
             return self._not_running(summary, state)
-        try:
+        identity = summary["process"]
+        try:  # psutil pins this object to the start time it reads now: check it is still the driver's
             driver = psutil.Process(state.pid)
+            if abs(driver.create_time() - float(identity["process_start_time"])) >= START_TIME_TOLERANCE_S:
+                raise psutil.NoSuchProcess(state.pid)
         except psutil.NoSuchProcess:
             return self._not_running(summary, self.utils.driver(summary))
-        identity = summary["process"]
         leads_group = int(identity.get("pgid") or -1) == state.pid  # else the group is the launcher's
         tree = ProcessTree([driver], driver_marker(self.job_id, identity), state.pid if leads_group else None)
         tree.refresh(sweep=True)
@@ -162,7 +165,7 @@ class JobStopper:
         self._clear_stop_request()
         final = self._record_end(summary, method, timeout, time.time() - t0)
         outcome = "stopped" if method == "graceful" else "killed"
-        message = self._message(outcome, method, state, timeout, killed, remaining, final)
+        message = self._message(method, state, timeout, killed, remaining, final)
         return self._result(outcome, not remaining, message, method=method, pid=state.pid, host=state.host,
                             tree=sorted(tree.members), killed=killed, remaining=remaining, final_status=final,
                             elapsed_s=round(time.time() - t0, 3))
@@ -269,13 +272,15 @@ class JobStopper:
                             f"{state.host} to force it", method="stop_file", pid=state.pid, host=state.host)
 
     # ---- reporting -----------------------------------------------------------
-    def _message(self, outcome: str, method: str, state: DriverState, timeout: float, killed: list[int],
+    def _message(self, method: str, state: DriverState, timeout: float, killed: list[int],
                  remaining: list[int], final: Optional[str]) -> str:
         head = {"graceful": f"job {self.job_id} stopped cooperatively (pid {state.pid}); status: {final}",
                 "sigkill": f"job {self.job_id} did not stop within {timeout:g}s; killed its {len(killed)} "
                            f"process(es); status: {final}",
                 "force": f"job {self.job_id} force-stopped: killed its {len(killed)} process(es); status: {final}"}
         msg = head[method]
+        if final == "completed":
+            msg = f"job {self.job_id} completed before it could stop (pid {state.pid})"
         if method == "graceful" and killed:
             msg += f"; killed {len(killed)} process(es) it left behind: {killed}"
         if remaining:
@@ -285,7 +290,7 @@ class JobStopper:
     def _result(self, outcome: str, success: bool, message: str, **fields: Any) -> dict[str, Any]:
         return {"job_id": self.job_id, "outcome": outcome, "success": success, "message": message,
                 "method": None, "pid": None, "host": None, "tree": [], "killed": [], "remaining": [],
-                "final_status": None, **fields}
+                "final_status": None, "reason": None, **fields}
 
 
 def stop_job(job_id: str, force: bool = False, timeout: float = 30.0, base_dir: Optional[str] = None) -> dict[str, Any]:

@@ -9,17 +9,13 @@ import pyarrow.compute as pc
 import regex
 
 from .base import Mapper, register
-from .text_utils import require_text, strip_raw_string
+from .text_utils import as_array, require_text, strip_raw_string
 
 
 @functools.cache
 def compiled(pattern: str) -> regex.Pattern:
     """DJ substitutes every pattern with DOTALL (dj-ops.md §1.1)."""
     return regex.compile(pattern, regex.DOTALL)
-
-
-def as_array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
 def map_rows(texts: pa.ChunkedArray, fn: Callable[[str], str], where: Optional[pa.Array] = None) -> pa.Array:
@@ -108,9 +104,13 @@ class CleanHtmlMapper(Mapper):
         text = text.replace("<li>", "\n*").replace("</li>", "").replace("<ol>", "\n*").replace("</ol>", "")
         return LexborHTMLParser(text).text()
 
+    # The HTML5 parser changes text only at '<', '&', NUL and CR, and drops leading
+    # whitespace; rows with none of these come out as they went in.
+    parsed: ClassVar[str] = r"[<&\x00\r]|^[\t\n\x0c ]"
+
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         # DJ returns a non-string sample unchanged (with a warning) instead of raising.
-        return map_rows(texts, self.map_text, pc.is_valid(texts))
+        return map_rows(texts, self.map_text, pc.match_substring_regex(texts, self.parsed))
 
 
 @register("clean_copyright_mapper")

@@ -12,7 +12,7 @@ from pydantic import field_validator
 from .base import Mapper, register
 from .clean import map_rows
 from .ftfy_shortcut import shortcut
-from .text_utils import require_text, various_whitespaces
+from .text_utils import re2_class, require_text, various_whitespaces
 
 
 @functools.cache
@@ -20,16 +20,12 @@ def whitespace_table() -> dict[int, str]:
     return {ord(ch): " " for ch in various_whitespaces()}
 
 
-def re2_class(chars: str) -> str:
-    return "[" + "".join(f"\\x{{{ord(c):x}}}" for c in sorted(set(chars))) + "]"
-
-
 @functools.cache
 def whitespace_work() -> str:
     """RE2 pattern of the rows the mapper changes: an odd space anywhere (the set
     holds ' ' itself, a no-op), or str.isspace() whitespace at either end."""
-    space = re2_class("".join(c for c in map(chr, range(0x110000)) if c.isspace()))
-    return f"^{space}|{space}$|{re2_class(various_whitespaces().replace(' ', ''))}"
+    space = re2_class(cp for cp in range(0x110000) if chr(cp).isspace())
+    return f"^{space}|{space}$|{re2_class(map(ord, various_whitespaces().replace(' ', '')))}"
 
 
 @register("whitespace_normalization_mapper")

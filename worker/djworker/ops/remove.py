@@ -7,12 +7,13 @@ import sys
 from typing import Callable, ClassVar, Optional, Union
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import regex
 from pydantic import field_validator
 
 from .base import Mapper, register
 from .clean import map_rows
-from .text_utils import require_text, special_characters
+from .text_utils import re2_class, require_text, strip_special
 
 
 class TextMapper(Mapper):
@@ -36,7 +37,7 @@ class RemoveLongWordsMapper(TextMapper):
             return True
         # A too-long word gets a second chance with its special characters stripped,
         # and is then kept unstripped; a too-short one gets none.
-        return len(word) > self.max_len and self.min_len <= len(word.strip(special_characters())) <= self.max_len
+        return len(word) > self.max_len and self.min_len <= len(strip_special(word)) <= self.max_len
 
     def map_text(self, text: str) -> str:
         lines = []
@@ -134,7 +135,7 @@ class RemoveSpecificCharsMapper(TextMapper):
         table = self.table()
         if not table:
             return texts
-        return map_rows(texts, lambda t: t.translate(table))
+        return map_rows(texts, lambda t: t.translate(table), pc.match_substring_regex(texts, re2_class(table)))
 
     def map_text(self, text: str) -> str:
         return text.translate(self.table())
@@ -158,6 +159,11 @@ class RemoveTableTextMapper(TextMapper):
         for columns in range(self.min_col, self.max_col + 1):
             text = table_row_pattern(columns - 1).sub("", text)
         return text
+
+    def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
+        require_text(self.op_name, texts)
+        # Two rows need a '\n' before the first and one after each: fewer than 3 cannot match.
+        return map_rows(texts, self.map_text, pc.greater_equal(pc.count_substring(texts, "\n"), 3))
 
 
 @register("remove_header_mapper")

@@ -2,6 +2,7 @@
 special characters (dj-ops.md §2.1-2.8)."""
 from __future__ import annotations
 
+import functools
 import math
 import re
 import sys
@@ -29,6 +30,11 @@ class WordStatFilter(StatFilter):
 
     tokenization: bool = False
     _no_model = refuse_tokenization(SENTENCEPIECE)
+
+
+@functools.cache
+def ascii_special() -> bytes:
+    return bytes(sorted(ord(c) for c in special_character_set() if ord(c) < 128))
 
 
 @register("text_length_filter")
@@ -79,6 +85,7 @@ class AlphanumericFilter(StatFilter):
     stat_key: ClassVar[str] = "alnum_ratio"
     # Python's re `\w` is exactly isalnum() plus '_' (CPython's sre uses Py_UNICODE_ISALNUM).
     non_alnum: ClassVar[re.Pattern] = re.compile(r"[\W_]+")
+    ascii_non_alnum: ClassVar[bytes] = bytes(c for c in range(128) if not chr(c).isalnum())
 
     _no_model = refuse_tokenization("the Hugging Face tokenizer EleutherAI/pythia-6.9b-deduped")
 
@@ -86,7 +93,11 @@ class AlphanumericFilter(StatFilter):
         return self.min_ratio, self.max_ratio
 
     def stat_of(self, text: str) -> float:
-        return len(self.non_alnum.sub("", text)) / len(text) if text else 0.0
+        if not text:
+            return 0.0
+        if text.isascii():
+            return len(text.encode().translate(None, self.ascii_non_alnum)) / len(text)
+        return len(self.non_alnum.sub("", text)) / len(text)
 
 
 @register("average_line_length_filter")
@@ -184,5 +195,9 @@ class SpecialCharactersFilter(StatFilter):
         return self.min_ratio, self.max_ratio
 
     def stat_of(self, text: str) -> float:
+        if not text:
+            return 0.0
+        if text.isascii():
+            return (len(text) - len(text.encode().translate(None, ascii_special()))) / len(text)
         special = special_character_set()
-        return sum(1 for ch in text if ch in special) / len(text) if text else 0.0
+        return sum(1 for ch in text if ch in special) / len(text)

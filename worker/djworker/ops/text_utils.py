@@ -48,10 +48,24 @@ def split_words(text: str) -> list[str]:
     return [w for w in _WORD_SEPARATORS.split(text) if w]
 
 
+def strip_special(word: str) -> str:
+    """word.strip(special_characters()), but with set lookups: str.strip scans its
+    1,618-char argument for every end character."""
+    special = special_character_set()
+    if word[:1] not in special and word[-1:] not in special:
+        return word
+    i, j = 0, len(word)
+    while i < j and word[i] in special:
+        i += 1
+    while j > i and word[j - 1] in special:
+        j -= 1
+    return word[i:j]
+
+
 def refine_words(
     words: Iterable[str],
     lowercase: bool = False,
-    strip_special: bool = True,
+    strip: bool = True,
     aug_group_sizes: Sequence[int] = (),
     aug_join_char: str = "",
 ) -> list[str]:
@@ -59,9 +73,8 @@ def refine_words(
     empties, then append the joined n-grams for each augmentation group size."""
     if lowercase:
         words = [w.lower() for w in words]
-    if strip_special:
-        chars = special_characters()
-        words = [w.strip(chars) for w in words]
+    if strip:
+        words = [strip_special(w) for w in words]
     refined = [w for w in words if w]
     augmented = []
     for size in aug_group_sizes:
@@ -107,12 +120,13 @@ def text_list(op_name: str, texts: pa.ChunkedArray | pa.Array) -> list[str]:
     return texts.to_pylist()
 
 
-def is_ascii_without(texts: pa.ChunkedArray, chars: str) -> pa.Array:
-    """True where a row is pure ASCII and holds none of `chars` (for skipping a slow path)."""
-    mask = pc.string_is_ascii(texts)
-    for ch in chars:
-        mask = pc.and_(mask, pc.invert(pc.match_substring(texts, ch)))
-    return mask
+def as_array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def re2_class(code_points: Iterable[int]) -> str:
+    """An RE2 character class (for pyarrow.compute) of the given code points."""
+    return "[" + "".join(f"\\x{{{cp:x}}}" for cp in sorted(set(code_points))) + "]"
 
 
 def stat_column(table: pa.Table, key: str) -> Optional[pa.Array]:
