@@ -48,7 +48,7 @@ class OperatorProcess:
         return [str(Path(sys.executable).parent / "dj-operator"), "--all-namespaces",
                 "--interval", str(INTERVAL), "--liveness", f"http://127.0.0.1:{self.port}/healthz",
                 "--progress-endpoint-annotation", PROGRESS_ANNOTATION,
-                "--force-delete-after-seconds", "5", "--verbose"]
+                "--force-delete-after-seconds", "5"]
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -33,7 +33,7 @@ def wait_for(predicate: Callable[[], Optional[T]], timeout: float, what: str,
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnose()}")
-        time.sleep(0.2)
+        time.sleep(0.5)  # each poll is a kubectl process: keep it cheap on a small machine
 
 
 def s3fs_client(s3_env: dict[str, str]):

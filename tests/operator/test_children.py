@@ -102,3 +102,20 @@ def test_every_child_is_owned_and_labelled_for_cleanup():
         assert meta["ownerReferences"][0]["uid"] == UID
         assert meta["labels"][children.LABEL_JOB_UID] == UID
         assert meta["namespace"] == "ns"
+
+
+def test_pods_run_as_non_root():
+    j = job(executorType="ray")
+    pods = [children.driver_pod(j, 1, SETTINGS)["spec"]]
+    cluster = children.ray_cluster(j, SETTINGS)["spec"]
+    pods += [cluster["headGroupSpec"]["template"]["spec"], cluster["workerGroupSpecs"][0]["template"]["spec"]]
+    for spec in pods:
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert all(c["securityContext"]["allowPrivilegeEscalation"] is False for c in spec["containers"])
+
+
+def test_autoscaling_and_checkpoint_retention_reach_their_consumers():
+    j = job(executorType="ray", ray={"autoscaling": True}, cleanup={"checkpointRetention": "cleanup_all"})
+    assert children.ray_cluster(j, SETTINGS)["spec"]["enableInTreeAutoscaling"] is True
+    args = children.driver_pod(j, 1, SETTINGS)["spec"]["containers"][0]["args"]
+    assert args[args.index("--intermediate_storage.retention_policy") + 1] == "cleanup_all"

@@ -31,8 +31,8 @@ def diagnose(kc: Kubectl, name: str, dj_operator, node_agent) -> str:
 
 
 def test_job_runs_to_success_with_progress_in_status(kc, s3_env, s3_bucket, s3_secret, dj_operator, node_agent):
-    upload_dataset(s3_env, s3_bucket, 200)
-    kc.apply(job_manifest("demo", s3_bucket, s3_env["AWS_ENDPOINT_URL"], slow=0.7))
+    upload_dataset(s3_env, s3_bucket, 120)
+    kc.apply(job_manifest("demo", s3_bucket, s3_env["AWS_ENDPOINT_URL"], rows_per_partition=40, slow=0.5))
     why = lambda: diagnose(kc, "demo", dj_operator, node_agent)  # noqa: E731
 
     running = wait_for(lambda: (s := kc.status("demo")).get("phase") == "Running" and s.get("partitions") and s,
@@ -41,19 +41,19 @@ def test_job_runs_to_success_with_progress_in_status(kc, s3_env, s3_bucket, s3_s
     done = wait_for(lambda: (s := kc.status("demo")).get("phase") in ("Succeeded", "Failed") and s, 120,
                     "the job to finish", why)
     assert done["phase"] == "Succeeded", why()
-    assert done["partitions"]["total"] == 4 and done["partitions"]["completed"] == 4
-    assert done["progress"]["percent"] == 100.0 and done["progress"]["partitionsDone"] == "4/4"
+    assert done["partitions"]["total"] == 3 and done["partitions"]["completed"] == 3
+    assert done["progress"]["percent"] == 100.0 and done["progress"]["partitionsDone"] == "3/3"
     rows = read_jsonl(s3_env, f"s3://{s3_bucket}/out/demo.jsonl")
-    assert 0 < len(rows) <= 200 and not any("https://" in r["text"] for r in rows)
+    assert 0 < len(rows) <= 120 and not any("https://" in r["text"] for r in rows)
     assert s3_keys(s3_env, f"s3://{s3_bucket}/checkpoints")
     printed = kc("get", "djjobs").stdout
-    assert "Succeeded" in printed and "4/4" in printed
+    assert "Succeeded" in printed and "3/3" in printed
     reasons = [e["reason"] for e in kc.events("demo")]
     assert {"Accepted", "DriverStarting", "DriverRunning", "Completed"} <= set(reasons)
     assert SECRET_KEY not in kc("get", "djjob", "demo", "-o", "yaml").stdout
 
 
-ROWS, PARTITION, SLOW = 200, 50, 1.0
+ROWS, PARTITION, SLOW = 120, 40, 0.8
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +126,7 @@ def test_stop_then_resume_gives_the_uninterrupted_output(kc, s3_env, s3_bucket, 
     assert read_jsonl(s3_env, f"s3://{s3_bucket}/out/stopper.jsonl") == reference_rows
     types = [e["event_type"] for e in engine_events(node_agent, kc, "stopper")]
     assert "JOB_RESUMED" in types
-    assert types.count("PARTITION_COMPLETE") == 4, "finished partitions are not redone"
+    assert types.count("PARTITION_COMPLETE") == 3, "finished partitions are not redone"
 
 
 def test_killed_driver_is_retried_and_resumes(kc, s3_env, s3_bucket, s3_secret, dj_operator, node_agent,
@@ -186,6 +186,7 @@ def test_schema_rejects_invalid_specs_at_apply(kc):
     del neither["spec"]["recipe"]
     done = kc("apply", "-f", "-", input=__import__("yaml").safe_dump(neither), check=False)
     assert done.returncode != 0 and "oneOf" in done.stderr
+    assert "resumes" in kc("explain", "djjob.spec.stop").stdout  # the schema documents itself
 
 
 def test_spec_the_schema_cannot_check_fails_with_invalid_spec(kc, dj_operator, node_agent):
@@ -198,9 +199,9 @@ def test_spec_the_schema_cannot_check_fails_with_invalid_spec(kc, dj_operator, n
     assert kc.pods() == [] and not kc.get("rayclusters")
 
 
-def test_invalid_recipe_fails_once_without_retries(kc, s3_env, s3_bucket, s3_secret, dj_operator, node_agent):
+def test_invalid_recipe_fails_once_without_retries_and_the_ttl_cleans_up(kc, s3_env, s3_bucket, s3_secret, dj_operator, node_agent):
     upload_dataset(s3_env, s3_bucket, 20)
-    bad = job_manifest("typo", s3_bucket, s3_env["AWS_ENDPOINT_URL"])
+    bad = job_manifest("typo", s3_bucket, s3_env["AWS_ENDPOINT_URL"], cleanup={"ttlSecondsAfterFinished": 2})
     bad["spec"]["recipe"]["process"] = [{"text_length_filter": {"min_length": 5}}]
     kc.apply(bad)
     st = wait_for(lambda: (s := kc.status("typo")).get("phase") == "Failed" and s, 60, "Failed",
@@ -208,3 +209,5 @@ def test_invalid_recipe_fails_once_without_retries(kc, s3_env, s3_bucket, s3_sec
     assert st["reason"] == "InvalidRecipe" and st["exitCode"] == 2 and st["attempt"] == 1
     assert "min_length" in st["message"]
     assert [p for ns, p in node_agent.started_pods if ns == kc.namespace] == ["typo-driver-1"]
+    wait_for(lambda: kc.get("djjob", "typo") is None, 30, "the TTL to delete the finished job")
+    assert kc.pods() == []

@@ -20,8 +20,8 @@ RayClusters would never be ready. For the namespaces it is given, this agent:
 * reports status like a kubelet: Running with podIP 127.0.0.1, then Succeeded/Failed with
   the container's exit code (128+signal when killed by a signal) and the tail of its
   output as the termination message;
-* on pod deletion: SIGTERM to the process group, waits the grace period, SIGKILLs, reports
-  the exit, then finalises the delete (grace 0), as kubelet does;
+* on pod deletion: SIGTERM to the main process, waits the grace period, SIGKILLs the
+  process group, reports the exit, then finalises the delete (grace 0), as kubelet does;
 * marks RayClusters `status.state: ready` (unless `rayclusters_ready` is False) and, when
   given `ray_address`, points pods' RAY_ADDRESS at that local Ray instead of the head
   Service, which does not exist here.
@@ -135,7 +135,7 @@ class NodeAgent:
         return next((r for r in self.running.values() if (r.namespace, r.name) == (namespace, name)), None)
 
     def kill(self, namespace: str, name: str, sig: int = signal.SIGKILL) -> None:
-        """Sends sig to the pod's process group, as an OOM kill or a crash would."""
+        """Sends sig to the pod's process (SIGKILL: its group), as an OOM kill or a crash would."""
         run = self.process(namespace, name)
         assert run is not None, f"no process for pod {namespace}/{name}"
         self._signal(run, sig)
@@ -261,8 +261,13 @@ class NodeAgent:
 
     @staticmethod
     def _signal(run: Running, sig: int) -> None:
+        """SIGTERM reaches the container's main process only, as with a container runtime;
+        SIGKILL takes the whole process group, as killing the container's cgroup does."""
         try:
-            os.killpg(run.proc.pid, sig)
+            if sig == signal.SIGKILL:
+                os.killpg(run.proc.pid, sig)
+            else:
+                os.kill(run.proc.pid, sig)
         except (ProcessLookupError, PermissionError):
             pass
 

@@ -65,8 +65,9 @@ class PidMapper(Mapper):
         os.makedirs(self.pid_dir, exist_ok=True)
         attempt = len(list(Path(self.pid_dir).glob(f"rows-from-{first}.*")))
         path = Path(self.pid_dir) / f"rows-from-{first}.{attempt}"
-        path.with_suffix(".tmp").write_text(str(os.getpid()))
-        os.replace(path.with_suffix(".tmp"), path)
+        tmp = Path(self.pid_dir) / f".{path.name}.tmp"
+        tmp.write_text(str(os.getpid()))
+        os.replace(tmp, path)
         if attempt == 0:
             time.sleep(self.seconds)
         return table

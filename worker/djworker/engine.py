@@ -6,6 +6,7 @@ exactly one of JOB_COMPLETE, JOB_FAILED or JOB_STOPPED."""
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import signal
 import threading
@@ -25,6 +26,7 @@ from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import export, export_format
 from .faults import failpoint
+from .jobs.common import MARKER_ENV, driver_marker
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
@@ -90,6 +92,7 @@ class Driver:
         previous = read_summary(self.storage, self.paths)
         lock = JobLock(self.storage, self.paths)
         lock.acquire()
+        self._clear_stale_stop_request(lock.identity["process_start_time"])
         log = EventLog(self.paths.event_dir, self.job_id, self.recipe.event_logging.max_log_size_mb,
                        self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled)
         log.listeners.append(self._record)
@@ -138,6 +141,9 @@ class Driver:
             "ops": [name for name, _ in r.ops],
         }
         write_summary(self.storage, self.paths, self.summary)
+        # Every process this run starts (pool workers, a local Ray) inherits the marker,
+        # so dj-stop can find them even if they leave the process tree.
+        os.environ[MARKER_ENV] = driver_marker(self.job_id, self.summary["process"])
         kind = EventType.JOB_RESUMED if previous else EventType.JOB_START
         log.emit(kind, message=f"attempt {attempts}", attempt=attempts, config_path=self.config_path,
                  executor_type=r.executor_type, checkpoint_strategy=r.checkpoint.effective.value)
@@ -358,6 +364,15 @@ class Driver:
         if not self.stop_requested.is_set():
             logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
         self.stop_requested.set()
+
+    def _clear_stale_stop_request(self, started_at: float) -> None:
+        """A STOP left by a crashed stopper before this run began must not stop this run."""
+        try:
+            request = orjson.loads(self.storage.read_bytes(self.paths.stop_request))
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            request = {"requested_at": 0} if self._stop_file_present() else None
+        if request is not None and float(request.get("requested_at", 0)) < started_at:
+            self.storage.remove(self.paths.stop_request)
 
     def _stop_file_present(self) -> bool:
         try:

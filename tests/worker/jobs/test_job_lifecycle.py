@@ -67,10 +67,10 @@ def all_gone(pids: list[int]) -> bool:
 
 
 def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_path):
-    reference = make_recipe(tmp_path, rows=400, np=1, name="reference", process=slow_ops(0),
+    reference = make_recipe(tmp_path, rows=500, np=1, name="reference", process=slow_ops(0),
                             export_path=str(tmp_path / "out" / "reference.jsonl"))
     assert dj_process(reference, "reference", env=ENV).returncode == 0
-    recipe = make_recipe(tmp_path, rows=400, np=1, process=slow_ops(0.6))
+    recipe = make_recipe(tmp_path, rows=500, np=1, process=slow_ops(0.6))
     base = str(tmp_path / "jobs")
     driver = start_dj_process(recipe, "slow", env=ENV)
     monitor = JobProgressMonitor("slow", base)
@@ -83,8 +83,8 @@ def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_pat
                     60, "a completed partition", driver)
     o = data["overall_progress"]
     assert o["job_status"] == "running"
-    assert o["partitions"]["total"] == 4 and o["samples"]["total"] == 400
-    assert o["partitions"]["completed"] < 4 and o["eta_seconds"] is not None and o["eta_seconds"] > 0
+    assert o["partitions"]["total"] == 5 and o["samples"]["total"] == 500
+    assert o["partitions"]["completed"] < 5 and o["eta_seconds"] is not None and o["eta_seconds"] > 0
     assert [(j["job_id"], j["pid"]) for j in list_running_jobs(base)] == [("slow", driver.pid)]
     tree = [p.pid for p in psutil.Process(driver.pid).children(recursive=True)]
     assert tree, "the pool's processes should be running"
@@ -104,17 +104,17 @@ def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_pat
     after = monitor.get_progress_data()["overall_progress"]
     assert after["job_status"] == "stopped" and after["partitions"]["processing"] == 0
     done_before = after["partitions"]["completed"]
-    assert 0 < done_before < 4
+    assert 0 < done_before < 5
 
     resumed = dj_process(recipe, "slow", env=ENV)
     assert resumed.returncode == 0, resumed.stderr
     later = events(tmp_path, "slow")
     later = later[event_types(later).index("JOB_RESUMED"):]
     assert event_types(later).count("PARTITION_SKIPPED") == done_before  # finished work is never redone
-    assert event_types(later).count("PARTITION_START") == 4 - done_before
+    assert event_types(later).count("PARTITION_START") == 5 - done_before
     assert (tmp_path / "out" / "result.jsonl").read_bytes() == (tmp_path / "out" / "reference.jsonl").read_bytes()
     final = monitor.get_progress_data()["overall_progress"]
-    assert final["job_status"] == "completed" and final["partitions"]["completed"] == 4
+    assert final["job_status"] == "completed" and final["partitions"]["completed"] == 5
 
 
 def test_a_driver_that_does_not_stop_in_time_is_killed_with_its_whole_tree(tmp_path, bystander):

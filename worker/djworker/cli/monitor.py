@@ -43,6 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = parser().parse_args(argv)
+    args.interval = max(args.interval, 0.1)
     monitor = JobProgressMonitor(args.job_id, args.base_dir)
     try:
         if args.json:

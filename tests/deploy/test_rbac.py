@@ -1,0 +1,326 @@
+"""The chart's RBAC is least privilege, proven on the real apiserver (RBAC on):
+
+* sufficient: the chart is installed by Helm v4 (helm-python-sdk), and the operator runs
+  the Deployment's own command with nothing but the chart's ServiceAccount token through a
+  job's whole lifecycle: create, progress, stop, resume, success, TTL deletion, and a ray
+  job's RayCluster created, stopped and deleted;
+* necessary: taking any one verb out of the ClusterRole makes the apiserver refuse exactly
+  that verb (and nothing else) to the ServiceAccount; docs/deploy.md maps every verb to the
+  operator call that uses it; and a few removals are run for real, the job then stuck with
+  the operator's Forbidden error on it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.operator.helpers import Kubectl, job_manifest, read_jsonl, upload_dataset, wait_for
+from tests.support.k8s import (OPERATOR_SA_GROUPS, OPERATOR_SA_TOKEN, OPERATOR_SA_USER, LocalCluster, free_port)
+from tests.support.node_agent import PROGRESS_ANNOTATION, NodeAgent
+
+from .chart import CHART, NAMESPACE, RELEASE, REPO, documented_grants, grants, only, operator_container, without
+from .conftest import CRD_NAME, is_established
+from .operator_process import ChartOperator
+
+pytestmark = [pytest.mark.k8s, pytest.mark.s3]
+
+
+def test_values(health_port: int, **extra: Any) -> dict[str, Any]:
+    """The chart's defaults, plus what a loopback test needs: a free health port, a fast
+    timer, and driver progress read from the node agent's annotation."""
+    return {"health": {"port": health_port},
+            "operator": {"interval": 0.5, "forceDeleteAfterSeconds": 5,
+                         "extraArgs": [f"--progress-endpoint-annotation={PROGRESS_ANNOTATION}"]},
+            **extra}
+
+
+test_values.__test__ = False  # a helper, not a test
+
+
+@dataclass
+class Release:
+    manifests: list[dict[str, Any]]
+    values: dict[str, Any]
+
+    @property
+    def cluster_role(self) -> dict[str, Any]:
+        return only(self.manifests, "ClusterRole")
+
+
+def helm_config(cluster: LocalCluster):
+    import helm_python as helm
+
+    return helm.Config(kubeconfig_path=str(cluster.kubeconfig), namespace=NAMESPACE)
+
+
+def parsed(release: dict[str, Any]) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(release["manifest"]) if doc]
+
+
+@pytest.fixture(scope="module")
+def release(kube_cluster: LocalCluster, kuberay_crd: str) -> Iterator[Release]:
+    """`helm install datajuicer-operator charts/datajuicer-operator -n dj-system --create-namespace`."""
+    values = test_values(free_port())
+    with helm_config(kube_cluster) as cfg:
+        installed = cfg.install(str(CHART), RELEASE, values, create_namespace=True, timeout=60)
+        assert installed["status"] == "deployed"
+        wait_for(lambda: is_established(kube_cluster, CRD_NAME), 30, f"{CRD_NAME} Established")
+        yield Release(parsed(installed), values)
+        cfg.uninstall(RELEASE, ignore_not_found=True)
+
+
+@pytest.fixture(scope="module")
+def agent(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeAgent]:
+    """The test kubelet, as admin. RayClusters never turn ready: there is no Ray here, and a
+    ray job waiting in Provisioning is all the RayCluster verbs need."""
+    node = NodeAgent(kube_cluster.api_client(), tmp_path_factory.mktemp("deploy-node"))
+    node.rayclusters_ready = False
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(release: Release, kube_cluster: LocalCluster, agent: NodeAgent,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChartOperator]:
+    """The Deployment's container, run with the ServiceAccount's token only (never admin)."""
+    proc = ChartOperator(operator_container(release.manifests), kube_cluster.kubeconfig_for(OPERATOR_SA_TOKEN),
+                         tmp_path_factory.mktemp("deploy-operator") / "dj-operator.log")
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def kc(kube_cluster: LocalCluster, kube_namespace: str, agent: NodeAgent, s3_env: dict[str, str]) -> Iterator[Kubectl]:
+    """A fresh namespace the node agent serves, holding the S3 credentials Secret."""
+    agent.adopt(kube_namespace)
+    kc = Kubectl(kube_cluster, kube_namespace)
+    kc("create", "secret", "generic", "s3-creds", f"--from-literal=AWS_ACCESS_KEY_ID={s3_env['AWS_ACCESS_KEY_ID']}",
+       f"--from-literal=AWS_SECRET_ACCESS_KEY={s3_env['AWS_SECRET_ACCESS_KEY']}")
+    yield kc
+    agent.release(kube_namespace)
+
+
+def diagnose(kc: Kubectl, operator: ChartOperator, agent: NodeAgent) -> str:
+    jobs = {j["metadata"]["name"]: j.get("status", {}).get("phase") for j in kc.get("djjobs") or []}
+    events = [f"{e['involvedObject']['name']} {e['type']} {e['reason']}: {e['message'][:300]}"
+              for e in kc.get("events") or []]
+    logs = [f"--- {pod} (exit {agent.exits.get((ns, pod))}):\n{path.read_text()[-1500:]}"
+            for (ns, pod), path in agent.logs.items() if ns == kc.namespace]
+    return (f"jobs: {jobs}\npods: {[p['metadata']['name'] for p in kc.pods()]}\nevents:\n  " + "\n  ".join(events)
+            + "\n" + "\n".join(logs) + f"\n--- operator:\n{operator.tail(25)}")
+
+
+def finished(kc: Kubectl, name: str) -> dict[str, Any]:
+    status = kc.status(name)
+    return status if status.get("phase") in ("Succeeded", "Failed") else {}
+
+
+def delete_and_wait(kc: Kubectl, name: str, why) -> None:
+    """Deletion goes through the operator's finalizer, so it needs the operator's RBAC too."""
+    kc("delete", "djjob", name, "--wait=false", check=False)
+    wait_for(lambda: kc.get("djjob", name) is None, 60, f"djjob {name} (and its finalizer) to go", why)
+
+
+def test_rbac_table_in_docs_lists_exactly_what_the_chart_grants():
+    table = documented_grants(REPO / "docs" / "deploy.md")
+    from .chart import render
+
+    granted = set(grants(only(render()["manifests"], "ClusterRole")["rules"]))
+    assert set(table) == granted, f"undocumented: {granted - set(table)}; not granted: {set(table) - granted}"
+    assert all(len(why) > 10 for why in table.values()), "every row names the call that needs the verb"
+
+
+def test_a_job_lifecycle_runs_with_only_the_charts_service_account(kc, s3_env, s3_bucket, operator, agent):
+    upload_dataset(s3_env, s3_bucket, 200)
+    endpoint = s3_env["AWS_ENDPOINT_URL"]
+    kc.apply(job_manifest("life", s3_bucket, endpoint, rows_per_partition=50, slow=1.0,
+                          cleanup={"ttlSecondsAfterFinished": 3}))
+    kc.apply(job_manifest("shape", s3_bucket, endpoint, executorType="ray"))
+    why = lambda: diagnose(kc, operator, agent)  # noqa: E731
+
+    cluster = wait_for(lambda: kc.get("raycluster", "shape-ray"), 30, "the ray job's RayCluster", why)
+    assert cluster["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    wait_for(lambda: (s := kc.status("life")).get("phase") == "Running"
+             and 1 <= (s.get("partitions") or {}).get("completed", 0) < (s.get("partitions") or {}).get("total", 0),
+             90, "life to be mid-run, its progress in status", why)
+
+    kc.patch_stop("life", True)
+    kc.patch_stop("shape", True)
+    wait_for(lambda: kc.phase("life") == "Stopped", 60, "life Stopped", why)
+    wait_for(lambda: kc.phase("shape") == "Stopped" and kc.get("raycluster", "shape-ray") is None, 60,
+             "shape Stopped, its RayCluster deleted", why)
+    assert agent.exits[(kc.namespace, "life-driver-1")] == 130, "the driver checkpointed and exited on SIGTERM"
+    assert kc.pods() == []
+
+    kc.patch_stop("life", False)
+    done = wait_for(lambda: finished(kc, "life"), 120, "the resumed job to finish", why)
+    assert done["phase"] == "Succeeded" and done["attempt"] == 2, why()
+    assert done["partitions"]["completed"] == done["partitions"]["total"] == 4
+    rows = read_jsonl(s3_env, f"s3://{s3_bucket}/out/life.jsonl")
+    assert rows and not any("https://" in row["text"] for row in rows)
+    reasons = {e["reason"] for e in kc.events("life")}
+    assert {"StopRequested", "Stopped", "Completed"} <= reasons, "Events are posted with the chart's RBAC"
+
+    # ttlSecondsAfterFinished: the operator deletes the job, its finalizer deletes the children
+    wait_for(lambda: kc.get("djjob", "life") is None, 60, "the finished job to be deleted by its TTL", why)
+    assert not [cm for cm in kc.get("configmaps") or [] if cm["metadata"]["name"].startswith("life-")]
+    assert all(pvc["metadata"].get("deletionTimestamp") for pvc in kc.get("pvc") or [])
+    delete_and_wait(kc, "shape", why)
+
+
+# -- necessary: each verb, taken away ------------------------------------------------------
+
+class Rbac:
+    """The ServiceAccount's permissions as the apiserver's authorizer decides them."""
+
+    def __init__(self, cluster: LocalCluster, role_name: str) -> None:
+        from kubernetes import client
+
+        api = cluster.api_client()
+        self.rbac, self.authz, self.role_name, self.client = (
+            client.RbacAuthorizationV1Api(api), client.AuthorizationV1Api(api), role_name, client)
+
+    def allowed(self, group: str, resource: str, verb: str, namespace: str | None = None) -> bool:
+        """A SubjectAccessReview, which is what `kubectl auth can-i --as` asks."""
+        c = self.client
+        name, _, sub = resource.partition("/")
+        review = c.V1SubjectAccessReview(spec=c.V1SubjectAccessReviewSpec(
+            user=OPERATOR_SA_USER, groups=list(OPERATOR_SA_GROUPS),
+            resource_attributes=c.V1ResourceAttributes(group=group, resource=name, subresource=sub or None,
+                                                       verb=verb, namespace=namespace)))
+        return bool(self.authz.create_subject_access_review(review).status.allowed)
+
+    def set_rules(self, rules: list[dict[str, Any]]) -> None:
+        role = self.rbac.read_cluster_role(self.role_name)
+        role.rules = [self.client.V1PolicyRule(api_groups=r["apiGroups"], resources=r["resources"], verbs=r["verbs"])
+                      for r in rules]
+        self.rbac.replace_cluster_role(self.role_name, role)
+
+
+@pytest.fixture
+def rbac(release: Release, kube_cluster: LocalCluster) -> Iterator[Rbac]:
+    """Edits the chart's ClusterRole in place; the chart's rules are back after the test."""
+    rules = release.cluster_role["rules"]
+    access = Rbac(kube_cluster, release.cluster_role["metadata"]["name"])
+    yield access
+    access.set_rules(rules)
+    wait_for(lambda: all(access.allowed(*g) for g in grants(rules)), 30, "the chart's rules to be back")
+
+
+def test_removing_any_one_verb_denies_exactly_that_verb(release, rbac):
+    rules = release.cluster_role["rules"]
+    every = list(grants(rules))
+    assert all(rbac.allowed(*g) for g in every), "the chart grants each verb to the ServiceAccount"
+    for removed in every:
+        rbac.set_rules(without(rules, *removed))
+        wait_for(lambda: not rbac.allowed(*removed), 30, f"{removed} to be refused once removed")
+        assert all(rbac.allowed(*g) for g in every if g != removed), f"removing {removed} took more away"
+    rbac.set_rules(rules)
+
+
+@pytest.mark.parametrize("removed, what_is_missing", [
+    (("datajuicer.io", "datajuicerjobs/status", "patch"), "status"),
+    (("", "pods", "create"), "driver"),
+])
+def test_without_a_rule_the_operator_cannot_run_a_job(removed, what_is_missing, release, rbac, operator, agent, kc,
+                                                     s3_bucket, s3_env):
+    rbac.set_rules(without(release.cluster_role["rules"], *removed))
+    wait_for(lambda: not rbac.allowed(*removed), 30, f"{removed} refused")
+    name = f"no-{removed[1].replace('/', '-')}-{removed[2]}"
+    kc.apply(job_manifest(name, s3_bucket, s3_env["AWS_ENDPOINT_URL"]))
+    why = lambda: diagnose(kc, operator, agent)  # noqa: E731
+
+    def forbidden() -> list[dict[str, Any]]:
+        return [e for e in kc.events(name) if e["type"] == "Error" and "forbidden" in e["message"].lower()
+                and removed[1].split("/")[0] in e["message"]]
+
+    wait_for(forbidden, 60, f"the operator's Forbidden error on {name}", why)
+    status = kc.status(name)
+    if what_is_missing == "status":
+        assert "phase" not in status and kc.pods() == [], "nothing starts before the status names it"
+    else:
+        assert status["children"]["driverPod"] == f"{name}-driver-1" and kc.pods() == []
+    rbac.set_rules(release.cluster_role["rules"])
+    wait_for(lambda: rbac.allowed(*removed), 30, "the rule back")
+    delete_and_wait(kc, name, why)
+
+
+# -- namespaced mode ----------------------------------------------------------------------
+
+def test_watch_namespaces_mode_runs_a_job_with_roles_only(release, kube_cluster, operator, agent, kc, s3_env,
+                                                          s3_bucket, tmp_path):
+    """Last in this module: it upgrades the release and restarts the operator namespaced."""
+    values = {**release.values, "watchNamespaces": [kc.namespace]}
+    with helm_config(kube_cluster) as cfg:
+        upgraded = cfg.upgrade(str(CHART), RELEASE, values, timeout=60)
+    manifests = parsed(upgraded)
+    assert [r["metadata"]["namespace"] for r in manifests if r["kind"] == "Role"] == [kc.namespace]
+    access = Rbac(kube_cluster, RELEASE)
+    wait_for(lambda: not access.allowed("datajuicer.io", "datajuicerjobs", "list"), 30, "cluster-wide list revoked")
+    assert access.allowed("datajuicer.io", "datajuicerjobs", "list", kc.namespace)
+    assert not access.allowed("", "pods", "create", "default")
+
+    operator.stop()
+    operator.container = operator_container(manifests)
+    assert f"--namespace={kc.namespace}" in operator.argv
+    operator.start()
+    upload_dataset(s3_env, s3_bucket, 60)
+    kc.apply(job_manifest("scoped", s3_bucket, s3_env["AWS_ENDPOINT_URL"]))
+    why = lambda: diagnose(kc, operator, agent)  # noqa: E731
+    done = wait_for(lambda: finished(kc, "scoped"), 90, "the job in a watched namespace to finish", why)
+    assert done["phase"] == "Succeeded", why()
+    delete_and_wait(kc, "scoped", why)
+
+
+# -- blockOwnerDeletion ---------------------------------------------------------------------
+
+class OwnerReferenceEnforcingCluster(LocalCluster):
+    """A cluster with the OwnerReferencesPermissionEnforcement admission plugin (OpenShift
+    turns it on): setting blockOwnerDeletion on an owner reference needs `update` on the
+    owner's finalizers subresource."""
+
+    def _apiserver_flags(self) -> list[str]:
+        return [*super()._apiserver_flags(), "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"]
+
+
+def test_finalizers_update_is_what_lets_children_block_their_jobs_deletion(kube_cluster, tmp_path):
+    from .chart import render
+
+    manifests = render()["manifests"]
+    rbac_objects = [m for m in manifests if m["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    tokens = {OPERATOR_SA_TOKEN: (OPERATOR_SA_USER, OPERATOR_SA_GROUPS)}
+    with OwnerReferenceEnforcingCluster(kube_cluster.binaries, tmp_path, tokens) as strict:
+        strict.kubectl("apply", "-f", str(CHART / "crds"))
+        wait_for(lambda: is_established(strict, CRD_NAME), 30, "CRD Established")
+        strict.kubectl("apply", "-f", "-", input="\n---\n".join(yaml.safe_dump(m) for m in rbac_objects))
+        job = job_manifest("owner", "b", "http://x")
+        strict.kubectl("apply", "-n", "default", "-f", "-", input=yaml.safe_dump(job))
+        uid = json.loads(strict.kubectl("get", "-n", "default", "djjob", "owner", "-o", "json").stdout)["metadata"]["uid"]
+        as_operator = strict.kubeconfig_for(OPERATOR_SA_TOKEN)
+
+        def create_child(name: str):
+            child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "ownerReferences": [
+                {"apiVersion": "datajuicer.io/v1alpha1", "kind": "DataJuicerJob", "name": "owner", "uid": uid,
+                 "controller": True, "blockOwnerDeletion": True}]}}
+            return strict.kubectl("create", "-n", "default", "-f", "-", input=yaml.safe_dump(child),
+                                  kubeconfig=as_operator, check=False)
+
+        assert create_child("with-rule").returncode == 0
+        role = only(rbac_objects, "ClusterRole")
+        role["rules"] = without(role["rules"], "datajuicer.io", "datajuicerjobs/finalizers", "update")
+        strict.kubectl("apply", "-f", "-", input=yaml.safe_dump(role))
+
+        def refused() -> str:
+            done = create_child("without-rule")
+            assert done.returncode != 0 or strict.kubectl("delete", "-n", "default", "cm", "without-rule").returncode == 0
+            return done.stderr if done.returncode != 0 else ""
+
+        message = wait_for(refused, 30, "the child to be refused without finalizers update")
+        assert "blockOwnerDeletion" in message

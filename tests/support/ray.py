@@ -1,0 +1,148 @@
+"""Ray runs of dj-process: a short temp dir per run and a record of every process it started.
+
+Each dj-process with `executor_type: ray` starts (and stops) its own local Ray. The
+fixture watches the driver's descendants while it runs, so a test can assert that
+none outlive it, and at teardown kills by pid whatever a failed test left behind.
+Never `ray stop`: other Rays on this machine are not ours."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import psutil
+import pytest
+
+from tests.support.engine import env_with
+
+
+def descendants(pid: int) -> dict[int, str]:
+    try:
+        return {p.pid: _name(p) for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return {}
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return proc.name()
+    except psutil.Error:
+        return "?"
+
+
+def alive(pids: Any) -> dict[int, str]:
+    """The pids that still run (zombies count as gone)."""
+    out = {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                out[pid] = _name(proc)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(pids: Any, timeout: float) -> dict[int, str]:
+    deadline = time.time() + timeout
+    while (left := alive(pids)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left
+
+
+def kill_pids(pids: Any) -> None:
+    for pid in alive(pids):
+        try:
+            psutil.Process(pid).kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
+@dataclass
+class RayRun:
+    """One dj-process run on a local Ray, watched from the outside."""
+
+    proc: subprocess.Popen
+    events_path: Path
+    log_path: Path
+    seen: dict[int, str] = field(default_factory=dict)
+
+    def watch(self) -> None:
+        if self.proc.poll() is None:
+            self.seen.update(descendants(self.proc.pid))
+
+    def events(self) -> list[dict[str, Any]]:
+        import orjson
+
+        if not self.events_path.exists():
+            return []
+        out = []
+        for line in self.events_path.read_bytes().splitlines():
+            try:
+                out.append(orjson.loads(line))
+            except orjson.JSONDecodeError:
+                pass  # the driver is mid-write
+        return out
+
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 120) -> list[dict[str, Any]]:
+        """Poll the event log (and record Ray's processes) until predicate holds; fail on a deadline."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            self.watch()
+            evs = self.events()
+            if predicate(evs):
+                return evs
+            if self.proc.poll() is not None:
+                raise AssertionError(f"dj-process exited {self.proc.returncode} first: {self.output[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError("condition not reached before the deadline")
+
+    def finish(self, timeout: float = 180) -> int:
+        deadline = time.time() + timeout
+        while self.proc.poll() is None and time.time() < deadline:
+            self.watch()
+            time.sleep(0.1)
+        return self.proc.wait(timeout=max(1.0, deadline - time.time()))
+
+    @property
+    def output(self) -> str:
+        """stdout and stderr (a file, not a pipe: a full pipe would block the driver)."""
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def ray_pids(self) -> dict[int, str]:
+        return dict(self.seen)
+
+
+@pytest.fixture
+def ray_runs() -> Iterator[Callable[..., RayRun]]:
+    """Start dj-process runs with executor ray, each with its own short Ray temp dir
+    (socket paths must stay under 108 bytes). Teardown kills, by pid, anything left."""
+    runs: list[RayRun] = []
+    temps: list[str] = []
+
+    def start(recipe: Path, job_id: str, *args: str, env: Optional[dict[str, str]] = None) -> RayRun:
+        temp = tempfile.mkdtemp(prefix="djr-", dir="/tmp")
+        temps.append(temp)
+        log = Path(temp) / "dj-process.out"
+        cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe), "--job_id", job_id, "--quiet", *args]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, env=env_with({"DJ_RAY_TEMP_DIR": temp, **(env or {})}), stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=recipe.parent)
+        run = RayRun(proc, recipe.parent / "events" / job_id / "event_logs" / "events.jsonl", log)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        if run.proc.poll() is None:
+            run.proc.kill()
+            run.proc.wait()
+        kill_pids(run.seen)
+    for temp in temps:
+        shutil.rmtree(temp, ignore_errors=True)

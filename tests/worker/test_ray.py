@@ -1,0 +1,185 @@
+"""The Ray executor end to end: same plan, checkpoints, events and output as the local pool;
+killed workers and failing ops retried with backoff; stops and driver deaths leave no Ray
+behind. Every Ray run is a real dj-process starting its own local Ray (four in this file)."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from djworker.config import build_ops, load_recipe
+from djworker.engine import backoff_delay
+import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
+from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe, output_rows
+from tests.support.ray import alive, kill_pids, ray_runs, wait_gone  # noqa: F401  (ray_runs is a fixture)
+
+WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "OP_FAILED", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
+
+
+def floor_rows(input_path: Path, recipe_path: Path) -> list[dict[str, Any]]:
+    """The recipe's ops applied in-process to the whole (local copy of the) input: no framework."""
+    rows = [orjson.loads(line) for line in input_path.read_bytes().splitlines() if line.strip()]
+    table = pa.Table.from_pylist(rows)
+    for op in build_ops(load_recipe(recipe_path)):
+        table = op.process(table)
+    return table.drop_columns([c for c in table.column_names if c.startswith("__dj__")]).to_pylist()
+
+
+def per_partition(evs: list[dict[str, Any]]) -> dict[int, list[tuple]]:
+    """Each partition's story without timing or placement: what ran, in what order, on how many rows."""
+    out: dict[int, list[tuple]] = defaultdict(list)
+    for e in evs:
+        if e.get("partition_id") is not None and e["event_type"] != "INFO":
+            out[e["partition_id"]].append((e["event_type"], e.get("op_idx"), e.get("op_name"), e.get("rows_in"),
+                                           e.get("rows_out"), e.get("retry_count")))
+    return dict(out)
+
+
+def manifests(root: Path) -> set[str]:
+    return {p.name for p in root.glob("checkpoint_*.json")}
+
+
+# ---- backoff (pure) -------------------------------------------------------------
+@pytest.mark.parametrize("kind, expected", [
+    ("exponential", [0.5, 1.0, 2.0, 4.0, 8.0]),
+    ("linear", [0.5, 1.0, 1.5, 2.0, 2.5]),
+    ("fixed", [0.5, 0.5, 0.5, 0.5, 0.5]),
+])
+def test_backoff_delay_grows_by_kind_without_jitter(kind, expected):
+    rng = random.Random(0)
+    assert [backoff_delay(kind, a, 0.5, 60, 0.0, rng) for a in range(1, 6)] == expected
+
+
+@pytest.mark.parametrize("kind", ["exponential", "linear", "fixed"])
+def test_backoff_delay_is_capped_and_jitter_stays_within_bounds(kind):
+    rng = random.Random(7)
+    assert backoff_delay(kind, 40, 3.0, 5.0, 0.0, rng) == (3.0 if kind == "fixed" else 5.0)
+    raw = {"exponential": 4.0, "linear": 3.0, "fixed": 1.0}[kind]
+    delays = [backoff_delay(kind, 3, 1.0, 60, 0.25, rng) for _ in range(2000)]
+    assert all(0.75 * raw <= d <= 1.25 * raw for d in delays)
+    assert min(delays) < 0.8 * raw and max(delays) > 1.2 * raw  # jitter really spreads retries
+    capped = [backoff_delay(kind, 30, 1.0, 2.0, 0.5, rng) for _ in range(500)]
+    assert all(0 <= d <= 2.0 * 1.5 for d in capped)
+
+
+# ---- Ray runs -----------------------------------------------------------------
+def test_ray_and_local_executors_give_identical_output_checkpoints_and_events(tmp_path, ray_runs):
+    ops = [*STANDARD_OPS, {"slow_mapper": {"seconds": 0.5}}]  # a slow last op: op events visibly precede the end
+    (tmp_path / "local").mkdir()
+    (tmp_path / "ray").mkdir()
+    local = make_recipe(tmp_path / "local", rows=600, process=ops)
+    assert dj_process(local, "j").returncode == 0
+    recipe = make_recipe(tmp_path / "ray", rows=600, process=ops, executor_type="ray")
+    run = ray_runs(recipe, "j")
+
+    def op_events_ahead_of_completion(evs: list[dict]) -> bool:
+        done = {e["partition_id"] for e in evs if e["event_type"] == "PARTITION_COMPLETE"}
+        return any(e["event_type"] == "OP_COMPLETE" and e["op_idx"] == 4 and e["partition_id"] not in done for e in evs)
+
+    run.wait_for(op_events_ahead_of_completion)  # the driver logs op events as they happen
+    assert run.finish() == 0, run.output
+    ray_evs, local_evs = events(tmp_path / "ray", "j"), events(tmp_path / "local", "j")
+
+    assert output_rows(tmp_path / "ray/out/result.jsonl") == output_rows(tmp_path / "local/out/result.jsonl")
+    assert output_rows(tmp_path / "ray/out/result.jsonl") == floor_rows(tmp_path / "ray/input.jsonl", recipe)
+    assert manifests(tmp_path / "ray/ckpt/j") == manifests(tmp_path / "local/ckpt/j") != set()
+    assert manifests(tmp_path / "ray/jobs/j/results") == manifests(tmp_path / "local/jobs/j/results")
+    assert per_partition(ray_evs) == per_partition(local_evs)
+    assert sorted(event_types(ray_evs)) == sorted(event_types(local_evs))
+    driver = ray_evs[0]["pid"]
+    for pid, story in per_partition(ray_evs).items():
+        assert story[-1][0] == "PARTITION_COMPLETE"  # after every event the partition's task sent
+    worker_pids = {e["pid"] for e in ray_evs if e["event_type"] in WORKER_EVENTS}
+    assert driver not in worker_pids and worker_pids <= set(run.ray_pids)  # written by the driver, stamped by Ray workers
+    assert all(e["duration_s"] >= 0 and e["rows_out"] is not None for e in ray_evs if e["event_type"] == "OP_COMPLETE")
+    assert {"raylet", "gcs_server"} <= set(run.ray_pids.values())
+    assert wait_gone(run.ray_pids, 15) == {}, "the driver's local Ray outlived it"
+
+
+def test_killed_ray_worker_and_failing_op_are_retried_with_data_on_s3(tmp_path, ray_runs, s3_bucket):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    from djworker.demo_data import write_jsonl
+
+    write_jsonl(str(tmp_path / "input.jsonl"), 400)
+    fs.put(str(tmp_path / "input.jsonl"), f"{s3_bucket}/in/input.jsonl")
+    pids = tmp_path / "pids"
+    ops = [{"flaky_mapper": {"state_dir": str(tmp_path / "flaky"), "failures": 1, "first_ids": [0]}},
+           {"pid_mapper": {"pid_dir": str(pids), "seconds": 60, "first_ids": [200]}},
+           {"clean_links_mapper": {}}, {"text_length_filter": {"min_len": 100, "max_len": 600}}]
+    bucket = f"s3://{s3_bucket}"
+    recipe = make_recipe(tmp_path, rows=400, process=ops, executor_type="ray", dataset_path=f"{bucket}/in/input.jsonl",
+                         checkpoint_dir=f"{bucket}/ckpt", export_path=f"{bucket}/out/result.jsonl",
+                         retry={"max_retries": 2, "retry_backoff": "linear", "base_delay_s": 1.0, "jitter": 0.25})
+    run = ray_runs(recipe, "k")
+    run.wait_for(lambda _: (pids / "rows-from-200.0").exists())
+    victim = int((pids / "rows-from-200.0").read_text())
+    assert victim in run.ray_pids and victim != run.proc.pid  # a Ray worker, not the driver
+    os.kill(victim, signal.SIGKILL)
+    assert run.finish() == 0, run.output
+
+    evs = events(tmp_path, "k")
+    failed = {e["partition_id"]: e for e in evs if e["event_type"] == "PARTITION_FAILED"}
+    assert sorted(failed) == [0, 2] and all(e["retry_count"] == 0 and not e["final"] for e in failed.values())
+    assert failed[0]["error"].startswith("RuntimeError: flaky_mapper: injected failure")  # the op's error, not Ray's
+    assert "flaky_mapper" in failed[0]["stack_trace"]
+    completed = {e["partition_id"]: e["retry_count"] for e in evs if e["event_type"] == "PARTITION_COMPLETE"}
+    assert completed == {0: 1, 1: 0, 2: 1, 3: 0}
+    retry_start = next(e for e in evs if e["event_type"] == "PARTITION_START" and e["partition_id"] == 0
+                       and e["retry_count"] == 1)
+    assert retry_start["timestamp"] - failed[0]["timestamp"] >= 0.75  # linear backoff, 1 s base, 25% jitter
+    with fs.open(f"{s3_bucket}/out/result.jsonl", "rb") as fh:
+        got = [orjson.loads(line) for line in fh.read().splitlines() if line]
+    assert got == floor_rows(tmp_path / "input.jsonl", recipe)
+    assert fs.find(f"{s3_bucket}/ckpt/k/results")  # workers wrote results straight to the bucket
+    assert not (tmp_path / "jobs" / "k" / "partitions").exists()  # and read their input slices from it
+
+
+def test_sigterm_stops_ray_job_without_orphans_and_local_executor_resumes_it(tmp_path, ray_runs):
+    ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 1.0}}, {"text_length_filter": {"min_len": 100}}]
+    recipe = make_recipe(tmp_path, rows=600, process=ops, executor_type="ray")
+    run = ray_runs(recipe, "st")
+    run.wait_for(lambda evs: "CHECKPOINT_SAVE" in event_types(evs))
+    os.kill(run.proc.pid, signal.SIGTERM)
+    assert run.finish() == 130, run.output
+    evs = events(tmp_path, "st")
+    assert event_types(evs)[-1] == "JOB_STOPPED"
+    assert any(e["event_type"] == "CHECKPOINT_SAVE" and e.get("message") == "stop requested" for e in evs)
+    assert wait_gone(run.ray_pids, 15) == {}, "a stopped driver left Ray processes behind"
+    assert not (tmp_path / "out" / "result.jsonl").exists()
+
+    proc = dj_process(recipe, "st", "--executor_type", "default")
+    assert proc.returncode == 0, proc.stderr
+    after = events(tmp_path, "st")[event_types(events(tmp_path, "st")).index("JOB_RESUMED"):]
+    assert {"CHECKPOINT_LOAD"} & set(event_types(after)) or "PARTITION_SKIPPED" in event_types(after)
+    assert output_rows(tmp_path / "out" / "result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
+
+
+def test_sigkilled_driver_takes_ray_core_along_and_leftovers_share_its_process_group(tmp_path, ray_runs):
+    """Ray fate-shares raylet and gcs_server with the driver (PR_SET_PDEATHSIG); its workers
+    exit with the raylet. Ray's agents can outlive a SIGKILLed driver for minutes, but they
+    stay in the driver's process group, which is what dj-stop kills."""
+    recipe = make_recipe(tmp_path, rows=200, process=[{"slow_mapper": {"seconds": 30}}], executor_type="ray")
+    run = ray_runs(recipe, "sk")
+    run.wait_for(lambda evs: "OP_START" in event_types(evs))
+    group = os.getpgid(run.proc.pid)
+    os.kill(run.proc.pid, signal.SIGKILL)
+    run.proc.wait()
+    core = {pid for pid, name in run.ray_pids.items() if "Agent" not in name}
+    assert {"raylet", "gcs_server"} <= {run.ray_pids[pid] for pid in core}
+    assert wait_gone(core, 30) == {}
+    leftovers = alive(run.ray_pids)
+    try:
+        for pid in leftovers:
+            assert os.getpgid(pid) == group, (pid, leftovers[pid])
+    finally:
+        kill_pids(leftovers)
