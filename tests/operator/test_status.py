@@ -335,3 +335,9 @@ def test_status_patch_nulls_removed_keys_and_replaces_lists():
     old = {"phase": "Running", "nextAttemptAfter": "t", "progress": {"currentOps": [{"partition": "1"}], "percent": 5}}
     new = {"phase": "Running", "progress": {"currentOps": [], "percent": 5}}
     assert status_patch(old, new) == {"nextAttemptAfter": None, "progress": {"currentOps": []}}
+
+
+def test_a_job_created_stopped_records_its_names_and_starts_nothing():
+    first = next_status(observed(job_id=None, attempt=0, stop=True, present=frozenset()), SETTINGS)
+    d = next_status(observed(stop=True, present=frozenset(), **carried(first)), SETTINGS)
+    assert d.create == [] and d.status["phase"] == "Stopped"

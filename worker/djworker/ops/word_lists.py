@@ -71,10 +71,10 @@ class WordListFilter(StatFilter):
         return refine_words(split_words(text), lowercase=True, aug_group_sizes=sizes, aug_join_char=self.words_aug_join_char)
 
     def stat_of(self, text: str) -> float:
-        words = self.words(text)
+        words, listed = self.words(text), self._words  # a private attr costs a pydantic lookup per access
         if not words:
             return 0.0
-        return min(sum(1 for w in words if w in self._words) / len(words), 1.0)
+        return min(sum(1 for w in words if w in listed) / len(words), 1.0)
 
     def bounds(self):
         return self.min_ratio, self.max_ratio
