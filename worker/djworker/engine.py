@@ -265,7 +265,8 @@ class Driver:
                     running[executor.submit(task)] = task
                 if stopping and not running:
                     break
-                timeout = 0.5 if not queue else max(0.0, min(0.5, queue[0][0] - time.time()))
+                can_submit = queue and not stopping and len(running) < r.np  # else only a completion can wake us
+                timeout = max(0.0, min(0.5, queue[0][0] - time.time())) if can_submit else 0.5
                 done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
                 for fut in done:
                     task = running.pop(fut)

@@ -16,7 +16,7 @@ import xxhash
 from pydantic import BaseModel
 
 from .errors import InputError
-from .sources import Reject, input_files, iter_slices, slice_table
+from .sources import Reject, input_files, iter_slices, parse_slice
 from .storage import Storage, join
 
 PLAN_VERSION = 1
@@ -81,13 +81,19 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
         rejects.write(orjson.dumps(r.__dict__) + b"\n")
         on_reject(r)
 
-    for pid, sl in enumerate(iter_slices(storage, files, text_key, rows, int(max_mb * 1024 * 1024), reject)):
+    for sl in iter_slices(storage, files, text_key, rows, int(max_mb * 1024 * 1024)):
+        table, slice_rejects = parse_slice(sl, text_key)
+        for r in slice_rejects:
+            reject(r)
+        if table.num_rows == 0:
+            continue
+        pid = len(partitions)
         path = join(data_dir, "partitions", partition_name(pid) + ".parquet")
         buf = io.BytesIO()
-        pq.write_table(slice_table(sl.rows, text_key), buf, compression=compression)
+        pq.write_table(table, buf, compression=compression)
         storage.put_bytes(path, buf.getvalue())
         partitions.append(Partition(
-            partition_id=pid, path=path, sample_count=len(sl.rows), bytes=sl.nbytes, checksum=sl.checksum,
+            partition_id=pid, path=path, sample_count=table.num_rows, bytes=sl.nbytes, checksum=sl.checksum,
             source={"first": list(sl.first or ()), "last": list(sl.last or ())},
         ))
     if n_rejected:

@@ -9,8 +9,11 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+import io
+
 import orjson
 import pyarrow as pa
+import pyarrow.json as pj
 import pyarrow.parquet as pq
 import xxhash
 
@@ -30,21 +33,23 @@ class Reject:
 
 @dataclass
 class Slice:
-    """A run of consecutive valid records: the input of one partition."""
+    """A run of consecutive valid records (their raw JSON lines): the input of one partition."""
 
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    where: list[tuple[str, int]] = field(default_factory=list)  # (file, record number) per line
     nbytes: int = 0
     first: Optional[tuple[str, int]] = None
     last: Optional[tuple[str, int]] = None
     _hash: Any = field(default_factory=xxhash.xxh3_128)
 
-    def add(self, row: dict[str, Any], raw: bytes, where: tuple[str, int]) -> None:
-        self.rows.append(row)
+    def add(self, raw: bytes, where: tuple[str, int]) -> None:
+        self.lines.append(raw)
+        self.where.append(where)
         self.nbytes += len(raw)
         self._hash.update(raw)
         self._hash.update(b"\n")
-        self.first = self.first or where
-        self.last = where
+        self.first = self.first or (posixpath.basename(where[0]), where[1])
+        self.last = (posixpath.basename(where[0]), where[1])
 
     @property
     def checksum(self) -> str:
@@ -120,27 +125,82 @@ def _parquet_records(storage: Storage, file: str, text_key: str) -> Iterator[tup
                 yield n, raw, *_check(row, text_key)
 
 
-def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, max_rows: int, max_bytes: int,
-                on_reject: Callable[[Reject], None]) -> Iterator[Slice]:
-    """Consecutive valid records cut at max_rows or before max_bytes would be exceeded."""
+def iter_raw(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, bytes]]:
+    """(record number, raw JSON line) for one file, unparsed; Parquet rows are rendered as JSON."""
+    if file.endswith(".parquet"):
+        for n, raw, _, _ in _parquet_records(storage, file, text_key):
+            yield n, raw
+        return
+    with storage.open(file, "rb", compression="infer") as fh:
+        for n, line in enumerate(fh, start=1):
+            raw = line.rstrip(b"\r\n")
+            if raw.strip():  # blank lines are layout, not records
+                yield n, raw
+
+
+def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, max_rows: int,
+                max_bytes: int) -> Iterator[Slice]:
+    """Consecutive records cut at max_rows or before max_bytes would be exceeded.
+
+    Records are validated per slice (parse_slice), so a clean slice is parsed once, in C++."""
     current = Slice()
     for f in files:
         name = posixpath.basename(f["path"])
-        for n, raw, row, reason in iter_records(storage, f["path"], text_key):
-            if reason is not None:
-                on_reject(Reject(file=f["path"], record=n, reason=reason, raw=raw[:10_000].decode("utf-8", "replace")))
-                continue
-            if current.rows and (len(current.rows) >= max_rows or current.nbytes + len(raw) > max_bytes):
+        for n, raw in iter_raw(storage, f["path"], text_key):
+            if current.lines and (len(current.lines) >= max_rows or current.nbytes + len(raw) > max_bytes):
                 yield current
                 current = Slice()
-            current.add(row, raw, (name, n))
-    if current.rows:
+            current.add(raw, (f["path"], n))
+    if current.lines:
         yield current
 
 
-def slice_table(rows: list[dict[str, Any]], text_key: str) -> pa.Table:
-    """Rows as an Arrow table. Fields whose types disagree across rows are kept as JSON text
-    in one column so that nothing is lost; export turns them back into fields."""
+def parse_slice(sl: Slice, text_key: str) -> tuple[pa.Table, list[Reject]]:
+    """The slice's valid records as a table, and its malformed ones as rejects (never dropped silently)."""
+    table = _fast_table(sl.lines)
+    if table is not None and _all_valid(table, text_key):
+        return table, []
+    good, rejects = [], []
+    for raw, (file, n) in zip(sl.lines, sl.where):
+        try:
+            row = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            rejects.append(Reject(file, n, f"invalid JSON: {err}", raw[:10_000].decode("utf-8", "replace")))
+            continue
+        _, reason = _check(row, text_key)
+        if reason is not None:
+            rejects.append(Reject(file, n, reason, raw[:10_000].decode("utf-8", "replace")))
+        else:
+            good.append(raw)
+    return (slice_table(good, text_key) if good else pa.table({})), rejects
+
+
+def _all_valid(table: pa.Table, text_key: str) -> bool:
+    if text_key not in table.column_names:
+        return False
+    col = table.column(text_key)
+    return (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)) and col.null_count == 0
+
+
+def _fast_table(lines: list[bytes]) -> Optional[pa.Table]:
+    """Arrow's C++ JSON reader, used only when its types are the ones Python objects would get:
+    it infers timestamps from strings, which would change the output, so temporal types fall back."""
+    try:
+        table = pj.read_json(io.BytesIO(b"\n".join(lines)), read_options=pj.ReadOptions(block_size=1 << 24))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines) or _has_temporal(table.schema):
+        return None
+    return table
+
+
+def slice_table(lines: list[bytes], text_key: str) -> pa.Table:
+    """Valid JSON lines as an Arrow table. Fields whose types disagree across rows are kept as
+    JSON text in one column so that nothing is lost; export turns them back into fields."""
+    table = _fast_table(lines)
+    if table is not None:
+        return table
+    rows = [orjson.loads(line) for line in lines]
     try:
         return pa.Table.from_pylist(rows)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -150,3 +210,15 @@ def slice_table(rows: list[dict[str, Any]], text_key: str) -> pa.Table:
 
 
 EXTRA_JSON_COLUMN = "__dj__extra_json__"
+
+
+def _has_temporal(schema: pa.Schema) -> bool:
+    def temporal(t: pa.DataType) -> bool:
+        if pa.types.is_temporal(t):
+            return True
+        if pa.types.is_struct(t):
+            return any(temporal(t.field(i).type) for i in range(t.num_fields))
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return temporal(t.value_type)
+        return False
+    return any(temporal(f.type) for f in schema)

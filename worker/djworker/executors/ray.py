@@ -119,6 +119,7 @@ class RayExecutor:
         self.started_pids = sorted(_descendants() - before)  # the local Ray's processes, killed at shutdown
         self.mailbox = ray.remote(num_cpus=0)(Mailbox).remote()
         self.task_fn = ray.remote(_remote_run).options(max_retries=0, num_cpus=1)
+        self._stop_sent = False
         self._finished: queue.Queue[tuple[Future, Future]] = queue.Queue()
         self._closing = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="dj-ray-events", daemon=True)
@@ -155,7 +156,9 @@ class RayExecutor:
             self.on_event(event)
 
     def request_stop(self) -> None:
-        self.mailbox.request_stop.remote()
+        if not self._stop_sent:  # the driver repeats this every loop; one actor call is enough
+            self._stop_sent = True
+            self.mailbox.request_stop.remote()
 
     def ray_processes(self) -> set[int]:
         """Pids of the live processes of the local Ray this executor started (and their workers)."""

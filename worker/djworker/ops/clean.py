@@ -2,32 +2,20 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable, ClassVar, Optional
+from typing import ClassVar, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import regex
 
 from .base import Mapper, register
-from .text_utils import as_array, require_text, strip_raw_string
+from .text_utils import map_rows, require_text, strip_raw_string
 
 
 @functools.cache
 def compiled(pattern: str) -> regex.Pattern:
     """DJ substitutes every pattern with DOTALL (dj-ops.md §1.1)."""
     return regex.compile(pattern, regex.DOTALL)
-
-
-def map_rows(texts: pa.ChunkedArray, fn: Callable[[str], str], where: Optional[pa.Array] = None) -> pa.Array:
-    """Apply fn to the rows flagged by `where` (all rows if None); other rows are copied untouched."""
-    arr = as_array(texts)
-    if where is None:
-        return pa.array([fn(t) for t in arr.to_pylist()], arr.type)
-    where = pc.fill_null(as_array(where), False)
-    rows = pc.take(arr, pc.indices_nonzero(where)).to_pylist()
-    if not rows:
-        return arr
-    return pc.replace_with_mask(arr, where, pa.array([fn(t) for t in rows], arr.type))
 
 
 class PatternMapper(Mapper):

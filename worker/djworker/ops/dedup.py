@@ -18,7 +18,7 @@ import regex
 from pydantic import model_validator
 
 from .base import Deduplicator, register
-from .text_utils import model_required, text_list
+from .text_utils import as_array, model_required, text_list
 
 MERSENNE_PRIME = np.uint64((1 << 61) - 1)
 MAX_HASH = np.uint64((1 << 32) - 1)
@@ -112,7 +112,7 @@ class DocumentDeduplicator(Deduplicator):
         return pa.array([self.digest(t) for t in text_list(self.op_name, self.texts(table))], pa.string())
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
-        every = pa.chunked_array(hashes, pa.string())
+        every = pa.chunked_array([as_array(h).cast(pa.string()) for h in hashes], pa.string())
         first = first_codes(every)
         return split_drops(first == np.arange(len(first)), [len(h) for h in hashes])
 
@@ -185,7 +185,7 @@ class DocumentSimhashDeduplicator(ShingleDeduplicator):
         return pa.array([simhash(self.shingles(t)) for t in texts], pa.uint64())
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
-        values = np.concatenate([h.to_numpy(zero_copy_only=False).astype(np.uint64) for h in hashes] or [np.zeros(0, np.uint64)])
+        values = np.concatenate([as_array(h).to_numpy(zero_copy_only=False).astype(np.uint64) for h in hashes] + [np.zeros(0, np.uint64)])
         distinct, first = np.unique(values, return_index=True)
         near_a, near_b = near_pairs(distinct, self.num_blocks, self.hamming_distance)
         same = first_codes(pa.chunked_array([pa.array(values, pa.uint64())]))
@@ -300,7 +300,7 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
         bands, _ = self.bands()
         if not total:
             return [[] for _ in hashes]
-        flat = pa.chunked_array([pc.list_flatten(h) for h in hashes], pa.binary()).combine_chunks()
+        flat = pa.chunked_array([pc.list_flatten(as_array(h)).cast(pa.binary()) for h in hashes], pa.binary()).combine_chunks()
         rows = np.arange(total)
         a, b = [], []
         for band in range(bands):

@@ -10,9 +10,8 @@ import pyarrow.compute as pc
 from pydantic import field_validator
 
 from .base import Mapper, register
-from .clean import map_rows
 from .ftfy_shortcut import shortcut
-from .text_utils import re2_class, require_text, various_whitespaces
+from .text_utils import map_rows, re2_class, require_text, various_whitespaces
 
 
 @functools.cache

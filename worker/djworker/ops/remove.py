@@ -12,8 +12,7 @@ import regex
 from pydantic import field_validator
 
 from .base import Mapper, register
-from .clean import map_rows
-from .text_utils import re2_class, require_text, strip_special
+from .text_utils import map_rows, re2_class, require_text, strip_special
 
 
 class TextMapper(Mapper):

@@ -1,12 +1,13 @@
 """Shared building blocks of the text ops: DataJuicer's character sets, word split
-and refinement, and the null-text check (dj-ops.md §0.3)."""
+and refinement (dj-ops.md §0.3), the null-text check, row mapping with a skip mask,
+and the one-stat range filter."""
 from __future__ import annotations
 
 import functools
 import json
 import re
 from importlib import resources
-from typing import Any, ClassVar, Iterable, Optional, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -122,6 +123,18 @@ def text_list(op_name: str, texts: pa.ChunkedArray | pa.Array) -> list[str]:
 
 def as_array(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def map_rows(texts: pa.ChunkedArray, fn: Callable[[str], str], where: Optional[pa.Array] = None) -> pa.Array:
+    """Apply fn to the rows flagged by `where` (all rows if None); other rows are copied untouched."""
+    arr = as_array(texts)
+    if where is None:
+        return pa.array([fn(t) for t in arr.to_pylist()], arr.type)
+    where = pc.fill_null(as_array(where), False)
+    rows = pc.take(arr, pc.indices_nonzero(where)).to_pylist()
+    if not rows:
+        return arr
+    return pc.replace_with_mask(arr, where, pa.array([fn(t) for t in rows], arr.type))
 
 
 def re2_class(code_points: Iterable[int]) -> str:
