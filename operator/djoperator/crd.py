@@ -21,6 +21,12 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 RAY_GROUP, RAY_VERSION, RAY_PLURAL = "ray.io", "v1", "rayclusters"
 
+# status.phase, as the CRD enumerates it
+PENDING, PROVISIONING, RUNNING, RETRYING = "Pending", "Provisioning", "Running", "Retrying"
+STOPPING, STOPPED, SUCCEEDED, FAILED = "Stopping", "Stopped", "Succeeded", "Failed"
+ACTIVE = frozenset({PENDING, PROVISIONING, RUNNING, RETRYING})
+TERMINAL = frozenset({STOPPED, SUCCEEDED, FAILED})  # nothing runs; only a spec change (or a TTL) acts
+
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 EXECUTORS = ("default", "ray", "ray_partitioned")
 STRATEGIES = ("every_op", "every_partition", "every_n_ops", "manual", "disabled")

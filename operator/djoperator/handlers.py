@@ -7,6 +7,7 @@ for one object at once, so a per-object lock (in kopf's per-object memo)
 serialises them; the status is written before the children it names."""
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime, timezone
 from typing import Any
@@ -17,7 +18,10 @@ from . import observe
 from . import status as core
 from .crd import GROUP, PLURAL, VERSION
 from .kube import Kube
+from .observed import Event
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _lock(memo: kopf.Memo) -> threading.Lock:
@@ -28,16 +32,16 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _post(body: kopf.Body, events: list[core.Event]) -> None:
+def _post(body: kopf.Body, events: list[Event]) -> None:
+    meta = body["metadata"]
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "%s/%s %s: %s",
+                meta["namespace"], meta["name"], event.reason, event.message)
 
 
 def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    """Terminal jobs have nothing to poll (a spec change wakes them), unless a TTL will delete them."""
-    phase = status.get("phase")
-    ttl = (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished")
-    return phase not in core.TERMINAL or (ttl is not None and phase in (core.SUCCEEDED, core.FAILED))
+    return core.needs_timer(dict(spec), dict(status))
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) -> None:

@@ -61,7 +61,11 @@ class Kube:
         """Creates the object; one that exists already is left alone, except a ConfigMap,
         whose data is brought up to date (the recipe may change between attempts)."""
         meta = manifest["metadata"]
-        resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        try:
+            resource = self._resource(manifest["apiVersion"], manifest["kind"])
+        except ResourceNotFoundError as err:
+            raise RuntimeError(f"cannot create {manifest['kind']} {meta['namespace']}/{meta['name']}: the API "
+                               f"{manifest['apiVersion']} is not served; install its CRD (KubeRay for RayCluster)") from err
         try:
             resource.create(body=manifest, namespace=meta["namespace"])
             log.info("created %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])

@@ -27,6 +27,8 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse(argv)
     kopf.configure(verbose=settings.verbose)
+    if not settings.verbose:  # one line per handler run and timer tick is noise; transitions are logged below
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     client = kube.Kube(kube.api_client())
     registry = kopf.OperatorRegistry()
     kopf.on.login(registry=registry)(kopf.login_via_client)

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 from . import children, crd
 from .kube import RAY_API_VERSION, Kube
 from .settings import Settings
-from .status import ClusterState, Observed, PodState
+from .observed import ClusterState, Observed, PodState
 
 log = logging.getLogger(__name__)
 

@@ -11,18 +11,16 @@ concurrent reconcile repeats the same writes instead of doubling them. The first
 reconcile only records the job id and child names; nothing is created before that."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any, Optional
 
 from . import children
-from .crd import KIND, API_VERSION, Job, JobSpec, Status
+from .crd import (ACTIVE, API_VERSION, FAILED, KIND, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED,
+                  STOPPING, SUCCEEDED, TERMINAL, Job, JobSpec)
+from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
+from .progress import conditions, mirror_progress
 from .settings import Settings
 
-PENDING, PROVISIONING, RUNNING, RETRYING = "Pending", "Provisioning", "Running", "Retrying"
-STOPPING, STOPPED, SUCCEEDED, FAILED = "Stopping", "Stopped", "Succeeded", "Failed"
-ACTIVE = frozenset({PENDING, PROVISIONING, RUNNING, RETRYING})
-TERMINAL = frozenset({STOPPED, SUCCEEDED, FAILED})  # nothing runs; only a spec change (or a TTL) acts
 WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable"})
 
 # dj-process exit codes (worker/djworker/errors.py) that retrying the driver cannot fix.
@@ -39,91 +37,6 @@ RETRYABLE_EXITS = {
     137: "the driver was killed (SIGKILL: out of memory, or its node went away)",
     143: "the driver was terminated (SIGTERM)",
 }
-
-
-@dataclass(frozen=True)
-class PodState:
-    name: str
-    attempt: int
-    phase: str  # Pending | Running | Succeeded | Failed | Unknown
-    exit_code: Optional[int] = None
-    deleting: bool = False
-    deletion_deadline: Optional[datetime] = None  # metadata.deletionTimestamp: end of the grace period
-    message: Optional[str] = None  # the container's termination reason/message
-
-    @property
-    def is_finished(self) -> bool:
-        return self.phase in ("Succeeded", "Failed")
-
-
-@dataclass(frozen=True)
-class ClusterState:
-    name: str
-    state: Optional[str] = None
-    deleting: bool = False
-
-    @property
-    def is_ready(self) -> bool:
-        return self.state == "ready" and not self.deleting
-
-
-@dataclass(frozen=True)
-class Observed:
-    """One snapshot of a job and what it owns; observe.py builds it, tests build it by hand."""
-
-    name: str
-    namespace: str
-    uid: str
-    now: datetime
-    spec: Optional[JobSpec] = None
-    spec_error: Optional[str] = None
-    status: Status = field(default_factory=Status)
-    generation: int = 1
-    pods: tuple[PodState, ...] = ()  # every driver pod of this job, any attempt
-    cluster: Optional[ClusterState] = None
-    present: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of owned ConfigMaps and PVCs
-    progress: Optional[dict[str, Any]] = None  # the current driver's GET /progress, if it answered
-    progress_polled: bool = False  # a poll was attempted (so progress=None means it failed)
-
-    @property
-    def job(self) -> Job:
-        assert self.spec is not None
-        return Job(self.name, self.namespace, self.uid, self.spec)
-
-    def pod(self, name: str) -> Optional[PodState]:
-        return next((p for p in self.pods if p.name == name), None)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Decision:
-    status: dict[str, Any]
-    create: list[dict[str, Any]] = field(default_factory=list)
-    delete: list[dict[str, Any]] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
-    again: bool = False  # reconcile again right away (the status had to be written first)
-    waiting: bool = False  # teardown only: children are still going away
-
-
-def timestamp(now: datetime) -> str:
-    return now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: Optional[str]) -> Optional[datetime]:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-
-
-def _seconds_since(value: Optional[str], now: datetime) -> float:
-    then = parse_time(value)
-    return 0.0 if then is None else (now - then).total_seconds()
 
 
 class _Step:
@@ -203,10 +116,22 @@ def _finished(step: _Step) -> None:
     _release_cluster(step)
     o, st = step.o, step.st
     ttl = o.job.spec.cleanup.ttl_seconds_after_finished
-    if ttl is not None and st.completion_time and _seconds_since(st.completion_time, o.now) >= ttl:
+    if ttl is not None and st.completion_time and seconds_since(st.completion_time, o.now) >= ttl:
         step.delete.append({"apiVersion": API_VERSION, "kind": KIND, "namespace": o.namespace, "name": o.name})
         step.events.append(Event("Normal", "TTLExpired",
                                  f"deleting {o.name}: finished {ttl}s ago (spec.cleanup.ttlSecondsAfterFinished)"))
+
+
+def needs_timer(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether the periodic reconcile should visit a job. Terminal jobs have nothing to
+    poll (a spec change wakes them) unless a TTL will delete them, or a stop was
+    withdrawn while it was still completing (Stopped, but spec.stop is already false)."""
+    phase = status.get("phase")
+    if phase not in TERMINAL:
+        return True
+    if phase == STOPPED:
+        return not spec.get("stop", False)
+    return (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished") is not None
 
 
 def child_names(job: Job, attempt: int) -> dict[str, Any]:
@@ -257,14 +182,14 @@ def _fail(step: _Step, reason: str, message: str, stop_driver: bool = False) -> 
 def _deadline_passed(step: _Step) -> bool:
     o, st, spec = step.o, step.st, step.o.job.spec
     limit = spec.active_deadline_seconds
-    if limit is not None and st.start_time and _seconds_since(st.start_time, o.now) > limit:
+    if limit is not None and st.start_time and seconds_since(st.start_time, o.now) > limit:
         _fail(step, "DeadlineExceeded",
               f"job {st.job_id} was active longer than spec.activeDeadlineSeconds={limit}", stop_driver=True)
         return True
     limit = spec.progress_deadline_seconds
     if limit is not None and st.phase == RUNNING:
         last = (st.progress or {}).get("updatedAt") or st.last_transition_time
-        if _seconds_since(last, o.now) > limit:
+        if seconds_since(last, o.now) > limit:
             _fail(step, "ProgressDeadlineExceeded",
                   f"driver {st.children.get('driverPod') if st.children else ''} made no progress for "
                   f"{limit}s (spec.progressDeadlineSeconds)", stop_driver=True)
@@ -315,7 +240,7 @@ def _run(step: _Step) -> None:
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
     elif pod.phase == "Running":
         step.set_phase(RUNNING, "DriverRunning", f"driver {name.driver} is processing job {job.job_id}")
-        _mirror_progress(step)
+        mirror_progress(o, st)
     else:
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
 
@@ -334,50 +259,6 @@ def _wait_for_cluster(step: _Step) -> None:
     reason = st.reason if phase == RETRYING else "WaitingForRayCluster"
     message = st.message if phase == RETRYING else f"waiting for RayCluster {cluster} to be ready (state: {state or 'none'})"
     step.set_phase(phase, reason or "WaitingForRayCluster", message or "")
-
-
-def _mirror_progress(step: _Step) -> None:
-    """Copies the driver's progress into status, changing nothing when nothing changed."""
-    o, st = step.o, step.st
-    if o.progress is None:
-        if o.progress_polled:
-            st.progress = {**(st.progress or {}), "unreachableSince": (st.progress or {}).get("unreachableSince")
-                           or timestamp(o.now)}
-        return
-    fields = progress_fields(o.progress)
-    if fields is None:
-        return
-    body = {k: v for k, v in (st.progress or {}).items() if k not in ("updatedAt", "unreachableSince")}
-    changed = (body != fields["progress"] or st.partitions != fields["partitions"]
-               or st.samples != fields["samples"])
-    st.partitions, st.samples = fields["partitions"], fields["samples"]
-    st.progress = {**fields["progress"], "updatedAt": timestamp(o.now) if changed
-                   else (st.progress or {}).get("updatedAt", timestamp(o.now))}
-    st.checkpoint = {**(st.checkpoint or {}), **fields["checkpoint"]}
-
-
-def progress_fields(raw: dict[str, Any]) -> Optional[dict[str, dict[str, Any]]]:
-    """The driver's /progress JSON as status sections; None if it is malformed."""
-    try:
-        parts, samples = raw.get("partitions") or {}, raw.get("samples") or {}
-        partitions = {k: int(parts.get(k) or 0) for k in ("total", "completed", "failed", "running")}
-        progress: dict[str, Any] = {
-            "percent": round(float(raw.get("progress_percent") or 0.0), 1),
-            "partitionsDone": f"{partitions['completed']}/{partitions['total']}",
-            "currentOps": [{"partition": str(k), "op": str(v)}
-                           for k, v in sorted((raw.get("current_ops") or {}).items(), key=lambda kv: str(kv[0]))],
-        }
-        if raw.get("eta_seconds") is not None:
-            progress["etaSeconds"] = int(round(float(raw["eta_seconds"])))
-        checkpoint: dict[str, Any] = {}
-        last = raw.get("last_checkpoint") or {}
-        if last.get("path"):
-            checkpoint = {"lastCheckpointPath": str(last["path"]), "lastCheckpointTime": str(last.get("time") or "")}
-        return {"partitions": partitions,
-                "samples": {k: int(samples.get(k) or 0) for k in ("processed", "total")},
-                "progress": progress, "checkpoint": checkpoint}
-    except (TypeError, ValueError, AttributeError):
-        return None
 
 
 def _succeed(step: _Step) -> None:
@@ -468,46 +349,6 @@ def _resume(step: _Step) -> None:
     st.children = {**(st.children or {}), "driverPod": children.names(step.o.name, st.attempt).driver}
     step.set_phase(PROVISIONING, "Resuming", f"resuming job {st.job_id} as attempt {st.attempt}")
     _run(step)
-
-
-def conditions(o: Observed, st: Status, settings: Settings) -> list[dict[str, Any]]:
-    """The standard conditions, each keeping its lastTransitionTime while its status holds."""
-    spec = o.spec
-    assert spec is not None
-    driver = o.pod(children.names(o.name, st.attempt).driver)
-    if not spec.is_ray:
-        cluster = ("True", "NotRequired", f"executor {spec.executor_type} runs in the driver pod")
-    elif o.cluster is not None and o.cluster.is_ready:
-        cluster = ("True", "RayClusterReady", f"RayCluster {o.cluster.name} is ready")
-    else:
-        cluster = ("False", "RayClusterNotReady" if o.cluster else "NoRayCluster",
-                   f"RayCluster state: {o.cluster.state if o.cluster else 'absent'}")
-    running = driver is not None and driver.phase == "Running" and not driver.deleting
-    driver_c = ("True", "PodRunning", f"driver {driver.name} is running") if running else (
-        "False", f"Pod{driver.phase}" if driver else "NoDriver", f"driver phase: {driver.phase if driver else 'none'}")
-    unreachable = _seconds_since((st.progress or {}).get("unreachableSince"), o.now)
-    if st.phase in ACTIVE and (st.progress or {}).get("unreachableSince") and unreachable > settings.progress_grace_seconds:
-        progressing = ("False", "ProgressUnreachable", f"the driver's /progress has not answered for {unreachable:.0f}s")
-    elif st.phase in ACTIVE:
-        progressing = ("True", st.reason or st.phase, st.message or "")
-    else:
-        progressing = ("False", st.reason or str(st.phase), st.message or "")
-    table = {
-        "ClusterReady": cluster,
-        "DriverRunning": driver_c,
-        "Progressing": progressing,
-        "Stopped": ("True", "Stopped", st.message or "") if st.phase == STOPPED else ("False", "NotStopped", ""),
-        "Complete": ("True", "Completed", st.message or "") if st.phase == SUCCEEDED else ("False", "NotComplete", ""),
-        "Failed": ("True", st.reason or "Failed", st.message or "") if st.phase == FAILED else ("False", "NotFailed", ""),
-    }
-    old = {c.get("type"): c for c in (o.status.conditions or [])}
-    out = []
-    for kind, (value, reason, message) in table.items():
-        before = old.get(kind) or {}
-        since = before.get("lastTransitionTime") if before.get("status") == value else None
-        out.append({"type": kind, "status": value, "reason": reason, "message": message,
-                    "lastTransitionTime": since or timestamp(o.now)})
-    return out
 
 
 def teardown(o: Observed, settings: Settings) -> Decision:

@@ -6,7 +6,7 @@ from typing import Any
 
 from djoperator.crd import Status, parse_spec
 from djoperator.settings import Settings
-from djoperator.status import ClusterState, Observed, PodState
+from djoperator.observed import ClusterState, Observed, PodState
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 UID = "0123abcd-0000-4000-8000-000000000000"

@@ -2,10 +2,10 @@ from datetime import timedelta
 
 import pytest
 
-from djoperator.crd import parse_status
-from djoperator.status import (ClusterState, Observed, backoff_delay, next_status, progress_fields, status_patch,
-                               teardown)
-from djoperator.crd import parse_spec
+from djoperator.crd import parse_spec, parse_status
+from djoperator.observed import ClusterState, Observed
+from djoperator.progress import progress_fields
+from djoperator.status import backoff_delay, needs_timer, next_status, status_patch, teardown
 
 from .factories import NOW, SETTINGS, UID, observed, pod, spec
 
@@ -341,3 +341,15 @@ def test_a_job_created_stopped_records_its_names_and_starts_nothing():
     first = next_status(observed(job_id=None, attempt=0, stop=True, present=frozenset()), SETTINGS)
     d = next_status(observed(stop=True, present=frozenset(), **carried(first)), SETTINGS)
     assert d.create == [] and d.status["phase"] == "Stopped"
+
+
+@pytest.mark.parametrize("spec_, status, expected", [
+    ({}, {}, True),
+    ({}, {"phase": "Running"}, True),
+    ({}, {"phase": "Succeeded"}, False),
+    ({"cleanup": {"ttlSecondsAfterFinished": 60}}, {"phase": "Failed"}, True),
+    ({"stop": True}, {"phase": "Stopped"}, False),
+    ({"stop": False}, {"phase": "Stopped"}, True),  # stop withdrawn while Stopping: resume without a spec event
+])
+def test_the_timer_visits_only_jobs_with_something_to_do(spec_, status, expected):
+    assert needs_timer(spec_, status) is expected

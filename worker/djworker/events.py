@@ -18,6 +18,8 @@ import orjson
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
 
+from .errors import StorageUnavailable
+
 SCHEMA_VERSION = 1
 
 
@@ -127,8 +129,12 @@ class EventLog:
         self._sink_id: Optional[int] = None
         self.listeners: list[Any] = []
         if enabled:
-            os.makedirs(directory, exist_ok=True)
-            self._fh = open(self.path, "ab")
+            try:
+                os.makedirs(directory, exist_ok=True)
+                self._fh = open(self.path, "ab")
+            except OSError as err:
+                raise StorageUnavailable(f"cannot write the event log under {directory!r}: {err}; "
+                                         "point event_log_dir at a writable local directory") from err
             self._sink_id = logger.add(
                 os.path.join(directory, "events.log"), level="DEBUG", enqueue=False,
                 rotation=self.max_bytes, retention=backup_count or 1, encoding="utf-8",

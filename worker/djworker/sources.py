@@ -5,7 +5,9 @@ partitions by count and bytes. Malformed records are counted and handed to a
 reject callback with their line number and reason; they are never silently dropped."""
 from __future__ import annotations
 
+import gzip
 import posixpath
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
@@ -114,7 +116,10 @@ def _check(row: Any, text_key: str) -> tuple[Optional[dict], Optional[str]]:
 
 def _parquet_records(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, bytes, Optional[dict], Optional[str]]]:
     with storage.open(file, "rb") as fh:
-        pf = pq.ParquetFile(fh)
+        try:
+            pf = pq.ParquetFile(fh)
+        except pa.ArrowInvalid as err:
+            raise InputError(f"{file}: not a readable Parquet file ({err}); replace it or remove it from dataset_path") from None
         if text_key not in pf.schema_arrow.names:
             raise InputError(f"{file}: Parquet schema has no text column {text_key!r} (columns: {pf.schema_arrow.names}); set text_keys")
         n = 0
@@ -131,11 +136,16 @@ def iter_raw(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, 
         for n, raw, _, _ in _parquet_records(storage, file, text_key):
             yield n, raw
         return
-    with storage.open(file, "rb", compression="infer") as fh:
-        for n, line in enumerate(fh, start=1):
-            raw = line.rstrip(b"\r\n")
-            if raw.strip():  # blank lines are layout, not records
-                yield n, raw
+    n = 0
+    try:
+        with storage.open(file, "rb", compression="infer") as fh:
+            for n, line in enumerate(fh, start=1):
+                raw = line.rstrip(b"\r\n")
+                if raw.strip():  # blank lines are layout, not records
+                    yield n, raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise InputError(f"{file}: unreadable after line {n} ({type(err).__name__}: {err}); the compressed file is "
+                         "truncated or corrupt: replace it or remove it from dataset_path") from None
 
 
 def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, max_rows: int,
@@ -187,6 +197,7 @@ def _fast_table(lines: list[bytes]) -> Optional[pa.Table]:
     it infers timestamps from strings, which would change the output, so temporal types fall back."""
     try:
         table = pj.read_json(io.BytesIO(b"\n".join(lines)), read_options=pj.ReadOptions(block_size=1 << 24))
+        table.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; the per-line path rejects it
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(lines) or _has_temporal(table.schema):

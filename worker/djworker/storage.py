@@ -78,8 +78,10 @@ class Storage:
             client["region_name"] = self.options.region
         # Fail fast on a dead endpoint: the partition retry loop does the waiting.
         config = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+        # No listings cache: workers write results the driver listed earlier (a stale
+        # listing would hide them at export).
         return {"anon": self.options.anon, "client_kwargs": client, "config_kwargs": config,
-                "skip_instance_cache": True}
+                "skip_instance_cache": True, "use_listings_cache": False}
 
     def _path(self, uri: str) -> str:
         return uri[len("file://"):] if uri.startswith("file://") else uri
@@ -93,20 +95,25 @@ class Storage:
     def _guard(self, what: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            raise
-        except PermissionError as err:
+        except Exception as err:
+            raise self._translate(what, uri, err) from err
+
+    def _translate(self, what: str, uri: str, err: Exception) -> Exception:
+        """A storage error as a DJError that says where and what next; 'not found' stays itself."""
+        if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, StorageUnavailable)):
+            return err
+        if isinstance(err, PermissionError):
             if is_remote(uri):
-                raise StorageAccessDenied(
+                return StorageAccessDenied(
                     f"{what} {uri!r}: access denied by {self.endpoint(uri)} ({err}); check the credentials "
-                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's secret) and the bucket policy") from err
-            raise StorageAccessDenied(f"{what} {uri!r}: permission denied ({err}); check directory permissions") from err
-        except OSError as err:
-            raise StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {err}; "
-                                     "check that the storage is reachable and has space") from err
-        except Exception as err:  # botocore/aiohttp errors surface as many types
-            raise StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {type(err).__name__}: {err}; "
-                                     "check that the endpoint is up (AWS_ENDPOINT_URL / storage.s3.endpoint_url)") from err
+                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or the pod's secret) and the bucket policy")
+            return StorageAccessDenied(f"{what} {uri!r}: permission denied ({err}); check directory permissions")
+        if isinstance(err, OSError):
+            return StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {err}; "
+                                      "check that the storage is reachable and has space")
+        # botocore/aiohttp errors surface as many types
+        return StorageUnavailable(f"{what} {uri!r} failed at {self.endpoint(uri)}: {type(err).__name__}: {err}; "
+                                  "check that the endpoint is up (AWS_ENDPOINT_URL / storage.s3.endpoint_url)")
 
     # --- reads -----------------------------------------------------------
     def exists(self, uri: str) -> bool:
@@ -116,7 +123,9 @@ class Storage:
         return self._guard("reading", uri, self.fs(uri).cat_file, self._path(uri))
 
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
-        return self._guard("opening", uri, self.fs(uri).open, self._path(uri), mode, **kwargs)
+        """A file object; on object storage its reads and writes translate errors like every other call."""
+        fh = self._guard("opening", uri, self.fs(uri).open, self._path(uri), mode, **kwargs)
+        return GuardedFile(fh, lambda what, err: self._translate(what, uri, err)) if is_remote(uri) else fh
 
     def info(self, uri: str) -> dict[str, Any]:
         return self._guard("inspecting", uri, self.fs(uri).info, self._path(uri))
@@ -134,7 +143,11 @@ class Storage:
     # --- writes ----------------------------------------------------------
     def makedirs(self, uri: str) -> None:
         if not is_remote(uri):
-            self._guard("creating", uri, os.makedirs, self._path(uri), exist_ok=True)
+            try:
+                self._guard("creating", uri, os.makedirs, self._path(uri), exist_ok=True)
+            except NotADirectoryError as err:
+                raise StorageUnavailable(f"cannot create directory {uri!r}: {err}; a part of that path is a file, "
+                                         "not a directory: fix the path") from err
 
     def put_bytes(self, uri: str, data: bytes) -> None:
         """Write a whole object so that readers see the old state or the new, never a torn one."""
@@ -181,3 +194,58 @@ class Storage:
 
 def bucket_of(uri: str) -> str:
     return uri.split("://", 1)[1].split("/", 1)[0]
+
+
+class GuardedFile:
+    """A remote file whose lazy reads and writes (s3fs fetches on read, uploads on write and
+    close) raise the same DJErrors as the Storage calls, not raw botocore errors."""
+
+    def __init__(self, fh: Any, translate: Any):
+        self._fh, self._translate = fh, translate
+
+    def _call(self, what: str, fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as err:
+            raise self._translate(what, err) from err
+
+    def read(self, *args: Any) -> Any:
+        return self._call("reading", self._fh.read, *args)
+
+    def readline(self, *args: Any) -> Any:
+        return self._call("reading", self._fh.readline, *args)
+
+    def readinto(self, buf: Any) -> Any:
+        return self._call("reading", self._fh.readinto, buf)
+
+    def seek(self, *args: Any) -> Any:
+        return self._call("reading", self._fh.seek, *args)
+
+    def write(self, data: Any) -> Any:
+        return self._call("writing", self._fh.write, data)
+
+    def flush(self) -> Any:
+        return self._call("writing", self._fh.flush)
+
+    def close(self) -> Any:
+        return self._call("writing" if getattr(self._fh, "mode", "rb").startswith(("w", "a")) else "closing", self._fh.close)
+
+    def __iter__(self) -> Any:
+        it = iter(self._fh)
+        while True:
+            try:
+                line = next(it)
+            except StopIteration:
+                return
+            except Exception as err:
+                raise self._translate("reading", err) from err
+            yield line
+
+    def __enter__(self) -> "GuardedFile":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)

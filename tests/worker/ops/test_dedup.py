@@ -1,5 +1,6 @@
 """Global dedup across partitions: hashes are computed per partition, `duplicates`
 sees them all in input order, and the survivors are those of one whole table."""
+
 from __future__ import annotations
 
 import random
@@ -65,7 +66,10 @@ def test_first_member_in_global_input_order_survives(name, args):
 def test_near_duplicate_in_a_later_partition_is_dropped():
     op = build_op("document_simhash_deduplicator", {}, "t")
     text = "Machine learning models require large amounts of high quality training data collected from diverse sources"
-    parts = [pa.table({"text": [text]}), pa.table({"text": [text.upper(), "something else entirely, long enough to have shingles of six words"]})]
+    parts = [
+        pa.table({"text": [text]}),
+        pa.table({"text": [text.upper(), "something else entirely, long enough to have shingles of six words"]}),
+    ]
     assert op.duplicates([op.hashes(p) for p in parts]) == [[], [0]]
 
 

@@ -1,5 +1,6 @@
 """The fast paths change speed only: each is compared with the plain computation
 (ftfy.fix_text, or the regex on every row) over many generated strings."""
+
 from __future__ import annotations
 
 import random
@@ -18,17 +19,19 @@ from tests.worker.ops.vectors import VECTORS, load
 CORPUS = [l["input"] for l in load(VECTORS / "fix_unicode_mapper.jsonl")]
 
 # Unicode snippets that real text and mojibake are made of.
+# fmt: off
 SNIPPETS = [
-    "café", "naïve", "Ünïcödé", "Ñandú", "straße", "Œuvre", "œil", "æ", "ø", "Å", "\u212b", "e\u0301", "한국어", "\u1100\u1161",
-    "中文", "，", "。", "：", "ｶﾀｶﾅ", "ＡＢＣ", "１２３", "\u3000", "\xa0", "\u2000", "\u2009", "\u202f", "\u200b", "\ufeff",
-    "“", "”", "‘", "’", "„", "‚", "‛", "‟", "\u02bc", "«", "»", "–", "—", "…", "•", "€", "£", "¥", "©", "®", "™", "°", "±",
-    "²", "³", "½", "¼", "×", "÷", "µ", "¶", "§", "¬", "¦", "¤", "¨", "¯", "¸", "ﬁ", "ﬂ", "ﬃ", "Ĳ", "ŉ", "Ǆ", "ǅ", "①", "Ⅳ",
-    "привет", "мир", "Ελληνικά", "αβγ", "שלום", "مرحبا", "नमस्ते", "ภาษาไทย", "😀", "👨\u200d👩\u200d👧", "🇺🇸", "\ufffd",
-    "\x80", "\x81", "\x84", "\x85", "\x8d", "\x9d", "\x9f", "\u2028", "\u2029", "\u206a", "\ufff9", "\ufffc", "\U000e0041",
-    "\x00", "\x07", "\x08", "\x0b", "\x0c", "\x1b[31m", "\x1b[0m", "\x1b", "\x7f", "\r", "\r\n", "\n", "\t",
-    "&amp;", "&lt;", "&gt;", "&quot;", "&nbsp;", "&copy;", "&#65;", "&#x42;", "&EACUTE;", "&eacute;", "&notin;", "&amp", "&#;",
-    "<", ">", "<p>", "</p>", "à", "Ã", "Â", "Ã ", "Â ", "√±", "‚Ä", "вЂ", "β€", "ā€", "ÂÃ", "×²", "à²",
+    'café', 'naïve', 'Ünïcödé', 'Ñandú', 'straße', 'Œuvre', 'œil', 'æ', 'ø', 'Å', '\u212b', 'e\u0301', '한국어', '\u1100\u1161', '中文', '，',
+    '。', '：', 'ｶﾀｶﾅ', 'ＡＢＣ', '１２３', '\u3000', '\xa0', '\u2000', '\u2009', '\u202f', '\u200b', '\ufeff', '“', '”', '‘',
+    '’', '„', '‚', '‛', '‟', '\u02bc', '«', '»', '–', '—', '…', '•', '€', '£', '¥', '©', '®', '™', '°', '±', '²', '³', '½',
+    '¼', '×', '÷', 'µ', '¶', '§', '¬', '¦', '¤', '¨', '¯', '¸', 'ﬁ', 'ﬂ', 'ﬃ', 'Ĳ', 'ŉ', 'Ǆ', 'ǅ', '①', 'Ⅳ', 'привет',
+    'мир', 'Ελληνικά', 'αβγ', 'שלום', 'مرحبا', 'नमस्ते', 'ภาษาไทย', '😀', '👨\u200d👩\u200d👧', '🇺🇸', '\ufffd', '\x80', '\x81',
+    '\x84', '\x85', '\x8d', '\x9d', '\x9f', '\u2028', '\u2029', '\u206a', '\ufff9', '\ufffc', '\U000e0041', '\x00', '\x07',
+    '\x08', '\x0b', '\x0c', '\x1b[31m', '\x1b[0m', '\x1b', '\x7f', '\r', '\r\n', '\n', '\t', '&amp;', '&lt;', '&gt;',
+    '&quot;', '&nbsp;', '&copy;', '&#65;', '&#x42;', '&EACUTE;', '&eacute;', '&notin;', '&amp', '&#;', '<', '>',
+    '<p>', '</p>', 'à', 'Ã', 'Â', 'Ã ', 'Â ', '√±', '‚Ä', 'вЂ', 'β€', 'ā€', 'ÂÃ', '×²', 'à²',
 ]
+# fmt: on
 
 
 def mojibake(text: str, rng: random.Random) -> str:
@@ -42,7 +45,25 @@ def mojibake(text: str, rng: random.Random) -> str:
 
 def generated(count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    ascii_words = ["the", "data", "Hello", "x", "ok", "A1", "--", "''", '""', "``", "&", ";", "#", "%", "<b>", "a<b", "tag>"]
+    ascii_words = [
+        "the",
+        "data",
+        "Hello",
+        "x",
+        "ok",
+        "A1",
+        "--",
+        "''",
+        '""',
+        "``",
+        "&",
+        ";",
+        "#",
+        "%",
+        "<b>",
+        "a<b",
+        "tag>",
+    ]
     texts = []
     for _ in range(count):
         parts = []
@@ -53,7 +74,8 @@ def generated(count: int, seed: int) -> list[str]:
             elif kind < 0.7:
                 parts.append(rng.choice(SNIPPETS))
             elif kind < 0.85:
-                parts.append(mojibake(rng.choice(SNIPPETS + ["café", "naïve", "“quoted”", "—", "中文", "€5"]), rng))
+                source = rng.choice(SNIPPETS + ["café", "naïve", "“quoted”", "—", "中文", "€5"])
+                parts.append(mojibake(source, rng))
             else:
                 parts.append("".join(rng.choice(string.printable) for _ in range(rng.randint(1, 6))))
         texts.append("".join(p + rng.choice(["", " ", " ", "\n", "\t"]) for p in parts))
@@ -91,7 +113,10 @@ def test_fast_is_bad_equals_ftfy_is_bad():
 def test_untouched_ascii_rows_really_are_untouched():
     """Rows the Arrow pre-check lets skip Python: plain ASCII without a trigger character."""
     rng = random.Random(6)
-    texts = ["".join(rng.choice(string.printable + "\x0c&\x1b\x00\x7f") for _ in range(rng.randint(0, 80))) for _ in range(5000)]
+    texts = [
+        "".join(rng.choice(string.printable + "\x0c&\x1b\x00\x7f") for _ in range(rng.randint(0, 80)))
+        for _ in range(5000)
+    ]
     arr = pa.array(texts)
     untouched = pc.and_(pc.string_is_ascii(arr), pc.invert(pc.match_substring_regex(arr, shortcut().triggers)))
     assert 500 < sum(untouched.to_pylist()) < 5000
@@ -113,18 +138,24 @@ PREFILTERED = [
     ("remove_specific_chars_mapper", {}),
     ("remove_specific_chars_mapper", {"chars_to_remove": ["|", "*", "\\", ".", "-"]}),
 ]
+# fmt: off
 PIECES = [
-    "http://a.bc/d", "www.x.org", "www1.", "ex.com/p", "a:b", "abc:de", "ratio:0.5", "FE80:0:0:0:0:0:0:1", "1:2:3:4:5:6:7:8",
-    "10.0.0.1", "1.2.3", "٣.٤", "١:٢:٣:٤:٥:٦:٧:٨", "a@b.co", "A@B.COM", "x@y", "@", ".", ":", "/", "WWW.", "wWw2.a",
-    "\xa0", "\u3000", "\t", " ", "\u200b", "\u2028", "\x85", "，", "。", "１", "…", "‘", "’", "—", "word", "中文", "(", ")",
-    "<", ">", "<b>", "&amp;", "&", "\x00", "\r", "\n", "\n\n", "\x0c", "\ufeff", "|", "a|b", "x y", "◆", "●", "*", "\\", "-",
+    'http://a.bc/d', 'www.x.org', 'www1.', 'ex.com/p', 'a:b', 'abc:de', 'ratio:0.5', 'FE80:0:0:0:0:0:0:1',
+    '1:2:3:4:5:6:7:8', '10.0.0.1', '1.2.3', '٣.٤', '١:٢:٣:٤:٥:٦:٧:٨', 'a@b.co', 'A@B.COM', 'x@y', '@', '.', ':', '/',
+    'WWW.', 'wWw2.a', '\xa0', '\u3000', '\t', ' ', '\u200b', '\u2028', '\x85', '，', '。', '１', '…', '‘', '’', '—',
+    'word', '中文', '(', ')', '<', '>', '<b>', '&amp;', '&', '\x00', '\r', '\n', '\n\n', '\x0c', '\ufeff', '|', 'a|b',
+    'x y', '◆', '●', '*', '\\', '-',
 ]
+# fmt: on
 
 
 @pytest.mark.parametrize("name,args", PREFILTERED, ids=lambda v: v if isinstance(v, str) else str(sorted(v)))
 def test_prefiltered_mapper_equals_its_function_on_every_row(name, args):
     rng = random.Random(7)
-    texts = ["".join(rng.choice(PIECES) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(0, 12))) for _ in range(4000)]
+    texts = [
+        "".join(rng.choice(PIECES) + rng.choice(["", " ", "  "]) for _ in range(rng.randint(0, 12)))
+        for _ in range(4000)
+    ]
     pools = [range(0x80), range(0x80, 0x800), range(0xFFF0, 0x10000), range(0x1F300, 0x1F700), range(0xE0000, 0xE0080)]
     texts += ["".join(chr(rng.choice(rng.choice(pools))) for _ in range(rng.randint(0, 30))) for _ in range(4000)]
     texts += [l["input"] for l in load(VECTORS / f"{name}.jsonl")]

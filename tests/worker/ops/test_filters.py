@@ -1,5 +1,6 @@
 """Filter mechanics shared by every stats filter: stats land in __dj__stats__ under
 DJ's keys, a present stat is trusted (dj-ops.md §0.1), other columns pass through."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -8,7 +9,9 @@ from djworker.ops.base import STATS_COLUMN, build_op
 
 
 def test_filters_stack_their_stats_in_one_struct_and_keep_other_columns():
-    table = pa.table({"text": ["Hello world, this is fine.", "short", "x" * 40], "id": [1, 2, 3], "meta": [{"a": 1}] * 3})
+    table = pa.table(
+        {"text": ["Hello world, this is fine.", "short", "x" * 40], "id": [1, 2, 3], "meta": [{"a": 1}] * 3}
+    )
     table = build_op("text_length_filter", {}, "p[0]").process(table)
     table = build_op("special_characters_filter", {}, "p[1]").process(table)
     assert table.column("id").to_pylist() == [1, 3]
@@ -30,7 +33,9 @@ def test_a_stat_already_present_is_trusted_not_recomputed():
 def test_reversed_range_keeps_the_bounds_in_both_modes():
     texts = ["x" * n for n in (9, 10, 11, 49, 50, 51)]
     keep = build_op("text_length_filter", {"min_len": 10, "max_len": 50}, "p").process(pa.table({"text": texts}))
-    flip = build_op("text_length_filter", {"min_len": 10, "max_len": 50, "reversed_range": True}, "p").process(pa.table({"text": texts}))
+    flip = build_op("text_length_filter", {"min_len": 10, "max_len": 50, "reversed_range": True}, "p").process(
+        pa.table({"text": texts})
+    )
     assert [len(t) for t in keep.column("text").to_pylist()] == [10, 11, 49, 50]
     assert [len(t) for t in flip.column("text").to_pylist()] == [9, 10, 50, 51]
 
@@ -60,8 +65,15 @@ def test_ratio_stats_equal_their_definitions_on_random_text():
 
     rng = random.Random(3)
     alphabet = [chr(c) for c in range(0x80)] + list("éß中文١²½😀\xa0\u3000一シ")
-    texts = ["".join(rng.choice(alphabet[:128] if rng.random() < 0.5 else alphabet) for _ in range(rng.randint(1, 60))) for _ in range(3000)]
+    texts = [
+        "".join(rng.choice(alphabet[:128] if rng.random() < 0.5 else alphabet) for _ in range(rng.randint(1, 60)))
+        for _ in range(3000)
+    ]
     alnum = build_op("alphanumeric_filter", {}, "p").compute_stats(pa.table({"text": texts}))["alnum_ratio"].to_pylist()
-    special = build_op("special_characters_filter", {}, "p").compute_stats(pa.table({"text": texts}))["special_char_ratio"].to_pylist()
+    special = (
+        build_op("special_characters_filter", {}, "p")
+        .compute_stats(pa.table({"text": texts}))["special_char_ratio"]
+        .to_pylist()
+    )
     assert alnum == [sum(c.isalnum() for c in t) / len(t) for t in texts]
     assert special == [sum(c in special_character_set() for c in t) / len(t) for t in texts]

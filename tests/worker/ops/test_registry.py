@@ -1,5 +1,6 @@
 """The registry: every DataJuicer text op is there under DJ's name, with DJ's
 parameter names and defaults, and a bad recipe entry fails with a message to act on."""
+
 from __future__ import annotations
 
 import json

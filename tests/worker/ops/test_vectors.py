@@ -1,4 +1,5 @@
 """Every line of every DataJuicer 1.6.1 vector file, replayed through our ops."""
+
 from __future__ import annotations
 
 import pyarrow as pa
@@ -59,7 +60,9 @@ def first_lines() -> list:
     return [load(p)[0] for p in VECTOR_FILES if not p.stem.endswith("__subset")]
 
 
-TEXT_READERS = [l for l in first_lines() if l["op"] not in {"suffix_filter", "specified_field_filter", "clean_html_mapper"}]
+TEXT_READERS = [
+    l for l in first_lines() if l["op"] not in {"suffix_filter", "specified_field_filter", "clean_html_mapper"}
+]
 
 
 @pytest.mark.parametrize("line", TEXT_READERS, ids=lambda l: f"{l['op']}{sorted(l['args'].items())}")

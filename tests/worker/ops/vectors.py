@@ -1,4 +1,5 @@
 """Loading and replaying the DataJuicer 1.6.1 op vectors in tests/data/dj-op-vectors/."""
+
 from __future__ import annotations
 
 import json
@@ -73,10 +74,14 @@ def filter_mismatches(op: Op, lines: list[dict[str, Any]], single_sample: bool) 
         if "error" in l:
             continue
         if kept[i] != (l["output"] is not None):
-            bad.append(f"line {i}: {l['input']!r}: expected kept={l['output'] is not None}, stats {l['stats']}, got {stats[i]}")
+            bad.append(
+                f"line {i}: {l['input']!r}: expected kept={l['output'] is not None}, stats {l['stats']}, got {stats[i]}"
+            )
         for key, value in l["stats"].items():
             if key not in (stats[i] or {}) or not same(value, stats[i][key]):
-                bad.append(f"line {i}: {l['input']!r}: stat {key} expected {value!r}, got {(stats[i] or {}).get(key)!r}")
+                bad.append(
+                    f"line {i}: {l['input']!r}: stat {key} expected {value!r}, got {(stats[i] or {}).get(key)!r}"
+                )
     return bad
 
 
@@ -96,7 +101,9 @@ def dedup_mismatches(op: Deduplicator, lines: list[dict[str, Any]]) -> list[str]
     bad = []
     for i, l in enumerate(lines):
         if (i in kept) != (l["output"] is not None):
-            bad.append(f"line {i}: {l['input']!r}: expected kept={l['output'] is not None} (cluster of line {l['stats']['dup_cluster_first_line']})")
+            cluster = l["stats"]["dup_cluster_first_line"]
+            bad.append(f"line {i}: {l['input']!r}: expected kept={l['output'] is not None} (cluster of line {cluster})")
         if hash_text(hashes[i]) != l["stats"][op.hash_column]:
-            bad.append(f"line {i}: {l['input']!r}: {op.hash_column} expected {l['stats'][op.hash_column]}, got {hash_text(hashes[i])}")
+            expected = l["stats"][op.hash_column]
+            bad.append(f"line {i}: {l['input']!r}: {op.hash_column} expected {expected}, got {hash_text(hashes[i])}")
     return bad

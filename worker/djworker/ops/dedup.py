@@ -177,7 +177,9 @@ class DocumentSimhashDeduplicator(ShingleDeduplicator):
     @model_validator(mode="after")
     def _distance_below_blocks(self):
         if self.hamming_distance >= self.num_blocks:  # DJ raises this ValueError only at process time
-            raise ValueError(f"hamming_distance ({self.hamming_distance}) must be less than num_blocks ({self.num_blocks})")
+            raise ValueError(
+                f"hamming_distance ({self.hamming_distance}) must be less than num_blocks ({self.num_blocks})"
+            )
         return self
 
     def hashes(self, table: pa.Table) -> pa.Array:
@@ -185,7 +187,8 @@ class DocumentSimhashDeduplicator(ShingleDeduplicator):
         return pa.array([simhash(self.shingles(t)) for t in texts], pa.uint64())
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
-        values = np.concatenate([as_array(h).to_numpy(zero_copy_only=False).astype(np.uint64) for h in hashes] + [np.zeros(0, np.uint64)])
+        arrays = [as_array(h).to_numpy(zero_copy_only=False).astype(np.uint64) for h in hashes]
+        values = np.concatenate(arrays + [np.zeros(0, np.uint64)])
         distinct, first = np.unique(values, return_index=True)
         near_a, near_b = near_pairs(distinct, self.num_blocks, self.hamming_distance)
         same = first_codes(pa.chunked_array([pa.array(values, pa.uint64())]))
@@ -256,7 +259,9 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
             raise model_required("tokenization='sentencepiece'", "a SentencePiece model (tokenizer_model)")
         bands, rows = self.bands()
         if bands * rows > self.num_permutations:
-            raise ValueError(f"num_bands * num_rows_per_band ({bands}*{rows}) exceeds num_permutations ({self.num_permutations})")
+            raise ValueError(
+                f"num_bands * num_rows_per_band ({bands}*{rows}) exceeds num_permutations ({self.num_permutations})"
+            )
         return self
 
     def bands(self) -> tuple[int, int]:
@@ -288,10 +293,8 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
         texts = text_list(self.op_name, self.texts(table))
         bands, rows = self.bands()
         signature = self.signatures(texts)[:, : bands * rows].astype(">u8")
-        raw = signature.tobytes()
-        width = rows * 8
-        per_row = bands * width
-        values = [[raw[i * per_row + j * width : i * per_row + (j + 1) * width] for j in range(bands)] for i in range(len(texts))]
+        width = rows * 8  # band i: big-endian values i*r .. i*r+r-1, concatenated
+        values = [[row[j * width : (j + 1) * width] for j in range(bands)] for row in map(bytes, signature)]
         return pa.array(values, pa.list_(pa.binary()))
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
@@ -300,7 +303,7 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
         bands, _ = self.bands()
         if not total:
             return [[] for _ in hashes]
-        flat = pa.chunked_array([pc.list_flatten(as_array(h)).cast(pa.binary()) for h in hashes], pa.binary()).combine_chunks()
+        flat = pa.concat_arrays([pc.list_flatten(as_array(h)).cast(pa.binary()) for h in hashes])
         rows = np.arange(total)
         a, b = [], []
         for band in range(bands):

@@ -59,7 +59,8 @@ class SpecifiedFieldFilter(Filter):
                 have = [f.name for f in values.type] if pa.types.is_struct(values.type) else str(values.type)
                 raise KeyError(f"{self.op_name}: field {self.field_key!r}: {key!r} not in {parent!r} (has {have})")
             if values.null_count:
-                raise KeyError(f"{self.op_name}: field {self.field_key!r}: {parent!r} is null in {values.null_count} row(s)")
+                nulls = values.null_count
+                raise KeyError(f"{self.op_name}: field {self.field_key!r}: {parent!r} is null in {nulls} rows")
             values = pc.struct_field(values, key)
         return values
 

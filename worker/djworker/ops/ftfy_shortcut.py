@@ -41,10 +41,16 @@ START_ANCHORS = {"AT_BEGINNING", "AT_BEGINNING_STRING"}
 
 
 def class_members(pattern: str) -> list[int]:
-    """The code points of a pattern that is one plain character class."""
-    [(op, items)] = sre_parse.parse(pattern)
-    if str(op) != "IN":
-        raise ValueError(f"not a character class: {pattern!r}")
+    """The code points of a pattern made of plain character classes."""
+    out = []
+    for op, items in sre_parse.parse(pattern):
+        if str(op) != "IN":
+            raise ValueError(f"not a character class: {pattern!r}")
+        out += class_items(items, pattern)
+    return out
+
+
+def class_items(items, pattern: str) -> list[int]:
     out = []
     for kind, value in items:
         if str(kind) == "LITERAL":
@@ -63,7 +69,7 @@ def fixer_triggers() -> list[tuple[str, list[int]]]:
         ("fix_c1_controls", class_members(chardata.C1_CONTROL_RE.pattern)),
         ("fix_latin_ligatures", sorted(chardata.LIGATURES)),
         ("fix_character_width", sorted(chardata.WIDTH_MAP)),
-        ("uncurl_quotes", class_members(chardata.SINGLE_QUOTE_RE.pattern) + class_members(chardata.DOUBLE_QUOTE_RE.pattern)),
+        ("uncurl_quotes", class_members(chardata.SINGLE_QUOTE_RE.pattern + chardata.DOUBLE_QUOTE_RE.pattern)),
         ("fix_line_breaks", [0x0D, 0x2028, 0x2029, 0x85]),  # its str.replace targets
         ("fix_surrogates", class_members(fixes.SURROGATE_RE.pattern)),
         ("remove_terminal_escapes", [0x1B] if fixes.ANSI_RE.pattern.startswith("\033") else []),
@@ -82,7 +88,8 @@ def ranges(points: list[int]) -> list[tuple[int, int]]:
 
 
 def python_class(points: list[int]) -> re.Pattern:
-    return re.compile("[" + "".join(re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges(points)) + "]")
+    spans = (re.escape(chr(a)) + ("-" + re.escape(chr(b)) if b > a else "") for a, b in ranges(points))
+    return re.compile("[" + "".join(spans) + "]")
 
 
 def re2_class(points: list[int]) -> str:

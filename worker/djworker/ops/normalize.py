@@ -43,7 +43,8 @@ class WhitespaceNormalizationMapper(Mapper):
 # (dj-ops.md §1.7) DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
 PUNCTUATION = {
     "，": ",", "、": ",", "。": ".",
-    "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "」": '"', "「": '"', "《": '"', "》": '"', "１": '"',
+    "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "」": '"', "「": '"', "《": '"', "》": '"',
+    "１": '"',
     "´": "'", "’": "'", "∶": ":", "：": ":", "？": "?", "！": "!", "（": "(", "）": ")", "；": ";",
     "–": "-", "━": "-", "►": "-", "—": " - ", "．": ". ", "～": "~", "…": "...",
     "〈": "<", "〉": ">", "【": "[", "】": "]", "％": "%",
@@ -67,7 +68,8 @@ class PunctuationNormalizationMapper(Mapper):
 
 @functools.cache
 def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
-    return ftfy.TextFixerConfig(explain=False, normalization=normalization)  # what fix_text(t, normalization=…) builds
+    # What ftfy.fix_text(text, normalization=…) builds, as DJ calls it.
+    return ftfy.TextFixerConfig(explain=False, normalization=normalization)
 
 
 @register("fix_unicode_mapper")

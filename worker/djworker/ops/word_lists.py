@@ -68,7 +68,8 @@ class WordListFilter(StatFilter):
 
     def words(self, text: str) -> list[str]:
         sizes = self.words_aug_group_sizes if self.use_words_aug else ()
-        return refine_words(split_words(text), lowercase=True, aug_group_sizes=sizes, aug_join_char=self.words_aug_join_char)
+        join = self.words_aug_join_char
+        return refine_words(split_words(text), lowercase=True, aug_group_sizes=sizes, aug_join_char=join)
 
     def stat_of(self, text: str) -> float:
         words, listed = self.words(text), self._words  # a private attr costs a pydantic lookup per access
