@@ -327,7 +327,7 @@ def test_full_disk_fails_partitions_keeps_the_rest_and_resumes_once_space_is_fre
     recipe = make_recipe(tmp_path, rows=2000, checkpoint_dir=str(disk), checkpoint={"strategy": "every_op"})
     proc = dj_process(recipe, JOB)
     s = failed_with(tmp_path, proc, 6, "No space left on device", "has space", "resume with: dj-process")
-    assert "partitions failed after 2 retries" in s["error"]
+    assert "partitions failed after 2 retries" in s["error"]  # retried: ENOSPC may be transient
     report = json.loads((tmp_path / "jobs" / JOB / "metadata" / "final_mapping_report.json").read_text())
     statuses = [p["status"] for p in report["partitions"]]
     assert "failed" in statuses and "completed" in statuses  # what fit was kept
@@ -365,8 +365,8 @@ def test_s3_endpoint_going_away_mid_run_fails_partitions_then_resumes_losing_not
     fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": restartable_s3.url}, skip_instance_cache=True)
     fs.mkdir("flaky")
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.3}}, {"text_length_filter": {"min_len": 100}}]
-    recipe = make_recipe(tmp_path, rows=400, process=ops, checkpoint_dir="s3://flaky/ckpt", partition={"size": 40},
-                         checkpoint={"strategy": "every_op"})
+    recipe = make_recipe(tmp_path, rows=200, process=ops, checkpoint_dir="s3://flaky/ckpt", partition={"size": 40},
+                         checkpoint={"strategy": "every_op"}, retry={"max_retries": 1})
     env = {"AWS_ENDPOINT_URL": restartable_s3.url}
     proc = start_dj_process(recipe, JOB, env=env)
     wait_for_events(tmp_path, lambda types: types.count("PARTITION_COMPLETE") >= 2, proc)
@@ -395,7 +395,7 @@ def wait_for_events(tmp: Path, predicate: Any, proc: subprocess.Popen, timeout: 
 
 # ---- misuse -----------------------------------------------------------------------------
 def test_second_run_while_the_first_runs_is_refused_and_changes_nothing(tmp_path):
-    ops = [{"slow_mapper": {"seconds": 2.0}}, {"text_length_filter": {"min_len": 100}}]
+    ops = [{"slow_mapper": {"seconds": 1.5}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=300, process=ops)
     first = start_dj_process(recipe, JOB)
     try:

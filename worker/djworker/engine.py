@@ -5,14 +5,11 @@ writes every event, keeps job_summary.json current, and always ends the job with
 exactly one of JOB_COMPLETE, JOB_FAILED or JOB_STOPPED."""
 from __future__ import annotations
 
-import heapq
 import os
-import random
 import signal
 import threading
 import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -25,21 +22,15 @@ from .errors import DJError, JobStopped, PartitionFailed
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import export, export_format
-from .faults import failpoint
 from .jobs.common import MARKER_ENV, driver_marker
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
 from .progress import compact, progress
-from .run import PartitionInterrupted, PartitionResult, PartitionTask, is_done, result_store
+from .run import PartitionTask, is_done, result_store
+from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
 from .storage import Storage, StorageOptions
-
-
-def backoff_delay(kind: str, attempt: int, base: float, cap: float, jitter: float, rng: random.Random) -> float:
-    """Delay before retry number `attempt` (1-based): exponential, linear or fixed, with +-jitter."""
-    raw = {"exponential": base * 2 ** (attempt - 1), "linear": base * attempt, "fixed": base}[kind]
-    return max(0.0, min(raw, cap) * (1 + rng.uniform(-jitter, jitter)))
 
 
 @dataclass
@@ -242,42 +233,26 @@ class Driver:
                 f"fix the cause and resume with: {self.summary['resumption_command']}")
 
     def _schedule(self, log: EventLog, pending: list[PartitionTask], lock: JobLock) -> list[tuple[int, str]]:
-        """Run tasks np at a time; retry failures with backoff; return (pid, error) of permanent failures."""
-        r = self.recipe
-        rng = random.Random()
-        queue: list[tuple[float, int, PartitionTask]] = [(0.0, t.partition.partition_id, t) for t in pending]
-        heapq.heapify(queue)
-        running: dict[Future, PartitionTask] = {}
-        failed: list[tuple[int, str]] = []
-        executor = self._executor(log)
-        last_beat = time.time()
+        """Run tasks np at a time with retries; return (pid, error) of permanent failures."""
+        r, rr = self.recipe, self.recipe.retry
+        beat = {"last": time.time()}
+
+        def should_stop() -> bool:
+            if self._stop_file_present():
+                self.request_stop()
+            return self.stop_requested.is_set()
+
+        def tick() -> None:  # a live run keeps its lock fresh for readers on other hosts
+            if time.time() - beat["last"] > 10:
+                lock.heartbeat()
+                beat["last"] = time.time()
+
+        policy = RetryPolicy(r.retries, r.backoff, rr.base_delay_s, rr.max_delay_s, rr.jitter)
         try:
-            while queue or running:
-                if self._stop_file_present():
-                    self.request_stop()
-                stopping = self.stop_requested.is_set()
-                if stopping:
-                    executor.request_stop()
-                now = time.time()
-                while not stopping and queue and queue[0][0] <= now and len(running) < r.np:
-                    _, _, task = heapq.heappop(queue)
-                    task.partition.status, task.partition.start_time = "processing", time.time()
-                    running[executor.submit(task)] = task
-                if stopping and not running:
-                    break
-                can_submit = queue and not stopping and len(running) < r.np  # else only a completion can wake us
-                timeout = max(0.0, min(0.5, queue[0][0] - time.time())) if can_submit else 0.5
-                done, _ = wait(list(running), timeout=timeout, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    task = running.pop(fut)
-                    self._settle(log, executor, fut, task, queue, failed, rng)
-                if time.time() - last_beat > 10:
-                    lock.heartbeat()
-                    last_beat = time.time()
+            return Scheduler(self._executor(log), r.np, policy, log.emit, should_stop, tick).run(pending)
         finally:
             if self.stop_requested.is_set():
                 self._shutdown_executor()
-        return failed
 
     def _executor(self, log: EventLog) -> Any:
         """One pool (or Ray connection) per run, reused across stages."""
@@ -289,38 +264,6 @@ class Driver:
         if self.executor is not None:
             self.executor.shutdown(kill=self.stop_requested.is_set())
             self.executor = None
-
-    def _settle(self, log, executor, fut: Future, task: PartitionTask, queue, failed, rng) -> None:
-        pid, part = task.partition.partition_id, task.partition
-        try:
-            res: PartitionResult = fut.result()
-        except PartitionInterrupted as err:
-            part.status = "pending"
-            log.emit(EventType.INFO, partition_id=pid, message=str(err))
-            return
-        except BaseException as err:  # noqa: BLE001 - every worker failure is a partition failure
-            if hasattr(executor, "on_failure"):
-                executor.on_failure(err)
-            attempt = task.attempt + 1
-            final = attempt > self.recipe.retries or (isinstance(err, DJError) and not err.retryable
-                                                       and not isinstance(err, PartitionFailed))
-            error = f"{type(err).__name__}: {err}"
-            log.emit(EventType.PARTITION_FAILED, partition_id=pid, retry_count=task.attempt, error=error,
-                     stack_trace="".join(traceback.format_exception(err)), final=final)
-            if final:
-                part.status, part.error, part.end_time = "failed", error, time.time()
-                failed.append((pid, error))
-                return
-            task.attempt = part.retries = attempt
-            rr = self.recipe.retry
-            delay = backoff_delay(self.recipe.backoff, attempt, rr.base_delay_s, rr.max_delay_s, rr.jitter, rng)
-            heapq.heappush(queue, (time.time() + delay, pid, task))
-            return
-        failpoint("partition_done")
-        part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
-        log.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
-                 duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops,
-                 stage=task.stage, stages=task.stages)
 
     def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
         if not self.recipe.export_path:

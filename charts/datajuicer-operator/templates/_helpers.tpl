@@ -78,9 +78,18 @@ proves each one is required (the API refuses it once the verb is removed) and su
   verbs: [create]
 {{- end }}
 
-{{/* Cluster-scoped, in either mode: kopf watches CRDs to notice its resource (re)appear. */}}
+{{/*
+Cluster-scoped, in either mode: kopf watches CRDs to notice its resource (re)appear. Watching
+given namespaces only, kopf also lists and watches namespaces: without that it retries the
+listing for about a minute before it starts reconciling at all.
+*/}}
 {{- define "datajuicer-operator.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
 {{- end }}

@@ -137,6 +137,8 @@ def test_option_that_needs_a_model_is_refused_up_front(name, args, needs):
         ("stopwords_filter", {"lang": "xx"}, "lang 'xx' has no stopwords list"),
         ("flagged_words_filter", {"flagged_words_dir": "/nonexistent/lists"}, "does not exist"),
         ("remove_repeat_sentences_mapper", {"tokenizer": "print('hi')"}, "one-argument lambda"),
+        ("clean_links_mapper", {"pattern": "r'(unclosed'"}, "pattern"),
+        ("document_minhash_deduplicator", {"ignore_pattern": "[a-"}, "ignore_pattern"),
     ],
 )
 def test_bad_argument_is_refused_at_build_time(name, args, message):

@@ -200,5 +200,6 @@ def describe_validation(err: ValidationError, known: dict[str, Any]) -> str:
             tip = f" (did you mean {hint[0]!r}?)" if hint else ""
             parts.append(f"unknown parameter {key!r}{tip}")
         else:
-            parts.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+            msg = e["msg"].removeprefix("Value error, ")
+            parts.append(f"{key}: {msg} (got {e.get('input')!r})" if key else msg)
     return "; ".join(parts)

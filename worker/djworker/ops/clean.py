@@ -7,6 +7,7 @@ from typing import ClassVar, Optional
 import pyarrow as pa
 import pyarrow.compute as pc
 import regex
+from pydantic import field_validator, model_validator
 
 from .base import Mapper, register
 from .text_utils import map_rows, require_text, strip_raw_string
@@ -28,6 +29,16 @@ class PatternMapper(Mapper):
     # An RE2 pattern that every match of the default pattern contains: rows where it
     # finds nothing cannot match and skip the (much slower) `regex` substitution.
     prefilter: ClassVar[Optional[str]] = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None:
+            try:
+                compiled(strip_raw_string(value))  # a bad pattern fails the recipe, not a partition
+            except regex.error as err:
+                raise ValueError(f"not a valid regex: {err}") from None
+        return value
 
     def compiled(self) -> regex.Pattern:
         return compiled(strip_raw_string(self.pattern) if self.pattern is not None else self.default_pattern)
@@ -81,16 +92,29 @@ class CleanIpMapper(PatternMapper):
     prefilter: ClassVar[Optional[str]] = r"[0-9]\.[0-9]|:"
 
 
+@functools.cache
+def parser():
+    """selectolax's Lexbor HTML5 parser, the one DJ 1.6.1 uses (imported lazily: only this op needs it)."""
+    try:
+        from selectolax.lexbor import LexborHTMLParser
+    except ImportError:
+        raise ValueError("clean_html_mapper needs selectolax 1.0.2 (pip install selectolax==1.0.2)") from None
+    return LexborHTMLParser
+
+
 @register("clean_html_mapper")
 class CleanHtmlMapper(Mapper):
     """Text content of the HTML5 parse, nodes joined with no separator (dj-ops.md §1.3)."""
 
-    def map_text(self, text: str) -> str:
-        from selectolax.lexbor import LexborHTMLParser
+    @model_validator(mode="after")
+    def _parser_installed(self):
+        parser()  # fail when the recipe is built, not in the middle of a run
+        return self
 
+    def map_text(self, text: str) -> str:
         # DJ turns list items into '*' bullets before parsing; exact and case-sensitive.
         text = text.replace("<li>", "\n*").replace("</li>", "").replace("<ol>", "\n*").replace("</ol>", "")
-        return LexborHTMLParser(text).text()
+        return parser()(text).text()
 
     # The HTML5 parser changes text only at '<', '&', NUL and CR, and drops leading
     # whitespace; rows with none of these come out as they went in.

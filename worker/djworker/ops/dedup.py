@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import regex
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from .base import Deduplicator, register
 from .text_utils import as_array, model_required, text_list
@@ -70,6 +70,16 @@ class ShingleDeduplicator(Deduplicator):
     ignore_pattern: Optional[str] = None
 
     punctuation: ClassVar[regex.Pattern] = regex.compile(r"\p{P}")
+
+    @field_validator("ignore_pattern")
+    @classmethod
+    def _compiles(cls, value: Optional[str]) -> Optional[str]:
+        if value:
+            try:
+                compiled(value)  # a bad pattern fails the recipe, not a partition
+            except regex.error as err:
+                raise ValueError(f"not a valid regex: {err}") from None
+        return value
 
     def prepared(self, text: str) -> str:
         if self.lowercase:
