@@ -327,32 +327,37 @@ class OwnerReferenceEnforcingCluster(LocalCluster):
         return [*super()._apiserver_flags(), "--enable-admission-plugins=OwnerReferencesPermissionEnforcement"]
 
 
-def test_a_clean_cluster_gets_the_crd_from_helm_and_finalizers_update_lets_children_block_deletion(
+def test_on_a_clean_cluster_helm_installs_the_crd_and_the_operator_needs_crd_watch_and_finalizers_update(
         kube_cluster, tmp_path):
-    """A fresh apiserver with OwnerReferencesPermissionEnforcement: Helm installs the whole
-    chart, CRD included; the operator's identity may create a child that blocks its job's
-    deletion, and may not once `update` on datajuicerjobs/finalizers is removed."""
+    """A fresh apiserver with OwnerReferencesPermissionEnforcement (OpenShift turns it on).
+    Helm installs the whole chart, CRD included. The CRD is then re-created while the
+    operator runs: it notices through its CRD watch and accepts a job, whose children carry
+    blockOwnerDeletion; without `update` on datajuicerjobs/finalizers it cannot create them."""
     tokens = {OPERATOR_SA_TOKEN: (OPERATOR_SA_USER, OPERATOR_SA_GROUPS)}
     with OwnerReferenceEnforcingCluster(kube_cluster.binaries, tmp_path, tokens) as strict:
         with helm_config(strict) as cfg:
-            installed = cfg.install(str(CHART), RELEASE, {}, create_namespace=True, timeout=60)
+            installed = cfg.install(str(CHART), RELEASE, test_values(free_port()), create_namespace=True, timeout=60)
         wait_for(lambda: is_established(strict, CRD_NAME), 30, "the CRD Helm installed to be Established")
-        strict.kubectl("apply", "-n", "default", "-f", "-", input=yaml.safe_dump(job_manifest("owner", "b", "http://x")))
-        uid = json.loads(strict.kubectl("get", "-n", "default", "djjob", "owner", "-o", "json").stdout)["metadata"]["uid"]
-        as_operator = strict.kubeconfig_for(OPERATOR_SA_TOKEN)
+        strict.kubectl("delete", "crd", CRD_NAME)
+        manifests = parsed(installed)
+        operator = ChartOperator(operator_container(manifests), strict.kubeconfig_for(OPERATOR_SA_TOKEN),
+                                 tmp_path / "dj-operator.log").start()
+        try:
+            strict.kubectl("apply", "-f", str(CHART / "crds"))
+            wait_for(lambda: is_established(strict, CRD_NAME), 30, "the re-created CRD to be Established")
+            kc = Kubectl(strict, "default")
+            kc.apply(job_manifest("first", "b", "http://x"))
+            why = lambda: f"{kc.status('first')}\n{operator.tail()}"  # noqa: E731
+            wait_for(lambda: [p for p in kc.pods() if p["metadata"]["name"] == "first-driver-1"], 60,
+                     "the operator to notice the new CRD and start the job's driver", why)
 
-        def create_child(name: str):
-            child = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "ownerReferences": [
-                {"apiVersion": "datajuicer.io/v1alpha1", "kind": "DataJuicerJob", "name": "owner", "uid": uid,
-                 "controller": True, "blockOwnerDeletion": True}]}}
-            return strict.kubectl("create", "-n", "default", "-f", "-", input=yaml.safe_dump(child),
-                                  kubeconfig=as_operator, check=False)
-
-        assert create_child("with-rule").returncode == 0
-        access = Rbac(strict, RELEASE)
-        access.set_rules(without(only(parsed(installed), "ClusterRole")["rules"],
-                                 "datajuicer.io", "datajuicerjobs/finalizers", "update"))
-        wait_for(lambda: not access.allowed("datajuicer.io", "datajuicerjobs/finalizers", "update"), 30,
-                 "finalizers update refused")
-        refused = create_child("without-rule")
-        assert refused.returncode != 0 and "blockOwnerDeletion" in refused.stderr, refused.stderr
+            access = Rbac(strict, RELEASE)
+            removed = ("datajuicer.io", "datajuicerjobs/finalizers", "update")
+            access.set_rules(without(only(manifests, "ClusterRole")["rules"], *removed))
+            wait_for(lambda: not access.allowed(*removed), 30, "finalizers update refused")
+            kc.apply(job_manifest("second", "b", "http://x"))
+            message = wait_for(lambda: kopf_retry_message(kc, "second"), 30, "the second job's failure", why)
+            assert "blockOwnerDeletion" in message and "Forbidden" in message, message
+            assert [p["metadata"]["name"] for p in kc.pods()] == ["first-driver-1"]
+        finally:
+            operator.stop()

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from djworker.config import build_ops, load_recipe
-from djworker.engine import backoff_delay
+from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe, output_rows
 from tests.support.ray import alive, kill_pids, ray_runs, wait_gone  # noqa: F401  (ray_runs is a fixture)

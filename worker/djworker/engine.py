@@ -192,6 +192,9 @@ class Driver:
             export_format(self.recipe.export_path)  # a bad suffix fails before any work
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
+        executor = self._executor(log)
+        if hasattr(executor, "warm_up"):
+            executor.warm_up()  # workers start while the driver plans
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
         decisions: dict[int, Decision] = {}

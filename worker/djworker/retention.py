@@ -34,7 +34,7 @@ def is_expired(summary: dict[str, Any], max_age_days: Optional[float], now: floa
     runs never is; a crashed one (status still 'running') ages from its last start."""
     if max_age_days is None or driver_alive:
         return False
-    ended = summary.get("end_time") or summary.get("run_start_time") or summary.get("start_time")
+    ended = next((summary[k] for k in ("end_time", "run_start_time", "start_time") if summary.get(k) is not None), None)
     return ended is not None and now - float(ended) >= max_age_days * 86400
 
 
@@ -89,7 +89,7 @@ def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[flo
     for job_id in storage.listdir(work_dir):
         if job_id in exclude:
             continue
-        summary = read_summary(storage, JobPaths.of(recipe, job_id))
+        summary = read_summary(storage, JobPaths(job_id, join(work_dir, job_id), "", "", ""))
         if not summary:
             continue
         alive = summary.get("status") == "running" and is_alive(summary.get("process") or {})

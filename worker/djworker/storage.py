@@ -125,7 +125,7 @@ class Storage:
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """A file object; on object storage its reads and writes translate errors like every other call."""
         fh = self._guard("opening", uri, self.fs(uri).open, self._path(uri), mode, **kwargs)
-        return GuardedFile(fh, lambda what, err: self._translate(what, uri, err)) if is_remote(uri) else fh
+        return GuardedFile(fh, mode, lambda what, err: self._translate(what, uri, err)) if is_remote(uri) else fh
 
     def info(self, uri: str) -> dict[str, Any]:
         return self._guard("inspecting", uri, self.fs(uri).info, self._path(uri))
@@ -200,8 +200,9 @@ class GuardedFile:
     """A remote file whose lazy reads and writes (s3fs fetches on read, uploads on write and
     close) raise the same DJErrors as the Storage calls, not raw botocore errors."""
 
-    def __init__(self, fh: Any, translate: Any):
+    def __init__(self, fh: Any, mode: str, translate: Any):
         self._fh, self._translate = fh, translate
+        self._closing = "writing" if mode.startswith(("w", "a", "x")) else "closing"
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
         try:
@@ -228,7 +229,7 @@ class GuardedFile:
         return self._call("writing", self._fh.flush)
 
     def close(self) -> Any:
-        return self._call("writing" if getattr(self._fh, "mode", "rb").startswith(("w", "a")) else "closing", self._fh.close)
+        return self._call(self._closing, self._fh.close)
 
     def __iter__(self) -> Any:
         it = iter(self._fh)

@@ -7,7 +7,6 @@ driver sees its partitions fail (retryable) and the pool is rebuilt."""
 from __future__ import annotations
 
 import multiprocessing as mp
-import queue
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -42,18 +41,14 @@ class LocalExecutor:
         self.events = self.ctx.Queue()
         self.stop_flag = self.ctx.Event()
         self.pool: Optional[ProcessPoolExecutor] = None
-        self._closing = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="dj-events", daemon=True)
         self._drainer.start()
 
     def _drain(self) -> None:
         while True:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
-                if self._closing.is_set():
-                    return
-                continue
+            event = self.events.get()
+            if event is None:  # shutdown's sentinel: every worker event before it is written
+                return
             self.on_event(event)
 
     def _pool(self) -> ProcessPoolExecutor:
@@ -61,6 +56,12 @@ class LocalExecutor:
             self.pool = ProcessPoolExecutor(self.np, mp_context=self.ctx, initializer=_init_worker,
                                             initargs=(self.events, self.stop_flag))
         return self.pool
+
+    def warm_up(self) -> None:
+        """Start the workers in the background: they boot while the driver plans."""
+        pool = self._pool()
+        threading.Thread(target=lambda: [pool.submit(int) for _ in range(self.np)], name="dj-warm-up",
+                         daemon=True).start()
 
     def submit(self, task: PartitionTask) -> Future:
         try:
@@ -100,5 +101,5 @@ class LocalExecutor:
                 self._kill_workers()
             self.pool.shutdown(wait=not kill, cancel_futures=True)
             self.pool = None
-        self._closing.set()
+        self.events.put(None)
         self._drainer.join(timeout=5)

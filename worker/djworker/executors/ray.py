@@ -80,6 +80,13 @@ def _remote_run(task: PartitionTask, mailbox: Any) -> Any:
     return run_partition(task, emit, should_stop)
 
 
+def _warm() -> int:
+    import djworker.ops._load_all  # noqa: F401  (the slow imports happen while the driver plans)
+    import djworker.run  # noqa: F401
+
+    return os.getpid()
+
+
 def ray_address(recipe: Any) -> str:
     return recipe.ray_address or os.environ.get("RAY_ADDRESS") or "local"
 
@@ -104,6 +111,7 @@ class RayExecutor:
         self.ray = ray
         self.on_event = on_event
         self.address = ray_address(recipe)
+        self.slots = recipe.np
         self.owns_ray = not ray.is_initialized()
         before = _descendants()
         if self.owns_ray:
@@ -124,6 +132,11 @@ class RayExecutor:
         self._closing = threading.Event()
         self._drainer = threading.Thread(target=self._drain, name="dj-ray-events", daemon=True)
         self._drainer.start()
+
+    def warm_up(self) -> None:
+        """Boot one worker per slot and import the ops there, while the driver plans."""
+        warm = self.ray.remote(_warm).options(max_retries=0, num_cpus=1)
+        self._warming = [warm.remote() for _ in range(self.slots)]
 
     def submit(self, task: PartitionTask) -> Future:
         out: Future = Future()

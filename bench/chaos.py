@@ -1,0 +1,481 @@
+"""Chaos: SIGKILL a job again and again at random moments, resume it, and prove exactly-once.
+
+One job (hundreds of partitions, every_n_ops checkpoints, a global deduplicator) runs under
+dj-process. At random moments the harness SIGKILLs the driver's process group, or one worker
+process, or arms a failpoint that SIGKILLs the job mid-checkpoint-write, mid-export, after an
+op, after a partition or inside the global dedup decision. After each driver death it resumes
+with the same --job_id, until the kill budget is spent and the job completes. If a job completes
+while kills remain, a new job (a new round) starts. Then, per round:
+
+- output == an uninterrupted run's output, byte for byte after sorting by id (lost, duplicated);
+- the event log accounts for every partition exactly once (see `accounting`);
+- no process that any run started is still alive (orphans).
+
+    .venv/bin/python bench/chaos.py --kills 50                  # local executor, 300 partitions
+    .venv/bin/python bench/chaos.py --kills 10 --executor ray --partitions 100
+
+`chaos()` is the harness; tests/reliability/test_chaos.py runs it with a handful of kills."""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import orjson
+import psutil
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "worker"))
+
+from djworker.demo_data import rows as demo_rows  # noqa: E402
+from djworker.progress import progress  # noqa: E402
+
+OPS = [
+    {"clean_links_mapper": {}},
+    {"clean_email_mapper": {}},
+    {"whitespace_normalization_mapper": {}},
+    {"document_deduplicator": {}},
+    {"fix_unicode_mapper": {}},
+    {"text_length_filter": {"min_len": 20, "max_len": 2000}},
+]
+TIMED = ("driver", "worker")  # killed by the harness at a random moment
+# failpoint -> how many hits one process sees, per remaining partition (a random N up to that kills)
+FAILPOINTS = {"checkpoint_mid_write": 4.0, "export_mid_write": None, "op_done": 5.0, "partition_done": 2.0,
+              "dedup_decide": None}
+KINDS = TIMED + tuple(FAILPOINTS)
+
+
+# ---- the job --------------------------------------------------------------------------
+def write_input(path: Path, n: int) -> None:
+    """The demo corpus, plus exact duplicates of earlier rows (new ids) across partitions,
+    so the global deduplicator's decision shapes the output."""
+    texts: list[str] = []
+    with open(path, "wb") as fh:
+        for row in demo_rows(n):
+            i = row["id"]
+            if i % 9 == 4 and i >= 37:
+                row["text"] = texts[i - 37]
+            texts.append(row["text"])
+            fh.write(orjson.dumps(row) + b"\n")
+
+
+def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per_partition: int, np: int) -> Path:
+    data = root / "input.jsonl"
+    if not data.exists():
+        write_input(data, partitions * rows_per_partition)
+    recipe = {
+        "project_name": "chaos", "dataset_path": str(data), "export_path": str(root / "out" / f"{name}.jsonl"),
+        "work_dir": str(root / "jobs"), "event_log_dir": str(root / "events"), "checkpoint_dir": str(root / "ckpt"),
+        "executor_type": executor, "np": np, "partition": {"size": rows_per_partition},
+        "checkpoint": {"strategy": "every_n_ops", "n_ops": 2},
+        "retry": {"max_retries": 5, "base_delay_s": 0.05, "max_delay_s": 0.5},
+        "process": OPS,
+    }
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def dj_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DJ_FAILPOINTS", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "worker"), str(REPO), env.get("PYTHONPATH", "")] if p)
+    env.update(extra or {})
+    return env
+
+
+# ---- watching processes ----------------------------------------------------------------
+class Watcher:
+    """Records every process in a driver's tree (pid + start time) while it runs."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[int, float], str] = {}
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def watch(self, pid: int) -> None:
+        self.stop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, args=(pid,), daemon=True)
+        self._thread.start()
+
+    def _loop(self, pid: int) -> None:
+        while not self._stop.is_set():
+            self.record(pid)
+            self._stop.wait(0.05)
+
+    def record(self, pid: int) -> list[psutil.Process]:
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.Error:
+            return []
+        for proc in procs:
+            try:
+                self.seen.setdefault((proc.pid, proc.create_time()), " ".join(proc.cmdline())[:160])
+            except psutil.Error:
+                pass
+        return procs[1:]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def alive(self) -> dict[int, str]:
+        """Recorded processes still running (the same pid *and* start time; zombies are gone)."""
+        out = {}
+        for (pid, started), cmd in self.seen.items():
+            try:
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - started) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
+                    out[pid] = cmd
+            except psutil.Error:
+                pass
+        return out
+
+
+def is_worker(proc: psutil.Process, driver: int, executor: str) -> bool:
+    """A process that runs partitions: a pool worker (forked by the forkserver) or a Ray task worker."""
+    try:
+        if executor == "ray":
+            return "default_worker.py" in " ".join(proc.cmdline()) or proc.name().startswith("ray::")
+        return proc.ppid() != driver and "forkserver" in " ".join(proc.cmdline())
+    except psutil.Error:
+        return False
+
+
+# ---- tally -----------------------------------------------------------------------------
+@dataclass
+class Tally:
+    executor: str
+    partitions: int
+    rows: int
+    seed: int = 0
+    kills: Counter = field(default_factory=Counter)
+    runs: int = 0
+    rounds: int = 0
+    exits: Counter = field(default_factory=Counter)
+    lost: int = 0
+    duplicated: int = 0
+    mismatched: int = 0
+    problems: list[str] = field(default_factory=list)
+    orphans: dict[int, str] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+    @property
+    def total_kills(self) -> int:
+        return sum(self.kills.values())
+
+    @property
+    def ok(self) -> bool:
+        return not (self.lost or self.duplicated or self.mismatched or self.problems or self.orphans)
+
+    def render(self) -> str:
+        lines = [
+            f"executor {self.executor}: {self.partitions} partitions x {self.rows // max(self.partitions, 1)} rows, "
+            f"{self.rounds} round(s), {self.runs} dj-process runs, wall {self.wall_s:.0f}s, seed {self.seed}",
+            f"kills: {self.total_kills} (" + ", ".join(f"{k} {v}" for k, v in sorted(self.kills.items())) + ")",
+            "run exits: " + ", ".join(f"{k}: {v}" for k, v in sorted(self.exits.items(), key=str)),
+            f"lost: {self.lost}  duplicated: {self.duplicated}  mismatched: {self.mismatched}  "
+            f"accounting problems: {len(self.problems)}  orphans: {len(self.orphans)}",
+        ]
+        lines += [f"  problem: {p}" for p in self.problems[:20]]
+        lines += [f"  orphan: {pid} {cmd}" for pid, cmd in list(self.orphans.items())[:20]]
+        lines.append("RESULT: " + ("OK, exactly once" if self.ok else "FAILED"))
+        return "\n".join(lines)
+
+
+# ---- checks ----------------------------------------------------------------------------
+def by_id(path: Path) -> dict[Any, list[bytes]]:
+    out: dict[Any, list[bytes]] = {}
+    for line in path.read_bytes().splitlines():
+        if line:
+            out.setdefault(orjson.loads(line)["id"], []).append(line)
+    return out
+
+
+def compare(reference: Path, got: Path, tally: Tally) -> None:
+    """Byte-for-byte after sorting by id: lost ids, extra copies, and rows whose bytes differ."""
+    ref, out = by_id(reference), by_id(got)
+    tally.lost += sum(1 for i in ref if i not in out)
+    tally.duplicated += sum(len(lines) - 1 for lines in out.values()) + sum(len(v) for i, v in out.items() if i not in ref)
+    tally.mismatched += sum(1 for i, lines in out.items() if i in ref and lines[0] != ref[i][0])
+
+
+def read_events(root: Path, job: str) -> list[dict[str, Any]]:
+    path = root / "events" / job / "event_logs" / "events.jsonl"
+    evs = []
+    for line in path.read_bytes().splitlines() if path.exists() else []:
+        try:
+            evs.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            evs.append({"event_type": "__TORN__"})
+    return evs
+
+
+def accounting(root: Path, job: str, out_rows: int) -> list[str]:
+    """What the event log must say after a chaotic job completed (empty list = consistent):
+    the final fold has every planned partition completed; no partition's final result was
+    accepted (PARTITION_COMPLETE, last stage) twice across all runs; in the last run each
+    partition was completed or skipped exactly once; one JOB_COMPLETE, one committed export."""
+    problems = []
+    evs = read_events(root, job)
+    plan = orjson.loads((root / "jobs" / job / "metadata" / "dataset_mapping.json").read_bytes())
+    pids = [p["partition_id"] for p in plan["partitions"]]
+    fold = progress(evs, plan, time.time())
+    o = fold["overall_progress"]
+    if o["job_status"] != "completed" or o["partitions"]["completed"] != len(pids) or o["partitions"]["total"] != len(pids):
+        problems.append(f"{job}: final fold {o['job_status']} {o['partitions']}")
+    last = lambda e: (e.get("stage") or 0) == (e.get("stages") or 1) - 1  # noqa: E731
+    completes = Counter(e["partition_id"] for e in evs if e["event_type"] == "PARTITION_COMPLETE" and last(e))
+    twice = sorted(p for p, n in completes.items() if n > 1)
+    if twice:
+        problems.append(f"{job}: partitions completed twice across runs: {twice[:10]}")
+    starts = [i for i, e in enumerate(evs) if e["event_type"] in ("JOB_START", "JOB_RESUMED")]
+    final = evs[starts[-1]:] if starts else []
+    ends = Counter(e["partition_id"] for e in final
+                   if e["event_type"] in ("PARTITION_COMPLETE", "PARTITION_SKIPPED") and last(e))
+    wrong = sorted(p for p in pids if ends[p] != 1)
+    if wrong:
+        problems.append(f"{job}: partitions not completed exactly once in the final run: {wrong[:10]}")
+    types = [e["event_type"] for e in evs]
+    if types.count("JOB_COMPLETE") != 1 or types[-1] != "JOB_COMPLETE":
+        problems.append(f"{job}: {types.count('JOB_COMPLETE')} JOB_COMPLETE events, last event {types[-1:]}")
+    exports = [e for e in evs if e["event_type"] == "INFO" and e.get("export_path")]
+    if len(exports) != 1 or exports[0].get("rows_out") != out_rows:
+        problems.append(f"{job}: {len(exports)} committed exports, rows {[e.get('rows_out') for e in exports]} "
+                        f"vs {out_rows} in the output")
+    if "__TORN__" in types[:-1]:
+        problems.append(f"{job}: a torn event line in the middle of the log")
+    return problems
+
+
+# ---- the harness -------------------------------------------------------------------------
+@dataclass
+class Run:
+    proc: subprocess.Popen
+    started: float
+    temp: Optional[str]
+
+
+class Chaos:
+    def __init__(self, root: Path, executor: str, partitions: int, rows_per_partition: int, np: int,
+                 seed: int, kinds: tuple[str, ...], first: tuple[str, ...], log: Callable[[str], None]):
+        self.root, self.executor, self.np, self.kinds, self.log = root, executor, np, kinds, log
+        self.rng = random.Random(seed)
+        self.first = list(first)  # kinds to use first, in order, where they apply
+        self.partitions, self.rows_per_partition = partitions, rows_per_partition
+        self.recipe = write_recipe(root, "chaos", executor, partitions, rows_per_partition, np)
+        self.watcher = Watcher()
+        self.tally = Tally(executor, partitions, partitions * rows_per_partition, seed)
+        self.temps: list[str] = []
+        self.clean_s = 30.0
+
+    def start(self, job: str, recipe: Optional[Path] = None, failpoint: Optional[str] = None) -> Run:
+        extra = {"DJ_FAILPOINTS": failpoint} if failpoint else {}
+        temp = None
+        if self.executor == "ray":
+            temp = tempfile.mkdtemp(prefix="djc-", dir="/tmp")  # Ray's socket paths must stay short
+            self.temps.append(temp)
+            extra["DJ_RAY_TEMP_DIR"] = temp
+        logs = self.root / "logs"
+        logs.mkdir(exist_ok=True)
+        cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe or self.recipe),
+               "--job_id", job, "--quiet"]
+        with open(logs / f"{job}.log", "ab") as out:
+            proc = subprocess.Popen(cmd, env=dj_env(extra), stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True, cwd=self.root)
+        self.tally.runs += 1
+        self.watcher.watch(proc.pid)
+        return Run(proc, time.time(), temp)
+
+    def finish(self, run: Run, timeout: float = 600) -> int:
+        try:
+            code = run.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.tally.problems.append(f"a run did not end within {timeout}s (pid {run.proc.pid}); killed")
+            os.killpg(run.proc.pid, signal.SIGKILL)
+            code = run.proc.wait()
+        self.watcher.stop()
+        self.tally.exits[code] += 1
+        return code
+
+    # -- one reference run, uninterrupted --
+    def reference(self) -> Path:
+        recipe = write_recipe(self.root, "reference", self.executor, self.partitions, self.rows_per_partition, self.np)
+        t0 = time.time()
+        code = self.finish(self.start("reference", recipe))
+        self.tally.runs -= 1  # not a chaos run
+        self.tally.exits[code] -= 1
+        if code != 0:
+            raise RuntimeError(f"the uninterrupted reference run failed ({code}): see {self.root / 'logs'}")
+        self.clean_s = time.time() - t0
+        self.log(f"reference run: {self.clean_s:.1f}s")
+        return self.root / "out" / "reference.jsonl"
+
+    def remaining(self, job: str) -> float:
+        """Share of the job's partition work still to do (1.0 before planning)."""
+        plan_path = self.root / "jobs" / job / "metadata" / "dataset_mapping.json"
+        if not plan_path.exists():
+            return 1.0
+        fold = progress(read_events(self.root, job), orjson.loads(plan_path.read_bytes()), time.time())
+        parts = fold["overall_progress"]["partitions"]
+        return max(0.05, 1 - parts["completed"] / max(parts["total"], 1))
+
+    def choose(self, job: str, live: bool) -> str:
+        """The next kill: timed kinds only on a live run; no dedup_decide once the decision is saved;
+        only export or timed kills once every partition is done."""
+        done = self.remaining(job) <= 0.05 and (self.root / "jobs" / job / "metadata").exists()
+        decided = any((self.root / "ckpt" / job).glob("dedup_op*.json")) if (self.root / "ckpt" / job).exists() else False
+        fits = [k for k in self.kinds if (k in TIMED or not live) and not (k == "dedup_decide" and decided)
+                and not (done and k in ("checkpoint_mid_write", "op_done", "partition_done"))]
+        if self.first and self.first[0] in fits:
+            return self.first.pop(0)
+        return self.rng.choice(fits or list(TIMED))
+
+    def failpoint_spec(self, kind: str, job: str) -> str:
+        share = self.remaining(job)
+        if kind == "dedup_decide":
+            n = 1
+        elif kind == "export_mid_write":
+            n = self.rng.randint(1, self.partitions)
+        else:
+            per_process = FAILPOINTS[kind] * share * self.partitions / (1 if kind == "partition_done" else self.np)
+            n = self.rng.randint(1, max(1, int(per_process)))
+        return f"{kind}={n}"
+
+    def timed_kill(self, run: Run, kind: str, job: str) -> bool:
+        """Wait a random moment, then SIGKILL the driver's group or one worker. False if the run ended first."""
+        deadline = time.time() + self.rng.uniform(0.2, max(0.5, self.clean_s * (0.2 + 0.8 * self.remaining(job))))
+        while time.time() < deadline:
+            if run.proc.poll() is not None:
+                return False
+            time.sleep(0.02)
+        if kind == "driver":
+            try:
+                os.killpg(run.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                return False
+            return True
+        give_up = time.time() + max(5.0, self.clean_s)
+        while time.time() < give_up and run.proc.poll() is None:
+            workers = [p for p in self.watcher.record(run.proc.pid) if is_worker(p, run.proc.pid, self.executor)]
+            if workers:
+                victim = self.rng.choice(workers)
+                try:
+                    victim.kill()
+                    return True
+                except psutil.Error:
+                    pass
+            time.sleep(0.02)
+        return False
+
+    def round(self, job: str, budget: int, reference: Path) -> int:
+        """Kill one job up to `budget` times, then let it complete; returns the kills spent."""
+        spent, run = 0, None
+        while True:
+            live = run is not None  # after a worker kill the driver goes on: only a timed kill applies
+            kind = self.choose(job, live) if spent < budget else None
+            failpoint = self.failpoint_spec(kind, job) if kind in FAILPOINTS else None
+            if not live:
+                run = self.start(job, failpoint=failpoint)
+            if kind in TIMED and self.timed_kill(run, kind, job):
+                spent += 1
+                self.tally.kills[kind] += 1
+                self.log(f"  {job}: killed the {kind} ({spent}/{budget})")
+                if kind == "worker":
+                    continue  # the driver retries the partition; keep this run
+            code = self.finish(run)
+            run = None
+            if code == -signal.SIGKILL and failpoint:
+                spent += 1
+                self.tally.kills[failpoint.split("=")[0]] += 1
+                self.log(f"  {job}: failpoint {failpoint} fired ({spent}/{budget})")
+            elif code == 0:
+                break
+            elif code != -signal.SIGKILL:
+                self.log(f"  {job}: run exited {code}; resuming")
+        out = self.root / "out" / "chaos.jsonl"
+        compare(reference, out, self.tally)
+        self.tally.problems += accounting(self.root, job, sum(1 for line in out.read_bytes().splitlines() if line))
+        self.tally.rounds += 1
+        kept = self.root / "out" / f"{job}.jsonl"
+        shutil.move(str(out), kept)
+        return spent
+
+    def cleanup(self) -> None:
+        self.watcher.stop()
+        for temp in self.temps:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300, rows_per_partition: int = 10,
+          np: int = 2, seed: int = 0, kinds: tuple[str, ...] = KINDS, first: tuple[str, ...] = (),
+          log: Callable[[str], None] = print) -> Tally:
+    """Run the chaos harness under root (a fresh directory); return the tally.
+
+    Orphans are checked last: every process any run started must be gone (allowing a few
+    seconds for Ray's fate-sharing teardown); survivors are reported, then killed."""
+    t0 = time.time()
+    harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log)
+    try:
+        reference = harness.reference()
+        job_no = 0
+        while harness.tally.total_kills < kills:
+            job_no += 1
+            harness.round(f"chaos{job_no}", kills - harness.tally.total_kills, reference)
+        deadline = time.time() + 15
+        while (left := harness.watcher.alive()) and time.time() < deadline:
+            time.sleep(0.2)
+        harness.tally.orphans = left
+        for pid in left:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+    finally:
+        harness.cleanup()
+    harness.tally.wall_s = time.time() - t0
+    return harness.tally
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--kills", type=int, default=50)
+    p.add_argument("--executor", choices=["local", "ray"], default="local")
+    p.add_argument("--partitions", type=int, default=300)
+    p.add_argument("--rows-per-partition", type=int, default=10)
+    p.add_argument("--np", type=int, default=2)
+    p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
+    p.add_argument("--dir", help="work here (kept); default a temporary directory, removed on success")
+    a = p.parse_args(argv)
+    seed = a.seed if a.seed is not None else random.randrange(1 << 30)
+    kinds = tuple(k for k in a.kinds.split(",") if k)
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        p.error(f"unknown kinds {sorted(unknown)}")
+    root = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="dj-chaos-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"chaos: {a.kills} kills, executor {a.executor}, seed {seed}, in {root}")
+    tally = chaos(root, a.kills, a.executor, a.partitions, a.rows_per_partition, a.np, seed, kinds)
+    print(tally.render())
+    if tally.ok and not a.dir:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0 if tally.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
