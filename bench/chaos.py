@@ -71,6 +71,15 @@ def write_input(path: Path, n: int) -> None:
             fh.write(orjson.dumps(row) + b"\n")
 
 
+def snapshot(ref: str, dest: Path) -> Path:
+    """worker/ as of a git ref, for long runs in a tree that someone keeps editing."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "worker/djworker"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "worker"
+
+
 def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per_partition: int, np: int) -> Path:
     data = root / "input.jsonl"
     if not data.exists():
@@ -88,9 +97,10 @@ def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per
     return path
 
 
-def dj_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
+def dj_env(extra: Optional[dict[str, str]] = None, code: Optional[Path] = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("DJ_FAILPOINTS", "RAY_ADDRESS")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(REPO / "worker"), str(REPO), env.get("PYTHONPATH", "")] if p)
+    paths = [str(code or REPO / "worker"), str(REPO), env.get("PYTHONPATH", "")]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     env.update(extra or {})
     return env
 
@@ -199,10 +209,15 @@ class Tally:
 
 # ---- checks ----------------------------------------------------------------------------
 def by_id(path: Path) -> dict[Any, list[bytes]]:
+    """Output lines by their row id; a line that is not a JSON row goes under ('unparsable', n)."""
     out: dict[Any, list[bytes]] = {}
-    for line in path.read_bytes().splitlines():
-        if line:
-            out.setdefault(orjson.loads(line)["id"], []).append(line)
+    for n, line in enumerate(path.read_bytes().splitlines()):
+        try:
+            key = orjson.loads(line)["id"] if line else None
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            key = ("unparsable", n)
+        if key is not None:
+            out.setdefault(key, []).append(line)
     return out
 
 
@@ -272,8 +287,9 @@ class Run:
 
 class Chaos:
     def __init__(self, root: Path, executor: str, partitions: int, rows_per_partition: int, np: int,
-                 seed: int, kinds: tuple[str, ...], first: tuple[str, ...], log: Callable[[str], None]):
-        self.root, self.executor, self.np, self.kinds, self.log = root, executor, np, kinds, log
+                 seed: int, kinds: tuple[str, ...], first: tuple[str, ...], log: Callable[[str], None],
+                 code: Optional[Path] = None):
+        self.root, self.executor, self.np, self.kinds, self.log, self.code = root, executor, np, kinds, log, code
         self.rng = random.Random(seed)
         self.first = list(first)  # kinds to use first, in order, where they apply
         self.partitions, self.rows_per_partition = partitions, rows_per_partition
@@ -295,7 +311,7 @@ class Chaos:
         cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe or self.recipe),
                "--job_id", job, "--quiet"]
         with open(logs / f"{job}.log", "ab") as out:
-            proc = subprocess.Popen(cmd, env=dj_env(extra), stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen(cmd, env=dj_env(extra, self.code), stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True, cwd=self.root)
         self.tally.runs += 1
         self.watcher.watch(proc.pid)
@@ -423,13 +439,13 @@ class Chaos:
 
 def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300, rows_per_partition: int = 10,
           np: int = 2, seed: int = 0, kinds: tuple[str, ...] = KINDS, first: tuple[str, ...] = (),
-          log: Callable[[str], None] = print) -> Tally:
+          log: Callable[[str], None] = print, code: Optional[Path] = None) -> Tally:
     """Run the chaos harness under root (a fresh directory); return the tally.
 
     Orphans are checked last: every process any run started must be gone (allowing a few
     seconds for Ray's fate-sharing teardown); survivors are reported, then killed."""
     t0 = time.time()
-    harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log)
+    harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code)
     try:
         reference = harness.reference()
         job_no = 0
@@ -461,6 +477,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     p.add_argument("--dir", help="work here (kept); default a temporary directory, removed on success")
+    p.add_argument("--code", metavar="GIT_REF", help="run dj-process from worker/ as of this git ref (default: the tree)")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     kinds = tuple(k for k in a.kinds.split(",") if k)
@@ -469,8 +486,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         p.error(f"unknown kinds {sorted(unknown)}")
     root = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="dj-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
-    print(f"chaos: {a.kills} kills, executor {a.executor}, seed {seed}, in {root}")
-    tally = chaos(root, a.kills, a.executor, a.partitions, a.rows_per_partition, a.np, seed, kinds)
+    code = snapshot(a.code, root / "code") if a.code else None
+    print(f"chaos: {a.kills} kills, executor {a.executor}, seed {seed}, in {root}" + (f", code at {a.code}" if code else ""))
+    tally = chaos(root, a.kills, a.executor, a.partitions, a.rows_per_partition, a.np, seed, kinds, code=code)
     print(tally.render())
     if tally.ok and not a.dir:
         shutil.rmtree(root, ignore_errors=True)

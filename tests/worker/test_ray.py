@@ -8,6 +8,7 @@ import random
 import signal
 import time
 from collections import defaultdict
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,11 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from djworker.config import build_ops, load_recipe
+from djworker.config import Strategy, build_ops, load_recipe
+from djworker.plan import Partition
+from djworker.run import PartitionResult, PartitionTask
 from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
+from djworker.storage import StorageOptions
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe, output_rows
 from tests.support.ray import alive, kill_pids, ray_runs, wait_gone  # noqa: F401  (ray_runs is a fixture)
@@ -68,6 +72,60 @@ def test_backoff_delay_is_capped_and_jitter_stays_within_bounds(kind):
     assert min(delays) < 0.8 * raw and max(delays) > 1.2 * raw  # jitter really spreads retries
     capped = [backoff_delay(kind, 30, 1.0, 2.0, 0.5, rng) for _ in range(500)]
     assert all(0 <= d <= 2.0 * 1.5 for d in capped)
+
+
+class ScriptedExecutor:
+    """Completes each partition's attempts as scripted: an exception to raise, or success."""
+
+    def __init__(self, script: dict[int, list[Any]]):
+        self.script = script
+
+    def submit(self, task: PartitionTask) -> Future:
+        fut: Future = Future()
+        attempts = self.script.get(task.partition.partition_id, [])
+        outcome = attempts[task.attempt] if task.attempt < len(attempts) else None
+        if isinstance(outcome, BaseException):
+            fut.set_exception(outcome)
+        else:
+            fut.set_result(PartitionResult(task.partition.partition_id, 10, 10, "", 0, 0.0))
+        return fut
+
+    def request_stop(self) -> None:
+        pass
+
+
+def scripted_tasks(n: int) -> list[PartitionTask]:
+    return [PartitionTask(job_id="j", partition=Partition(partition_id=i, path="", sample_count=10, bytes=1,
+                                                          checksum=f"{i:020d}", source={}),
+                          ops=[], strategy=Strategy.every_op, n_ops=1, op_names=[], checkpoint_root="", results_root="",
+                          intermediate_root=None, storage_options=StorageOptions()) for i in range(n)]
+
+
+def test_scheduler_retries_until_spent_then_fails_only_that_partition():
+    emitted: list[tuple[str, dict, float]] = []
+    boom = RuntimeError("boom")
+    script = {1: [boom, boom, None], 2: [boom, boom, boom, boom]}
+    policy = RetryPolicy(max_retries=2, kind="fixed", base_s=0.05, cap_s=1, jitter=0.0)
+    sched = Scheduler(ScriptedExecutor(script), 2, policy, lambda kind, **f: emitted.append((kind, f, time.time())),
+                      lambda: False)
+    failed = sched.run(scripted_tasks(4))
+    assert [pid for pid, _ in failed] == [2] and "boom" in failed[0][1]
+    fails = [(f["partition_id"], f["retry_count"], f["final"]) for k, f, _ in emitted if k == "PARTITION_FAILED"]
+    assert sorted(fails) == [(1, 0, False), (1, 1, False), (2, 0, False), (2, 1, False), (2, 2, True)]
+    done = {f["partition_id"]: f["retry_count"] for k, f, _ in emitted if k == "PARTITION_COMPLETE"}
+    assert done == {0: 0, 1: 2, 3: 0}  # the others ran to completion before the job is failed
+    times = [t for k, f, t in emitted if k == "PARTITION_FAILED" and f["partition_id"] == 2]
+    assert all(b - a >= 0.05 for a, b in zip(times, times[1:]))  # fixed backoff between attempts
+
+
+def test_a_non_retryable_error_fails_the_partition_at_once():
+    from djworker.storage import StorageAccessDenied
+
+    emitted: list[tuple[str, dict]] = []
+    sched = Scheduler(ScriptedExecutor({0: [StorageAccessDenied("denied")]}), 1, RetryPolicy(max_retries=5),
+                      lambda kind, **f: emitted.append((kind, f)), lambda: False)
+    assert [pid for pid, _ in sched.run(scripted_tasks(1))] == [0]
+    assert [(f["retry_count"], f["final"]) for k, f in emitted if k == "PARTITION_FAILED"] == [(0, True)]
 
 
 # ---- Ray runs -----------------------------------------------------------------

@@ -215,7 +215,7 @@ def sample_input(storage: Storage, files: Sequence[dict[str, Any]], text_key: st
     step = max(1, math.ceil(len(files) / MAX_SAMPLED_FILES))
     chosen = list(files)[::step]
     per_file = max(1, byte_budget // len(chosen))
-    reservoir: list[dict[str, Any]] = []
+    reservoir: list[tuple[bytes, dict[str, Any]]] = []  # (raw line, parsed row)
     seen = raw_total = 0
     counted: dict[str, int] = {}
     for f in chosen:
@@ -228,19 +228,17 @@ def sample_input(storage: Storage, files: Sequence[dict[str, Any]], text_key: st
                 rows_here += 1
                 raw_total += len(raw) + 1
                 if len(reservoir) < k:
-                    reservoir.append(row)
-                else:
-                    j = rng.randrange(seen)
-                    if j < k:
-                        reservoir[j] = row
+                    reservoir.append((raw, row))
+                elif (j := rng.randrange(seen)) < k:
+                    reservoir[j] = (raw, row)
             if read >= per_file:
                 finished = False
                 break
         if finished:
             counted[f["path"]] = rows_here
-    arrow_bytes = slice_table(reservoir, text_key).nbytes if reservoir else 0
+    arrow_bytes = slice_table([raw for raw, _ in reservoir], text_key).nbytes if reservoir else 0
     raw_per_row = raw_total / max(1, seen)
-    stats = summarize(reservoir, raw_per_row, arrow_bytes, text_key)
+    stats = summarize([row for _, row in reservoir], raw_per_row, arrow_bytes, text_key)
     return stats, estimate_rows(files, counted, raw_per_row)
 
 

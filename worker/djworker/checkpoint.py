@@ -60,26 +60,26 @@ def should_checkpoint(strategy: Strategy, op_idx: int, n_ops_total: int, op_name
 
 
 # ---- table codecs (shared by checkpoints, intermediate data and export) -------
-def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> bytes:
+def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> tuple[bytes, Optional[int]]:
+    """(bytes, uncompressed size when the format needs it to decode) — a faithful round trip."""
     buf = io.BytesIO()
     codec = None if compression == "none" else compression
     if fmt == "parquet":
         pq.write_table(table, buf, compression=codec or "none")
-    elif fmt == "arrow":
+        return buf.getvalue(), None
+    if fmt == "arrow":
         # Arrow IPC supports lz4/zstd only; snappy/gzip fall back to zstd.
-        feather.write_feather(table, buf, compression="uncompressed" if codec is None else ("lz4" if codec == "lz4" else "zstd"))
-    elif fmt == "jsonl":
-        out = b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist())
-        if codec == "gzip":
-            import gzip
-            out = gzip.compress(out, mtime=0)
-        elif codec == "zstd":
-            import pyarrow as _pa
-            out = _pa.compress(out, codec="zstd", asbytes=True)
-        buf.write(out)
-    else:
+        feather.write_feather(table, buf, compression="uncompressed" if codec is None else "zstd")
+        return buf.getvalue(), None
+    if fmt != "jsonl":
         raise ValueError(f"unknown format {fmt!r}")
-    return buf.getvalue()
+    out = b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist())
+    if codec == "gzip":
+        import gzip
+        return gzip.compress(out, mtime=0), None
+    if codec in ("zstd", "snappy"):
+        return pa.compress(out, codec=codec, asbytes=True), len(out)
+    return out, None
 
 
 def decode_table(data: bytes, fmt: str, schema: Optional[pa.Schema] = None, compression: str = "zstd",
@@ -91,8 +91,8 @@ def decode_table(data: bytes, fmt: str, schema: Optional[pa.Schema] = None, comp
     if compression == "gzip":
         import gzip
         data = gzip.decompress(data)
-    elif compression == "zstd" and raw_size is not None:
-        data = pa.decompress(data, decompressed_size=raw_size, codec="zstd", asbytes=True)
+    elif compression in ("zstd", "snappy") and raw_size is not None:
+        data = pa.decompress(data, decompressed_size=raw_size, codec=compression, asbytes=True)
     rows = [orjson.loads(line) for line in data.splitlines() if line]
     if schema is not None:
         return pa.Table.from_pylist(rows, schema=schema)
@@ -125,17 +125,18 @@ class Checkpoints:
 
     def write(self, key: str, table: pa.Table, partition_id: int, upto: int, op_names: list[str]) -> str:
         """Data first, manifest last; returns the manifest path."""
-        data = encode_table(table, self.fmt, self.compression)
-        raw_size = None
-        if self.fmt == "jsonl" and self.compression == "zstd":
-            raw_size = sum(len(orjson.dumps(r, default=str)) + 1 for r in table.to_pylist())
+        data, raw_size = encode_table(table, self.fmt, self.compression)
+        return self.write_encoded(key, data, table.num_rows, table.schema, partition_id, upto, op_names, raw_size)
+
+    def write_encoded(self, key: str, data: bytes, rows: int, schema: pa.Schema, partition_id: int, upto: int,
+                      op_names: list[str], raw_size: Optional[int] = None) -> str:
         self.storage.put_bytes(self.data_path(key), data)
         failpoint("checkpoint_mid_write")
         manifest = {
             "key": key, "partition_id": partition_id, "upto": upto, "op_names": op_names,
-            "rows": table.num_rows, "content_hash": xxhash.xxh3_128(data).hexdigest(), "bytes": len(data),
+            "rows": rows, "content_hash": xxhash.xxh3_128(data).hexdigest(), "bytes": len(data),
             "format": self.fmt, "compression": self.compression, "raw_size": raw_size,
-            "data_path": self.data_path(key), "schema": schema_b64(table.schema), "created_at": time.time(),
+            "data_path": self.data_path(key), "schema": schema_b64(schema), "created_at": time.time(),
         }
         path = self.manifest_path(key)
         self.storage.put_bytes(path, orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -146,6 +147,14 @@ class Checkpoints:
         prefix = f"checkpoint_{partition_name(partition_id)}_"
         return {n[len("checkpoint_"):-len(".json")] for n in self.storage.listdir(self.root)
                 if n.startswith(prefix) and n.endswith(".json")}
+
+    def verified_bytes(self, key: str) -> bytes:
+        """The data of a checkpoint whose content hash matches its manifest, else ValueError."""
+        manifest = orjson.loads(self.storage.read_bytes(self.manifest_path(key)))
+        data = self.storage.read_bytes(manifest["data_path"])
+        if len(data) != manifest["bytes"] or xxhash.xxh3_128(data).hexdigest() != manifest["content_hash"]:
+            raise ValueError(f"{manifest['data_path']}: content hash mismatch (torn or corrupted data)")
+        return data
 
     def load(self, key: str) -> tuple[Optional[pa.Table], Optional[str]]:
         """(table, None) for a verified checkpoint, or (None, why it cannot be trusted)."""

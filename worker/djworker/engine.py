@@ -184,6 +184,7 @@ class Driver:
             intermediate_root=p.intermediate if r.preserve_intermediate else None,
             storage_options=self.storage.options, fmt=r.intermediate_format,
             compression=r.intermediate_storage.compression, end=end, stage=stage, stages=stages,
+            result_format=export_format(r.export_path) if r.export_path else "parquet", export_stats=r.export_stats,
             decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
             for part in plan.partitions]
 
@@ -271,10 +272,10 @@ class Driver:
     def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
         if not self.recipe.export_path:
             return None
-        store = result_store(tasks[0], self.storage)
-        shards = [store.data_path(t.key(len(t.ops))) for t in tasks]
         t0 = time.time()
-        result = export(self.storage, shards, self.recipe.export_path, self.job_id, self.recipe.export_stats)
+        keys = [t.key(len(t.ops)) for t in tasks]
+        result = export(self.storage, result_store(tasks[0], self.storage), keys, self.recipe.export_path,
+                        self.job_id, self.recipe.export_stats)
         log.emit(EventType.INFO, message=f"exported {result['rows']} rows to {result['path']}",
                  export_path=result["path"], rows_out=result["rows"], duration_s=time.time() - t0)
         return result
@@ -308,9 +309,13 @@ class Driver:
 
     # ---- stopping ---------------------------------------------------------
     def request_stop(self) -> None:
+        """Also called from the signal handler: tell running partitions at once, so they
+        checkpoint at their very next op boundary instead of finishing the partition."""
         if not self.stop_requested.is_set():
             logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
         self.stop_requested.set()
+        if self.executor is not None and not self.recipe.is_ray:  # Ray's flag is an actor call: not from a handler
+            self.executor.request_stop()
 
     def _clear_stale_stop_request(self, started_at: float) -> None:
         """A STOP left by a crashed stopper before this run began must not stop this run."""

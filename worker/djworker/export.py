@@ -1,14 +1,16 @@
 """Export: one result shard per partition, committed at the end as one output.
 
-The output (JSONL or Parquet, from the export path's suffix) is written under a
-temporary name and renamed (or, on object storage, copied server-side) into place,
-then a manifest is written beside it. A reader never sees a half-written result,
-and rows come out in input order because shards are concatenated by partition id."""
+Workers encode their partition's result in the export's format (JSON lines or
+Parquet) in parallel, so the driver's export of JSONL is a verified byte
+concatenation. The output (JSONL, .jsonl.gz or Parquet, from the export path's
+suffix) is written under a temporary name and renamed (or, on object storage,
+copied server-side) into place, then a manifest is written beside it. A reader
+never sees a half-written result, and rows come out in input order because shards
+are concatenated by partition id."""
 from __future__ import annotations
 
 import io
 import os
-import posixpath
 import time
 import uuid
 from typing import Any, Iterator, Optional
@@ -40,40 +42,50 @@ def json_lines(table: pa.Table) -> Iterator[bytes]:
         yield orjson.dumps(row, default=str) + b"\n"
 
 
-def split_stats(table: pa.Table) -> tuple[pa.Table, Optional[pa.Table]]:
-    if STATS_COLUMN not in table.column_names:
-        return table, None
-    return table.drop_columns([STATS_COLUMN]), table.select([STATS_COLUMN])
+def shard_bytes(table: pa.Table, fmt: str, with_stats: bool) -> tuple[bytes, Optional[bytes]]:
+    """A partition's result as the user will see it (stats split off), plus its stats lines."""
+    stats = None
+    if STATS_COLUMN in table.column_names:
+        if with_stats:
+            stats = b"".join(orjson.dumps(s, default=str) + b"\n" for s in table.column(STATS_COLUMN).to_pylist())
+        table = table.drop_columns([STATS_COLUMN])
+    elif with_stats:
+        stats = b"{}\n" * table.num_rows
+    if fmt == "jsonl":
+        return b"".join(json_lines(table)), stats
+    buf = io.BytesIO()
+    pq.write_table(_expand_extra(table), buf, compression="zstd")
+    return buf.getvalue(), stats
 
 
-def export(storage: Storage, shard_paths: list[str], export_path: str, job_id: str, export_stats: bool = False) -> dict[str, Any]:
-    """Concatenate shards (already in partition order) into export_path atomically."""
+def stats_shard_path(results: Any, key: str) -> str:
+    return results.data_path(key) + ".stats.jsonl"
+
+
+def export(storage: Storage, results: Any, keys: list[str], export_path: str, job_id: str,
+           export_stats: bool = False) -> dict[str, Any]:
+    """Concatenate verified shards (in partition order) into export_path atomically."""
     fmt = export_format(export_path)
     tmp = f"{export_path}.tmp-{uuid.uuid4().hex[:8]}"
     rows = 0
-    stats_lines: list[bytes] = []
-    local = not is_remote(export_path)
-    if local:
+    if not is_remote(export_path):
         os.makedirs(os.path.dirname(os.path.abspath(export_path)), exist_ok=True)
     compression = "gzip" if export_path.endswith(".gz") else None
     try:
         with storage.open(tmp, "wb", compression=compression) as out:
             writer = None
-            for shard in shard_paths:
-                table, stats = split_stats(pq.read_table(storage.open(shard, "rb")))
-                if stats is not None and export_stats:
-                    stats_lines.extend(orjson.dumps(r[STATS_COLUMN], default=str) + b"\n" for r in stats.to_pylist())
-                rows += table.num_rows
+            for key in keys:
+                data = results.verified_bytes(key)
                 failpoint("export_mid_write")
                 if fmt == "jsonl":
-                    for chunk in _batched(json_lines(table), 4096):
-                        out.write(b"".join(chunk))
-                else:
-                    table = _expand_extra(table)
-                    if writer is None:
-                        schema = _unified_schema(storage, shard_paths)
-                        writer = pq.ParquetWriter(out, schema, compression="zstd")
-                    writer.write_table(_conform(table, writer.schema))
+                    out.write(data)
+                    rows += data.count(b"\n")
+                    continue
+                table = pq.read_table(io.BytesIO(data))
+                rows += table.num_rows
+                if writer is None:
+                    writer = pq.ParquetWriter(out, _unified_schema(storage, results, keys), compression="zstd")
+                writer.write_table(_conform(table, writer.schema))
             if writer is not None:
                 writer.close()
             elif fmt == "parquet":
@@ -83,10 +95,10 @@ def export(storage: Storage, shard_paths: list[str], export_path: str, job_id: s
         if storage.exists(tmp):
             storage.remove(tmp)
     manifest = {"job_id": job_id, "path": export_path, "format": fmt, "rows": rows,
-                "partitions": len(shard_paths), "committed_at": time.time()}
+                "partitions": len(keys), "committed_at": time.time()}
     if export_stats:
         stats_path = _stats_path(export_path)
-        storage.put_bytes(stats_path, b"".join(stats_lines))
+        storage.put_bytes(stats_path, b"".join(storage.read_bytes(stats_shard_path(results, k)) for k in keys))
         manifest["stats_path"] = stats_path
     storage.put_bytes(export_path + ".manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return manifest
@@ -110,29 +122,14 @@ def _commit(storage: Storage, tmp: str, final: str) -> None:
         os.replace(tmp, final)
 
 
-def _batched(it: Iterator[bytes], n: int) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    for item in it:
-        chunk.append(item)
-        if len(chunk) >= n:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _expand_extra(table: pa.Table) -> pa.Table:
     if EXTRA_JSON_COLUMN not in table.column_names:
         return table
     return pa.Table.from_pylist([orjson.loads(line) for line in json_lines(table)])
 
 
-def _unified_schema(storage: Storage, shards: list[str]) -> pa.Schema:
-    schemas = []
-    for shard in shards:
-        schema = pq.read_schema(storage.open(shard, "rb"))
-        names = [n for n in schema.names if n not in (STATS_COLUMN, EXTRA_JSON_COLUMN)]
-        schemas.append(pa.schema([schema.field(n) for n in names]))
+def _unified_schema(storage: Storage, results: Any, keys: list[str]) -> pa.Schema:
+    schemas = [pq.read_schema(storage.open(results.data_path(k), "rb")) for k in keys]
     return pa.unify_schemas(schemas, promote_options="permissive")
 
 

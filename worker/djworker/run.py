@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from .checkpoint import Checkpoints, checkpoint_key, encode_table, should_checkpoint
 from .config import Strategy
 from .events import EventType, make_event
+from .export import shard_bytes, stats_shard_path
 from .faults import failpoint
 from .ops.base import Deduplicator
 from .plan import Partition, partition_name
@@ -57,6 +58,8 @@ class PartitionTask:
     decisions: dict[int, tuple[str, list[int]]] = field(default_factory=dict)
     stage: int = 0
     stages: int = 1
+    result_format: str = "parquet"  # the export's format: jsonl or parquet
+    export_stats: bool = False
 
     @property
     def stop_at(self) -> int:
@@ -82,7 +85,8 @@ class PartitionResult:
 
 
 def result_store(task: PartitionTask, storage: Storage) -> Checkpoints:
-    return Checkpoints(storage, task.results_root, "parquet", "zstd")
+    """Results are stored already encoded for the export, so export is a concatenation."""
+    return Checkpoints(storage, task.results_root, task.result_format, "none")
 
 
 def hashes_path(task: PartitionTask) -> str:
@@ -162,7 +166,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         if task.intermediate_root:
             name = f"op_{idx:03d}_{op.op_name}.{task.fmt}"
             storage.put_bytes(join(task.intermediate_root, partition_name(pid), name),
-                              encode_table(table, task.fmt, task.compression))
+                              encode_table(table, task.fmt, task.compression)[0])
         last = idx == len(ops) - 1
         stopping = not last and should_stop()
         if should_checkpoint(task.strategy, idx, len(ops), op.op_name, task.n_ops, task.op_names) or \
@@ -175,7 +179,10 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         return _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics)
     results = result_store(task, storage)
     key = task.key(len(ops))
-    results.write(key, table, pid, len(ops), [op.op_name for op in ops])
+    data, stats = shard_bytes(table, task.result_format, task.export_stats)
+    if stats is not None:
+        storage.put_bytes(stats_shard_path(results, key), stats)
+    results.write_encoded(key, data, table.num_rows, table.schema, pid, len(ops), [op.op_name for op in ops])
     return PartitionResult(pid, rows_in, table.num_rows, results.data_path(key), upto, time.time() - started, metrics)
 
 

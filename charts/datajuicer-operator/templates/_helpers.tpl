@@ -69,7 +69,7 @@ proves each one is required (the API refuses it once the verb is removed) and su
   verbs: [list, create, delete]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [list, create, delete]
+  verbs: [list, create, patch, delete]
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
   verbs: [list, create, delete]

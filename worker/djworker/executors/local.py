@@ -29,7 +29,7 @@ def _init_worker(events: Any, stop: Any) -> None:
 
 
 def _run(task: PartitionTask) -> Any:
-    return run_partition(task, _events.put, _stop.is_set)
+    return run_partition(task, _events.put, lambda: bool(_stop.value))
 
 
 class LocalExecutor:
@@ -39,7 +39,8 @@ class LocalExecutor:
         self.ctx = mp.get_context("forkserver")
         self.ctx.set_forkserver_preload(["djworker.run", "djworker.ops._load_all"])
         self.events = self.ctx.Queue()
-        self.stop_flag = self.ctx.Event()
+        # A lock-free shared byte: safe to set from a signal handler, cheap to poll between ops.
+        self.stop_flag = self.ctx.RawValue("b", 0)
         self.pool: Optional[ProcessPoolExecutor] = None
         self._drainer = threading.Thread(target=self._drain, name="dj-events", daemon=True)
         self._drainer.start()
@@ -82,7 +83,7 @@ class LocalExecutor:
             self.pool = None
 
     def request_stop(self) -> None:
-        self.stop_flag.set()
+        self.stop_flag.value = 1
 
     def worker_pids(self) -> list[int]:
         """Only processes this executor started (the caller may own other children)."""
