@@ -69,7 +69,7 @@ up() {
   helm upgrade --install datajuicer-operator charts/datajuicer-operator \
     --namespace dj-system --create-namespace \
     --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --set image.pullPolicy=IfNotPresent \
-    --set logLevel=debug --wait --timeout 5m
+    --set logLevel=debug --set operator.interval=2 --wait --timeout 5m
   kubectl -n dj-system rollout status deployment/datajuicer-operator --timeout=3m
 }
 

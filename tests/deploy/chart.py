@@ -2,14 +2,18 @@
 into parsed manifests, and the RBAC rules those manifests grant."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import yaml
 
+from tests.support.k8s import LocalCluster
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "datajuicer-operator"
 RELEASE, NAMESPACE = "datajuicer-operator", "dj-system"  # the identity tests/support/k8s.py has a token for
+CRD_NAME = "datajuicerjobs.datajuicer.io"
 
 
 def render(values: Optional[dict[str, Any]] = None, *, name: str = RELEASE,
@@ -79,3 +83,12 @@ def documented_grants(doc: Path) -> dict[tuple[str, str, str], str]:
         assert key not in table, f"{key} documented twice"
         table[key] = cells[3]
     return table
+
+
+def is_established(cluster: LocalCluster, name: str) -> bool:
+    """Polled as JSON: v1.20's `kubectl wait` fails on a CRD with no conditions yet."""
+    done = cluster.kubectl("get", "crd", name, "-o", "json", check=False)
+    if done.returncode != 0:
+        return False
+    conditions = json.loads(done.stdout).get("status", {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)

@@ -6,29 +6,17 @@ same jobs, so this directory's tests are moved ahead of every other test: by the
 admin operator starts, ours has stopped."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.support.k8s import LocalCluster, wait_for
 
-from .chart import CHART
-
-CRD_NAME = "datajuicerjobs.datajuicer.io"
+from .chart import CHART, CRD_NAME, is_established
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ours = [item for item in items if item.nodeid.startswith("tests/deploy/")]
     if ours:
         items[:] = ours + [item for item in items if not item.nodeid.startswith("tests/deploy/")]
-
-
-def is_established(cluster: LocalCluster, name: str) -> bool:
-    done = cluster.kubectl("get", "crd", name, "-o", "json", check=False)
-    if done.returncode != 0:
-        return False
-    conditions = json.loads(done.stdout).get("status", {}).get("conditions") or []
-    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,8 @@ def pyproject() -> dict:
 
 
 def pinned_ray() -> str:
-    pins = [re.fullmatch(r"ray(\[[\w,]+\])?==([\w.]+)", dep) for dep in pyproject()["project"]["optional-dependencies"]["ray"]]
+    extra = pyproject()["project"]["optional-dependencies"]["ray"]
+    pins = [re.fullmatch(r"ray(\[[\w,]+\])?==([\w.]+)", dep) for dep in extra]
     (version,) = [m.group(2) for m in pins if m]
     return version
 

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ import pyarrow as pa
 import pytest
 
 from djworker.config import Strategy, build_ops, load_recipe
+from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
 from djworker.run import PartitionResult, PartitionTask
 from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
@@ -128,6 +130,31 @@ def test_a_non_retryable_error_fails_the_partition_at_once():
     assert [(f["retry_count"], f["final"]) for k, f in emitted if k == "PARTITION_FAILED"] == [(0, True)]
 
 
+# ---- Ray settings (pure) ----------------------------------------------------------
+def test_ray_address_comes_from_the_recipe_then_ray_address_env(monkeypatch):
+    recipe = SimpleNamespace(ray_address=None, np=3)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(recipe) == "local"
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert ray_address(recipe) == "ray://head:10001"
+    assert ray_address(SimpleNamespace(ray_address="ray://other:10001")) == "ray://other:10001"
+
+
+def test_a_local_ray_is_sized_by_np_and_a_remote_one_gets_settings_but_never_secrets(monkeypatch):
+    recipe = SimpleNamespace(ray_address=None, np=3)
+    monkeypatch.setenv("DJ_RAY_TEMP_DIR", "/tmp/djr-x")
+    local = init_kwargs(recipe, "local")
+    assert local["num_cpus"] == 3 and local["_temp_dir"] == "/tmp/djr-x" and "runtime_env" not in local
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio:9000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+    monkeypatch.setenv("DJ_EXTRA_OP_MODULES", "my.ops")
+    remote = init_kwargs(recipe, "ray://head:10001")
+    assert "num_cpus" not in remote and "_temp_dir" not in remote
+    env = remote["runtime_env"]["env_vars"]
+    assert env["AWS_ENDPOINT_URL"] == "http://minio:9000" and env["DJ_EXTRA_OP_MODULES"] == "my.ops"
+    assert "s3cr3t" not in repr(remote)
+
+
 # ---- Ray runs -----------------------------------------------------------------
 def test_ray_and_local_executors_give_identical_output_checkpoints_and_events(tmp_path, ray_runs):
     ops = [*STANDARD_OPS, {"slow_mapper": {"seconds": 0.5}}]  # a slow last op: op events visibly precede the end
@@ -175,7 +202,8 @@ def test_killed_ray_worker_and_failing_op_are_retried_with_data_on_s3(tmp_path, 
            {"pid_mapper": {"pid_dir": str(pids), "seconds": 60, "first_ids": [200]}},
            {"clean_links_mapper": {}}, {"text_length_filter": {"min_len": 100, "max_len": 600}}]
     bucket = f"s3://{s3_bucket}"
-    recipe = make_recipe(tmp_path, rows=400, process=ops, executor_type="ray", dataset_path=f"{bucket}/in/input.jsonl",
+    recipe = make_recipe(tmp_path, rows=400, process=ops, executor_type="ray_partitioned",
+                         dataset_path=f"{bucket}/in/input.jsonl",
                          checkpoint_dir=f"{bucket}/ckpt", export_path=f"{bucket}/out/result.jsonl",
                          retry={"max_retries": 2, "retry_backoff": "linear", "base_delay_s": 1.0, "jitter": 0.25})
     run = ray_runs(recipe, "k")

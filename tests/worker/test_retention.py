@@ -73,20 +73,20 @@ def kept_records(paths: JobPaths) -> bool:
     return all(os.path.exists(p) for p in [paths.summary, paths.event_dir, f"{paths.job_dir}/metadata"])
 
 
-@pytest.mark.parametrize("policy, on_success, status, succeeded, cleaned, replan", [
-    ("cleanup_all", False, "failed", False, True, True),
-    ("keep_failed_only", False, "failed", False, False, False),
-    ("keep_failed_only", False, "completed", True, True, False),
-    ("keep_all", True, "completed", True, True, False),
-    ("keep_all", False, "completed", True, False, False),
-    ("cleanup_all", False, "stopped", False, False, False),   # a stop is a pause: the resume needs the data
+@pytest.mark.parametrize("policy, on_success, status, succeeded, cleaned", [
+    ("cleanup_all", False, "failed", False, True),
+    ("keep_failed_only", False, "failed", False, False),
+    ("keep_failed_only", False, "completed", True, True),
+    ("keep_all", True, "completed", True, True),
+    ("keep_all", False, "completed", True, False),
+    ("cleanup_all", False, "stopped", False, False),   # a stop is a pause: the resume needs the data
 ])
-def test_apply_at_end_removes_only_intermediate_data(tmp_path, policy, on_success, status, succeeded, cleaned, replan):
+def test_apply_at_end_removes_only_intermediate_data(tmp_path, policy, on_success, status, succeeded, cleaned):
     recipe = fake_recipe(tmp_path, retention_policy=policy, cleanup_on_success=on_success)
     paths = fake_job(tmp_path, recipe, "j", status=status)
     removed = apply_at_end(Storage(), paths, recipe, succeeded=succeeded)
     assert (intermediate_left(paths) == []) is cleaned and bool(removed) is cleaned
-    assert os.path.exists(paths.mapping) is not replan  # a failed, cleaned job plans again on resume
+    assert os.path.exists(paths.mapping) is not cleaned  # the plan goes with its partitions: a rerun plans again
     assert kept_records(paths)
 
 
@@ -103,7 +103,7 @@ def test_old_jobs_lose_intermediate_data_by_age_wherever_their_summary_put_it(tm
     cleanup_old_jobs(Storage(), recipe.work_dir, 7, moved, now=now)
     assert intermediate_left(old) == [] and intermediate_left(crashed) == []
     assert len(intermediate_left(recent)) == 4 and len(intermediate_left(live)) == 4
-    assert not os.path.exists(crashed.mapping) and os.path.exists(old.mapping)
+    assert not os.path.exists(crashed.mapping) and os.path.exists(recent.mapping)
     assert all(kept_records(p) for p in (old, recent, crashed, live))
 
 
@@ -126,6 +126,9 @@ def test_keep_failed_only_keeps_a_failed_jobs_data_and_cleans_after_it_succeeds(
     assert ckpt_and_data(tmp_path, "kf") == []
     assert len(output_rows(tmp_path / "out" / "result.jsonl")) == 300
     assert (tmp_path / "events" / "kf" / "event_logs" / "events.jsonl").exists()
+    (tmp_path / "out" / "result.jsonl").unlink()
+    assert dj_process(recipe, "kf").returncode == 0  # a cleaned, completed job id runs again from scratch
+    assert len(output_rows(tmp_path / "out" / "result.jsonl")) == 300
 
 
 def test_max_retention_days_sweeps_old_jobs_at_job_end_and_with_cleanup_flag(tmp_path):

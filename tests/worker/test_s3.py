@@ -142,6 +142,23 @@ def test_missing_bucket_fails_fast_naming_it_and_loses_nothing(tmp_path, s3_env,
     assert len(fs.find(f"{bucket}/ckpt/mb")) > 0
 
 
+def test_export_to_a_missing_bucket_fails_clearly_and_a_rerun_redoes_no_partition(tmp_path, s3_env, s3_endpoint):
+    fs = s3(s3_endpoint)
+    bucket = f"dj-missing-{os.urandom(4).hex()}"
+    recipe = make_recipe(tmp_path, rows=300, export_path=f"s3://{bucket}/out/result.jsonl")
+    proc = dj_process(recipe, "xb")
+    assert proc.returncode == 5
+    assert f"bucket '{bucket}' does not exist" in proc.stderr and "create it" in proc.stderr
+    done_before = {e["partition_id"] for e in events(tmp_path, "xb") if e["event_type"] == "PARTITION_COMPLETE"}
+    fs.mkdir(bucket)
+    assert dj_process(recipe, "xb").returncode == 0
+    evs = events(tmp_path, "xb")
+    after = evs[event_types(evs).index("JOB_RESUMED"):]
+    assert {e["partition_id"] for e in after if e["event_type"] == "PARTITION_SKIPPED"} == done_before
+    assert not {e["partition_id"] for e in after if e["event_type"] == "OP_START"} & done_before
+    assert s3_rows(fs, f"{bucket}/out/result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
+
+
 def test_wrong_credentials_fail_fast_with_a_clear_error_and_no_secret_leak(tmp_path, s3_env, private_s3):
     endpoint, _ = private_s3(INITIAL_NO_AUTH_ACTION_COUNT="0")  # this server checks every key
     recipe = make_recipe(tmp_path, rows=300, checkpoint_dir="s3://any-bucket/ckpt")
@@ -159,7 +176,7 @@ def test_endpoint_lost_mid_run_is_retried_then_fails_clearly_with_local_state_in
     fs = s3(endpoint)
     fs.mkdir("flaky-endpoint")
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.5}}]
-    recipe = make_recipe(tmp_path, rows=600, process=ops, checkpoint_dir="s3://flaky-endpoint/ckpt",
+    recipe = make_recipe(tmp_path, rows=300, process=ops, checkpoint_dir="s3://flaky-endpoint/ckpt",
                          retry={"max_retries": 1, "base_delay_s": 0.1, "max_delay_s": 0.2})
     proc = start_dj_process(recipe, "lost", env={"AWS_ENDPOINT_URL": endpoint})
     path = tmp_path / "events" / "lost" / "event_logs" / "events.jsonl"

@@ -30,7 +30,7 @@ from .progress import compact, progress
 from .run import PartitionTask, is_done, result_store
 from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
-from .storage import Storage, StorageOptions
+from .storage import Storage, StorageOptions, is_remote
 
 
 @dataclass
@@ -193,6 +193,8 @@ class Driver:
             export_format(self.recipe.export_path)  # a bad suffix fails before any work
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
+        if self.recipe.export_path and is_remote(self.recipe.export_path):  # a missing bucket fails now, not at the end
+            self.storage.check_writable(self.recipe.export_path.rsplit("/", 1)[0])
         executor = self._executor(log)
         if hasattr(executor, "warm_up"):
             executor.warm_up()  # workers start while the driver plans
@@ -262,6 +264,8 @@ class Driver:
         """One pool (or Ray connection) per run, reused across stages."""
         if self.executor is None:
             self.executor = make_executor(self.recipe, log.write)
+            if hasattr(self.executor, "describe"):  # where the Ray cluster runs, for dj-stop and people
+                self._update_summary(ray=self.executor.describe())
         return self.executor
 
     def _shutdown_executor(self) -> None:

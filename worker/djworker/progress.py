@@ -24,6 +24,7 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
     checkpoints: list[dict[str, Any]] = []
     job_id, status, first_start, run_start, last_ts = None, "pending", None, None, None
     run_done_samples = 0
+    ended: set[tuple[int, int]] = set()  # (partition, stage) completed or skipped in the current run
     for ev in events:
         et, pid, ts = ev.get("event_type"), ev.get("partition_id"), ev.get("timestamp")
         job_id = job_id or ev.get("job_id")
@@ -31,6 +32,7 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
         if et in RUN_STARTS:
             status, run_start, run_done_samples = "running", ts, 0
             first_start = first_start or ts
+            ended = set()
             for p in parts.values():  # an interrupted run's in-flight work restarts
                 if p["status"] in ("processing", "failed"):
                     p["status"], p["current_op"] = "pending", None
@@ -44,7 +46,11 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
         if pid is None:
             continue
         p = parts.setdefault(pid, _blank(ev.get("rows_in") or 0))
+        if et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED"):
+            ended.add((pid, ev.get("stage") or 0))
         if et == "PARTITION_START":
+            if (pid, ev.get("stage") or 0) in ended:
+                continue  # a worker's event that reached the log after the driver recorded the end
             p.update(status="processing", retries=max(p["retries"], ev.get("retry_count") or 0), error=None)
         elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED") and \
                 (ev.get("stage") or 0) < (ev.get("stages") or 1) - 1:

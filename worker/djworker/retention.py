@@ -4,12 +4,13 @@ Intermediate data is a job's checkpoints, input partitions, per-partition result
 preserved per-op outputs. keep_all keeps it; keep_failed_only keeps it only if the job
 did not succeed (so it can resume); cleanup_all removes it at any end (a failed job then
 restarts from scratch). cleanup_on_success removes it after success whatever the policy.
-A *stopped* job always keeps it: a stop is a pause, and the resume needs it.
+A *stopped* job always keeps it: a stop is a pause, and the resume needs it. The partition
+plan (metadata/dataset_mapping.json) goes with the partitions it names.
 
 max_retention_days is age-based: at every job end (and on `dj-process --cleanup`) the
 intermediate data of other finished jobs in the same work_dir whose last run ended
-longer ago than that is removed. The exported output, job_summary.json, the metadata
-and the event log are never removed by retention."""
+longer ago than that is removed. The exported output, job_summary.json, the final
+report and the event log are never removed by retention."""
 from __future__ import annotations
 
 import time
@@ -53,7 +54,7 @@ def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool
     try:
         status = (read_summary(storage, paths) or {}).get("status")
         if status != "stopped" and should_clean(cfg.retention_policy, cfg.cleanup_on_success, succeeded):
-            removed += remove_intermediate(storage, paths, replan=not succeeded)
+            removed += remove_intermediate(storage, paths)
         if cfg.max_retention_days is not None:
             removed += cleanup_old_jobs(storage, recipe.work_dir, cfg.max_retention_days, recipe, now, exclude={paths.job_id})
     except DJError as err:
@@ -61,15 +62,15 @@ def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool
     return removed
 
 
-def remove_intermediate(storage: Storage, paths: JobPaths, replan: bool) -> list[str]:
-    """Remove one job's intermediate data. With replan, the partition plan goes too, so a
-    resume plans again instead of looking for the partition files just removed."""
+def remove_intermediate(storage: Storage, paths: JobPaths) -> list[str]:
+    """Remove one job's intermediate data, and the partition plan with the partitions it names:
+    a rerun of the job id then plans again instead of looking for files that are gone."""
     removed = []
     for uri in intermediate_dirs(paths):
         if storage.exists(uri):
             storage.remove(uri, recursive=True)
             removed.append(uri)
-    if replan:
+    if removed:
         storage.remove(paths.mapping)
     return removed
 
@@ -95,5 +96,5 @@ def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[flo
         alive = summary.get("status") == "running" and is_alive(summary.get("process") or {})
         if not is_expired(summary, max_age_days, now, alive):
             continue
-        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary), replan=summary.get("status") != "completed")
+        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary))
     return removed

@@ -100,6 +100,11 @@ class Storage:
 
     def _translate(self, what: str, uri: str, err: Exception) -> Exception:
         """A storage error as a DJError that says where and what next; 'not found' stays itself."""
+        if isinstance(err, FileNotFoundError) and is_remote(uri) and what == "writing":
+            bucket = bucket_of(uri)  # object stores have no directories: only the bucket can be missing
+            return BucketNotFound(f"bucket {bucket!r} does not exist at {self.endpoint(uri)} ({what} {uri!r}); "
+                                  f"create it first (e.g. 'aws s3 mb s3://{bucket}') or point the path at an "
+                                  "existing bucket")
         if isinstance(err, (FileNotFoundError, IsADirectoryError, NotADirectoryError, StorageUnavailable)):
             return err
         if isinstance(err, PermissionError):
@@ -182,12 +187,12 @@ class Storage:
         probe = join(uri, f".dj-write-probe-{uuid.uuid4().hex[:8]}")
         try:
             self.put_bytes(probe, b"ok")
+        except BucketNotFound as err:
+            bucket = bucket_of(uri)
+            raise BucketNotFound(
+                f"bucket {bucket!r} does not exist at {self.endpoint(uri)} (needed for {uri!r}); "
+                f"create it first (e.g. 'aws s3 mb s3://{bucket}') or point the path at an existing bucket") from err
         except FileNotFoundError as err:
-            if is_remote(uri):
-                bucket = bucket_of(uri)
-                raise BucketNotFound(
-                    f"bucket {bucket!r} does not exist at {self.endpoint(uri)} (needed for {uri!r}); "
-                    f"create it first (e.g. 'aws s3 mb s3://{bucket}') or point the path at an existing bucket") from err
             raise StorageUnavailable(f"cannot write under {uri!r}: {err}; create the directory first") from err
         self.remove(probe)
 

@@ -18,7 +18,6 @@ import os
 import queue
 import signal
 import threading
-import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
@@ -173,6 +172,14 @@ class RayExecutor:
             self._stop_sent = True
             self.mailbox.request_stop.remote()
 
+    def describe(self) -> dict[str, Any]:
+        """Where this run's Ray is, for job_summary.json: what a stopper needs to find it."""
+        node = getattr(getattr(self.ray, "_private", None), "worker", None)
+        node = getattr(node, "_global_node", None)
+        session = node.get_session_dir_path() if node is not None and self.owns_ray and self.address == "local" else None
+        return {"address": self.address, "started_local": self.owns_ray and self.address == "local",
+                "session_dir": session, "pids": list(self.started_pids)}
+
     def ray_processes(self) -> set[int]:
         """Pids of the live processes of the local Ray this executor started (and their workers)."""
         pids = set(self.started_pids)
@@ -185,7 +192,7 @@ class RayExecutor:
         self._drainer.join(timeout=10)  # let in-flight events land before the mailbox goes away
         if not self.owns_ray:
             return
-        leftovers = self.ray_processes()
+        leftovers = _processes(self.ray_processes())  # taken before: psutil then never kills a reused pid
         self.ray.shutdown()
         _reap(leftovers, grace_s=0 if kill else 5)
 
@@ -235,14 +242,18 @@ def _descendants(pid: Optional[int] = None) -> set[int]:
         return set()
 
 
-def _reap(pids: set[int], grace_s: float) -> None:
-    """Wait for Ray's own teardown, then SIGKILL by pid whatever it left behind."""
+def _processes(pids: set[int]) -> list[psutil.Process]:
     procs = []
     for pid in pids:
         try:
             procs.append(psutil.Process(pid))
         except psutil.NoSuchProcess:
             pass
+    return procs
+
+
+def _reap(procs: list[psutil.Process], grace_s: float) -> None:
+    """Wait for Ray's own teardown, then SIGKILL whatever it left behind."""
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive:
         try:
