@@ -30,7 +30,8 @@ def run_with_display(recipe: Any, job_id: Optional[str], config_path: Optional[s
             if et == "PROCESSING_COMPLETE":
                 bar.update(parts, total=event.get("partitions"))
                 bar.update(samples, total=event.get("total_samples"))
-            elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED"):
+            elif et in ("PARTITION_COMPLETE", "PARTITION_SKIPPED") and \
+                    (event.get("stage") or 0) == (event.get("stages") or 1) - 1:  # the last stage finishes it
                 bar.advance(parts)
                 bar.advance(samples, event.get("rows_in") or 0)
         return run_job(recipe, job_id, config_path, progress_port, on_event=fancy)

@@ -143,6 +143,8 @@ class Driver:
         plan = load_plan(self.storage, self.paths.mapping)
         if plan is not None:
             check_input_unchanged(self.storage, plan)
+            log.emit(EventType.PROCESSING_COMPLETE, message=f"reusing the plan of {len(plan.partitions)} partitions",
+                     partitions=len(plan.partitions), total_samples=plan.total_samples, partition_size=plan.partition_size)
             return plan
         r = self.recipe
         rows, max_mb, reasons = r.partition_rows, r.partition_max_mb, None
@@ -219,7 +221,7 @@ class Driver:
         for task in tasks:
             if is_done(task, self.storage):
                 log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
-                         rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
+                         rows_in=task.partition.sample_count, rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
                          message="already completed for this recipe")
                 task.partition.status = "completed"
             else:
