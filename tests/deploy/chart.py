@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "datajuicer-operator"
 RELEASE, NAMESPACE = "datajuicer-operator", "dj-system"  # the identity tests/support/k8s.py has a token for
 CRD_NAME = "datajuicerjobs.datajuicer.io"
+UID = "0123abcd-0000-4000-8000-000000000000"  # a job's uid where the builders need one
 
 
 def render(values: Optional[dict[str, Any]] = None, *, name: str = RELEASE,

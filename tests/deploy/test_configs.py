@@ -14,9 +14,7 @@ from djoperator.crd import KIND, Job, parse_spec
 from djoperator.settings import Settings
 from djworker.cli.process import parser as dj_process_parser
 from djworker.config import load_recipe, parse_overrides
-from tests.operator.factories import UID
-
-from .chart import REPO
+from .chart import REPO, UID
 
 CONFIGS = REPO / "configs"
 

@@ -12,9 +12,7 @@ import yaml
 from djoperator import children
 from djoperator.crd import Job, parse_spec
 from djoperator.settings import Settings
-from tests.operator.factories import UID, spec
-
-from .chart import REPO, operator_container, render
+from .chart import REPO, UID, operator_container, render
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -38,6 +36,11 @@ def pinned_ray() -> str:
     return version
 
 
+def spec(executor: str) -> dict:
+    return {"executorType": executor,
+            "recipe": {"dataset_path": "s3://b/in.jsonl", "process": [{"whitespace_normalization_mapper": {}}]}}
+
+
 def exec_form(argument: str) -> list[str]:
     return yaml.safe_load(argument) if argument.startswith("[") else shlex.split(argument)
 
@@ -54,7 +57,7 @@ def test_base_image_is_the_official_ray_image_of_the_pinned_ray_and_python():
     assert lock["ray"] == ray_version
     minimum = re.fullmatch(r">=3\.(\d+)", pyproject()["project"]["requires-python"])
     assert minimum and python_minor >= int(minimum.group(1))
-    assert Job("x", "ns", UID, parse_spec(spec(executorType="ray"))).spec.ray.ray_version == ray_version, \
+    assert Job("x", "ns", UID, parse_spec(spec("ray"))).spec.ray.ray_version == ray_version, \
         "the RayCluster's rayVersion default must be the image's Ray"
     crd = yaml.safe_load((REPO / "crds" / "datajuicer.io_datajuicerjobs.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
@@ -82,7 +85,7 @@ def commands_run() -> dict[str, str]:
                 if program.startswith("dj-"):
                     named[program] = "Dockerfile RUN smoke test"
     named[operator_container(render()["manifests"])["command"][0]] = "chart Deployment"
-    job = Job("demo", "ns", UID, parse_spec(spec()))
+    job = Job("demo", "ns", UID, parse_spec(spec("default")))
     driver = children.driver_pod(job, 1, Settings())
     named[driver["spec"]["containers"][0]["command"][0]] = "operator's driver pod"
     return named

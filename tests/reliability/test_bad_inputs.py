@@ -366,7 +366,7 @@ def test_s3_endpoint_going_away_mid_run_fails_partitions_then_resumes_losing_not
     fs.mkdir("flaky")
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.3}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=200, process=ops, checkpoint_dir="s3://flaky/ckpt", partition={"size": 40},
-                         checkpoint={"strategy": "every_op"}, retry={"max_retries": 1})
+                         checkpoint={"strategy": "every_op"}, retry={"max_retries": 0})
     env = {"AWS_ENDPOINT_URL": restartable_s3.url}
     proc = start_dj_process(recipe, JOB, env=env)
     wait_for_events(tmp_path, lambda types: types.count("PARTITION_COMPLETE") >= 2, proc)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -96,6 +97,18 @@ class StorageConfig(Strict):
     s3: S3Config = Field(default_factory=S3Config)
 
 
+EXPORT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_job_id(job_id: str) -> str:
+    """A job id names directories: one safe path component, never '..' or a slash."""
+    if not JOB_ID.fullmatch(job_id) or ".." in job_id:
+        raise ValueError(f"job id {job_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                         "(at most 128, starting with a letter or digit)")
+    return job_id
+
+
 DEFAULT_PARTITION_SIZE = 1000
 DEFAULT_MAX_PARTITION_MB = 256.0
 
@@ -135,6 +148,14 @@ class Recipe(Strict):
     use_arrow_batches: Optional[bool] = None
     arrow_batch_size: Optional[int] = Field(None, ge=1)
     arrow_memory_mapping: Optional[bool] = None
+
+    @model_validator(mode="after")
+    def _paths(self) -> "Recipe":
+        if self.export_path and not self.export_path.lower().endswith(EXPORT_SUFFIXES):
+            raise ValueError(f"export_path {self.export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
+        if self.job_id is not None:
+            check_job_id(self.job_id)
+        return self
 
     @model_validator(mode="after")
     def _process_shape(self) -> "Recipe":

@@ -17,8 +17,8 @@ import orjson
 from loguru import logger
 
 from . import retention
-from .config import Recipe, build_ops
-from .errors import DJError, JobStopped, PartitionFailed
+from .config import Recipe, build_ops, check_job_id
+from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import export, export_format
@@ -363,4 +363,8 @@ class Driver:
 def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,
             progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None) -> JobOutcome:
     job_id = job_id or recipe.job_id or new_job_id(config_path)
+    try:
+        check_job_id(job_id)
+    except ValueError as err:
+        raise RecipeError(str(err)) from None
     return Driver(recipe, job_id, config_path, progress_port, on_event).run()

@@ -6,6 +6,7 @@ instead of killing them mid-op. A worker killed outright breaks the pool; the
 driver sees its partitions fail (retryable) and the pool is rebuilt."""
 from __future__ import annotations
 
+import itertools
 import multiprocessing as mp
 import signal
 import threading
@@ -19,6 +20,7 @@ from ..run import PartitionTask, run_partition
 
 _events: Any = None
 _stop: Any = None
+DONE = "__dj_task_done__"
 
 
 def _init_worker(events: Any, stop: Any) -> None:
@@ -28,8 +30,11 @@ def _init_worker(events: Any, stop: Any) -> None:
     _events, _stop = events, stop
 
 
-def _run(task: PartitionTask) -> Any:
-    return run_partition(task, _events.put, lambda: bool(_stop.value))
+def _run(task: PartitionTask, token: int) -> Any:
+    try:
+        return run_partition(task, _events.put, lambda: bool(_stop.value))
+    finally:
+        _events.put({DONE: token})  # after every event of this task, on the same queue
 
 
 class LocalExecutor:
@@ -42,6 +47,9 @@ class LocalExecutor:
         # A lock-free shared byte: safe to set from a signal handler, cheap to poll between ops.
         self.stop_flag = self.ctx.RawValue("b", 0)
         self.pool: Optional[ProcessPoolExecutor] = None
+        self._tasks: dict[int, list[Any]] = {}  # token -> [pool future, our future, end marker seen]
+        self._tokens = itertools.count()
+        self._lock = threading.Lock()
         self._drainer = threading.Thread(target=self._drain, name="dj-events", daemon=True)
         self._drainer.start()
 
@@ -50,7 +58,31 @@ class LocalExecutor:
             event = self.events.get()
             if event is None:  # shutdown's sentinel: every worker event before it is written
                 return
-            self.on_event(event)
+            if DONE in event:
+                self._settle(event[DONE], marker=True)
+            else:
+                self.on_event(event)
+
+    def _settle(self, token: int, marker: bool = False) -> None:
+        """Resolve a task's future once its result is in *and* all its events are written.
+
+        Results and events travel on different pipes; waiting for the task's end marker
+        keeps PARTITION_COMPLETE after the partition's own events in the log. A killed
+        worker sends no marker, so a broken pool resolves at once."""
+        with self._lock:
+            entry = self._tasks.get(token)
+            if entry is None:
+                return
+            if marker:
+                entry[2] = True
+            inner, outer, seen = entry
+            if not inner.done() or not (seen or isinstance(inner.exception(), BrokenProcessPool)):
+                return
+            del self._tasks[token]
+        if inner.exception() is not None:
+            outer.set_exception(inner.exception())
+        else:
+            outer.set_result(inner.result())
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -65,11 +97,17 @@ class LocalExecutor:
                          daemon=True).start()
 
     def submit(self, task: PartitionTask) -> Future:
+        token = next(self._tokens)
         try:
-            return self._pool().submit(_run, task)
+            inner = self._pool().submit(_run, task, token)
         except BrokenProcessPool:
             self._discard_pool()
-            return self._pool().submit(_run, task)
+            inner = self._pool().submit(_run, task, token)
+        outer: Future = Future()
+        with self._lock:
+            self._tasks[token] = [inner, outer, False]
+        inner.add_done_callback(lambda _: self._settle(token))
+        return outer
 
     def on_failure(self, err: BaseException) -> None:
         """A broken pool (a worker was killed) is replaced before the next submit."""
