@@ -182,7 +182,7 @@ class Tally:
     duplicated: int = 0
     mismatched: int = 0
     problems: list[str] = field(default_factory=list)
-    late_events: int = 0  # worker events logged after their partition's final PARTITION_COMPLETE (order only)
+    late_events: int = 0  # worker events logged after their partition's final PARTITION_COMPLETE
     orphans: dict[int, str] = field(default_factory=dict)
     wall_s: float = 0.0
 
@@ -192,7 +192,8 @@ class Tally:
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.mismatched or self.problems or self.orphans)
+        return not (self.lost or self.duplicated or self.mismatched or self.problems or self.orphans
+                    or self.late_events)
 
     def render(self) -> str:
         lines = [
@@ -358,6 +359,12 @@ class Chaos:
         self.log(f"reference run: {self.clean_s:.1f}s")
         return self.root / "out" / "reference.jsonl"
 
+    def completed(self, job: str) -> bool:
+        """The job's last run recorded JOB_COMPLETE (its output is committed), whatever its exit."""
+        ends = [e["event_type"] for e in read_events(self.root, job) if e["event_type"] in
+                ("JOB_START", "JOB_RESUMED", "JOB_COMPLETE", "JOB_FAILED", "JOB_STOPPED")]
+        return bool(ends) and ends[-1] == "JOB_COMPLETE"
+
     def remaining(self, job: str) -> float:
         """Share of the job's partition work still to do (1.0 before planning)."""
         plan_path = self.root / "jobs" / job / "metadata" / "dataset_mapping.json"
@@ -437,9 +444,9 @@ class Chaos:
                 spent += 1
                 self.tally.kills[failpoint.split("=")[0]] += 1
                 self.log(f"  {job}: failpoint {failpoint} fired ({spent}/{budget})")
-            elif code == 0:
+            if code == 0 or self.completed(job):  # a kill can land after JOB_COMPLETE: the job is done
                 break
-            elif code != -signal.SIGKILL:
+            if code not in (0, -signal.SIGKILL):
                 self.log(f"  {job}: run exited {code}; resuming")
         out = self.root / "out" / "chaos.jsonl"
         compare(reference, out, self.tally)

@@ -238,6 +238,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         container["resources"] = spec.driver.resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the driver never calls the Kubernetes API
         "securityContext": POD_SECURITY,
         "terminationGracePeriodSeconds": spec.driver.termination_grace_period_seconds,
         "containers": [container],

@@ -155,8 +155,6 @@ def test_recipe_that_is_not_yaml_is_refused(interrupted):
     assert job_state(interrupted) == before
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a bad export suffix fails after the job started, as ValueError "
-                                       "(exit 1, 'a bug'); see the reliability report for the fix in config.py")
 def test_bad_export_suffix_is_a_recipe_error(interrupted):
     recipe = make_recipe(interrupted, rows=300, name="bad-export", checkpoint={"strategy": "every_op"},
                          export_path=str(interrupted / "out" / "result.csv"))
@@ -468,8 +466,6 @@ def test_dj_stop_on_an_unknown_job_names_the_base_dir(tmp_path):
     said(proc, "job never-ran not found", "pass --base-dir")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a job id is used as a path component unchecked ('../x' escapes "
-                                       "work_dir); see the reliability report for the fix in engine.py")
 def test_job_id_that_escapes_the_work_dir_is_refused(tmp_path):
     proc = dj_process(make_recipe(tmp_path, rows=50, process=KEEP_ALL), "../escaped")
     assert not (tmp_path / "escaped").exists()

@@ -49,8 +49,6 @@ def test_the_next_stage_of_a_staged_job_starts_after_the_first_one_completed():
     assert progress(log, PLAN, 2)["partition_status"]["0"]["status"] == "processing"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the local executor resolves a partition before its worker's events "
-                                       "are written; see the reliability report for the fix in executors/local.py")
 def test_a_partitions_worker_events_are_written_before_its_completion(tmp_path):
     """A driver slow to write worker events (a busy disk, a loaded machine) must still log a
     partition's own events before its PARTITION_COMPLETE."""

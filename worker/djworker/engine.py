@@ -197,9 +197,7 @@ class Driver:
             self.storage.check_writable(uri)
         if self.recipe.export_path and is_remote(self.recipe.export_path):  # a missing bucket fails now, not at the end
             self.storage.check_writable(self.recipe.export_path.rsplit("/", 1)[0])
-        executor = self._executor(log)
-        if hasattr(executor, "warm_up"):
-            executor.warm_up()  # workers start while the driver plans
+        self._executor(log)  # workers start before the driver's planning threads run
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
         decisions: dict[int, Decision] = {}

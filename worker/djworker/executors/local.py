@@ -1,6 +1,6 @@
 """A process pool of `np` workers, reused across partitions.
 
-Workers ignore SIGINT/SIGTERM: the driver owns shutdown and tells them to stop
+Workers are forked once per run and ignore SIGINT/SIGTERM: the driver owns shutdown and tells them to stop
 through a shared flag, so a Ctrl-C or `dj-stop` checkpoints in-flight partitions
 instead of killing them mid-op. A worker killed outright breaks the pool; the
 driver sees its partitions fail (retryable) and the pool is rebuilt."""
@@ -41,8 +41,10 @@ class LocalExecutor:
     def __init__(self, np: int, on_event: Callable[[dict], None]):
         self.np = np
         self.on_event = on_event
-        self.ctx = mp.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["djworker.run", "djworker.ops._load_all"])
+        # fork: workers start instantly with the driver's imports. They are forked here,
+        # before this executor starts its event thread (a rebuilt pool forks later, with
+        # that thread parked in a queue read whose lock the workers never take).
+        self.ctx = mp.get_context("fork")
         self.events = self.ctx.Queue()
         # A lock-free shared byte: safe to set from a signal handler, cheap to poll between ops.
         self.stop_flag = self.ctx.RawValue("b", 0)
@@ -50,6 +52,8 @@ class LocalExecutor:
         self._tasks: dict[int, list[Any]] = {}  # token -> [pool future, our future, end marker seen]
         self._tokens = itertools.count()
         self._lock = threading.Lock()
+        import djworker.ops._load_all  # noqa: F401  (workers inherit the registered ops)
+        self._pool().submit(int).result()
         self._drainer = threading.Thread(target=self._drain, name="dj-events", daemon=True)
         self._drainer.start()
 
@@ -89,12 +93,6 @@ class LocalExecutor:
             self.pool = ProcessPoolExecutor(self.np, mp_context=self.ctx, initializer=_init_worker,
                                             initargs=(self.events, self.stop_flag))
         return self.pool
-
-    def warm_up(self) -> None:
-        """Start the workers in the background: they boot while the driver plans."""
-        pool = self._pool()
-        threading.Thread(target=lambda: [pool.submit(int) for _ in range(self.np)], name="dj-warm-up",
-                         daemon=True).start()
 
     def submit(self, task: PartitionTask) -> Future:
         token = next(self._tokens)
