@@ -309,7 +309,7 @@ class Chaos:
                  code: Optional[Path] = None):
         self.root, self.executor, self.np, self.kinds, self.log, self.code = root, executor, np, kinds, log, code
         self.rng = random.Random(seed)
-        self.first = list(first)  # kinds to use first, in order, where they apply
+        self.first = list(first)  # kinds to use first, in order, until each has landed once
         self.partitions, self.rows_per_partition = partitions, rows_per_partition
         self.recipe = write_recipe(root, "chaos", executor, partitions, rows_per_partition, np)
         self.watcher = Watcher()
@@ -381,9 +381,12 @@ class Chaos:
         decided = any((self.root / "ckpt" / job).glob("dedup_op*.json")) if (self.root / "ckpt" / job).exists() else False
         fits = [k for k in self.kinds if (k in TIMED or not live) and not (k == "dedup_decide" and decided)
                 and not (done and k in ("checkpoint_mid_write", "op_done", "partition_done"))]
-        if self.first and self.first[0] in fits:
-            return self.first.pop(0)
-        return self.rng.choice(fits or list(TIMED))
+        wanted = [k for k in self.first if k in fits]  # the first kinds, in order, until each has landed
+        return wanted[0] if wanted else self.rng.choice(fits or list(TIMED))
+
+    def landed(self, kind: str) -> None:
+        if kind in self.first:
+            self.first.remove(kind)
 
     def failpoint_spec(self, kind: str, job: str) -> str:
         share = self.remaining(job)
@@ -399,7 +402,8 @@ class Chaos:
 
     def timed_kill(self, run: Run, kind: str, job: str) -> bool:
         """Wait a random moment, then SIGKILL the driver's group or one worker. False if the run ended first."""
-        deadline = time.time() + self.rng.uniform(0.2, max(0.5, 0.7 * self.clean_s * (0.2 + 0.8 * self.remaining(job))))
+        # the reference run's wall time includes start-up; aim inside the work that remains
+        deadline = time.time() + self.rng.uniform(0.2, max(0.5, 0.6 * self.clean_s * (0.2 + 0.8 * self.remaining(job))))
         while time.time() < deadline:
             if run.proc.poll() is not None:
                 return False
@@ -435,6 +439,7 @@ class Chaos:
             if kind in TIMED and self.timed_kill(run, kind, job):
                 spent += 1
                 self.tally.kills[kind] += 1
+                self.landed(kind)
                 self.log(f"  {job}: killed the {kind} ({spent}/{budget})")
                 if kind == "worker":
                     continue  # the driver retries the partition; keep this run
@@ -443,6 +448,7 @@ class Chaos:
             if code == -signal.SIGKILL and failpoint:
                 spent += 1
                 self.tally.kills[failpoint.split("=")[0]] += 1
+                self.landed(failpoint.split("=")[0])
                 self.log(f"  {job}: failpoint {failpoint} fired ({spent}/{budget})")
             if code == 0 or self.completed(job):  # a kill can land after JOB_COMPLETE: the job is done
                 break

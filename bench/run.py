@@ -130,6 +130,21 @@ def events_done(events: Path, fraction: float, total: int) -> Any:
     return check
 
 
+def resume_scenario(work: Path, data: Path, rows: int, env: dict[str, str], scenario: Any,
+                    results: dict[str, Any], tag: str) -> None:
+    """A full run, and a run SIGKILLed once 75 % of its 16 partitions completed, then resumed."""
+    size = max(rows // 16, 1)
+    name = f"resume{tag.strip()}"
+    full = dj_process(recipe(work, data, name + "_full", partition={"size": size}), "f", env)
+    rpath = recipe(work, data, name, partition={"size": size})
+    ev = work / name / "jobs" / "r" / "event_logs" / "events.jsonl"
+    killed = dj_process(rpath, "r", env, kill_when=events_done(ev, 0.75, 16))
+    resumed = dj_process(rpath, "r", env)
+    scenario(f"full run (16 partitions){tag}", rows, full)
+    scenario(f"resume after kill at 75%{tag}", rows, resumed)
+    results[f"resume after kill at 75%{tag}"]["killed_at_s"] = killed["wall_s"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
@@ -165,15 +180,7 @@ def main() -> None:
         results["local every_op"]["rows_out"] = rows_out
         same = rows_out == results["floor (no framework)"]["rows_out"]
 
-        # resume after a SIGKILL at ~75 % of partitions (16 partitions so that 75 % is meaningful)
-        rpath = recipe(work, data, "resume", partition={"size": max(args.rows // 16, 1)})
-        full = dj_process(recipe(work, data, "resume_full", partition={"size": max(args.rows // 16, 1)}), "f", env)
-        ev = work / "resume" / "jobs" / "r" / "event_logs" / "events.jsonl"
-        killed = dj_process(rpath, "r", env, kill_when=events_done(ev, 0.75, 16))
-        resumed = dj_process(rpath, "r", env)
-        scenario("full run (16 partitions)", args.rows, full)
-        scenario("resume after kill at 75%", args.rows, resumed)
-        results["resume after kill at 75%"]["killed_at_s"] = killed["wall_s"]
+        resume_scenario(work, data, args.rows, env, scenario, results, "")
 
         if not args.skip_ray:
             scenario("ray every_op", args.rows, dj_process(recipe(work, data, "ray", executor_type="ray"), "y", env))
@@ -181,6 +188,7 @@ def main() -> None:
             big = work / "big.jsonl"
             write_jsonl(str(big), 1_000_000)
             scenario("local every_op 1M", 1_000_000, dj_process(recipe(work, big, "big"), "g", env))
+            resume_scenario(work, big, 1_000_000, env, scenario, results, " 1M")
         if args.with_datajuicer:
             results.update(run_datajuicer(work, data, env))
 
@@ -193,6 +201,7 @@ def main() -> None:
             "output rows identical to floor": same,
         }
         if args.big:
+            ratios["resume cost at 1M rows"] = results["resume after kill at 75% 1M"]["wall_s"] / results["full run (16 partitions) 1M"]["wall_s"]
             ratios["RSS 1M / 100k"] = results["local every_op 1M"]["peak_rss_mb"] / results["local every_op"]["peak_rss_mb"]
             ratios["time 1M / (10 x 100k)"] = results["local every_op 1M"]["wall_s"] / (10 * results["local every_op"]["wall_s"])
         print()

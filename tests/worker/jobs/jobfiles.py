@@ -62,8 +62,12 @@ class FakeJob:
         return self.base_dir / self.job_id
 
     def write_summary(self, status: str = "running", driver: str = "alive", **fields: Any) -> dict[str, Any]:
+        events_file = self.event_dir / "events.jsonl"
+        if driver == "alive":  # a live driver holds its event log open: that is the stopper's proof
+            self.event_dir.mkdir(parents=True, exist_ok=True)
+            self._held = open(events_file, "ab")
         summary = {"job_id": self.job_id, "status": status, "attempts": 1, "job_dir": str(self.job_dir),
-                   "event_log_dir": str(self.event_dir), "dataset_path": "/data/in.jsonl", "executor_type": "default",
+                   "event_log_dir": str(self.event_dir), "event_log_file": str(events_file), "dataset_path": "/data/in.jsonl", "executor_type": "default",
                    "checkpoint_strategy": "every_op", "partition_size": 100, "start_time": time.time() - 60,
                    "process": identity(driver), "ops": ["a_mapper", "b_filter"],
                    "resumption_command": f"dj-process --config r.yaml --job_id {self.job_id}", **fields}

@@ -41,7 +41,8 @@ class DriverState:
     """Who the summary says runs the job, checked against this host's process table.
 
     state: alive | gone | reused (the pid belongs to another process now) |
-    other_host (cannot be checked from here) | unknown (no identity recorded)."""
+    other_host (cannot be checked from here) | unknown (no identity recorded) |
+    unproven (the pid matches but the process does not hold the job's event log open)."""
 
     state: str
     pid: Optional[int]
@@ -53,7 +54,10 @@ class DriverState:
         return self.state == "alive"
 
 
-def driver_state(identity: Optional[dict[str, Any]]) -> DriverState:
+def driver_state(identity: Optional[dict[str, Any]], proof: Optional[str] = None) -> DriverState:
+    """`proof` is the job's events.jsonl: a live driver always holds it open. pid + start time
+    come from a file anyone with write access to work_dir can edit, so on their own they
+    never prove that a process belongs to the job."""
     if not identity or "pid" not in identity:
         return DriverState("unknown", None, None, "the job summary records no driver process")
     pid, host, started = int(identity["pid"]), identity.get("host"), float(identity.get("process_start_time") or 0)
@@ -70,7 +74,20 @@ def driver_state(identity: Optional[dict[str, Any]]) -> DriverState:
                            f"({_name(proc)}, started {_clock(created)}; the driver started {_clock(started)})")
     if status == psutil.STATUS_ZOMBIE:
         return DriverState("gone", pid, host, f"driver pid {pid} has exited (zombie)")
+    if not holds_open(proc, proof):
+        return DriverState("unproven", pid, host, f"pid {pid} ({_name(proc)}) matches the recorded driver but does not "
+                           f"hold the job's event log {proof!r} open; it is not provably this job's driver")
     return DriverState("alive", pid, host, f"driver pid {pid} on {host} since {_clock(started)}")
+
+
+def holds_open(proc: psutil.Process, path: Optional[str]) -> bool:
+    if not path:
+        return False
+    target = os.path.realpath(path)
+    try:
+        return any(os.path.realpath(f.path) == target for f in proc.open_files())
+    except psutil.Error:
+        return False
 
 
 def _name(proc: psutil.Process) -> str:
@@ -144,7 +161,8 @@ class JobUtils:
 
     def driver(self, summary: Optional[dict[str, Any]] = None) -> DriverState:
         summary = summary if summary is not None else self.load_job_summary()
-        return driver_state((summary or {}).get("process"))
+        summary = summary or {}
+        return driver_state(summary.get("process"), summary.get("event_log_file"))
 
     def is_running(self, summary: Optional[dict[str, Any]] = None, now: Optional[float] = None) -> bool:
         """Alive here, or (on another host) still heartbeating the job lock."""

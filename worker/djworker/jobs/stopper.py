@@ -141,6 +141,12 @@ class JobStopper:
         state = self.utils.driver(summary)
         if state.state == "other_host":
             return self._stop_elsewhere(summary, state, force, timeout)
+        if state.state == "unproven":  # never signal what cannot be proven to be the job's
+            self.utils.storage.put_bytes(self.utils.stop_request_path,
+                                         orjson.dumps({"requested_at": time.time(), "by_pid": os.getpid()}))
+            return self._result("refused", False, f"job {self.job_id}: {state.detail}; nothing was signalled. "
+                                f"A stop request file was written instead: a live driver of this job stops at "
+                                f"its next check", pid=state.pid, host=state.host, reason="unproven")
         if not state.is_alive:
             return self._not_running(summary, state)
         identity = summary["process"]
