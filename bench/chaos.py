@@ -157,12 +157,17 @@ class Watcher:
         return out
 
 
-def is_worker(proc: psutil.Process, driver: int, executor: str) -> bool:
-    """A process that runs partitions: a pool worker (forked by the forkserver) or a Ray task worker."""
+def is_worker(proc: psutil.Process, driver: psutil.Process, executor: str) -> bool:
+    """A process that runs partitions: a Ray task worker, or a pool worker (forked by the driver,
+    so it has the driver's command line, or by a forkserver) but not a helper such as the
+    forkserver itself or multiprocessing's resource tracker."""
     try:
+        cmd = proc.cmdline()
         if executor == "ray":
-            return "default_worker.py" in " ".join(proc.cmdline()) or proc.name().startswith("ray::")
-        return proc.ppid() != driver and "forkserver" in " ".join(proc.cmdline())
+            return "default_worker.py" in " ".join(cmd) or proc.name().startswith("ray::")
+        if "forkserver" in " ".join(cmd):
+            return proc.ppid() != driver.pid
+        return cmd == driver.cmdline()
     except psutil.Error:
         return False
 
@@ -415,8 +420,12 @@ class Chaos:
                 return False
             return True
         give_up = time.time() + max(5.0, self.clean_s)
+        try:
+            driver = psutil.Process(run.proc.pid)
+        except psutil.Error:
+            return False
         while time.time() < give_up and run.proc.poll() is None:
-            workers = [p for p in self.watcher.record(run.proc.pid) if is_worker(p, run.proc.pid, self.executor)]
+            workers = [p for p in self.watcher.record(run.proc.pid) if is_worker(p, driver, self.executor)]
             if workers:
                 victim = self.rng.choice(workers)
                 try:
@@ -480,10 +489,13 @@ def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300
     harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code)
     try:
         reference = harness.reference()
-        job_no = 0
+        job_no, idle = 0, 0
         while harness.tally.total_kills < kills:
             job_no += 1
-            harness.round(f"chaos{job_no}", kills - harness.tally.total_kills, reference)
+            idle = 0 if harness.round(f"chaos{job_no}", kills - harness.tally.total_kills, reference) else idle + 1
+            if idle == 3:  # e.g. no process matched is_worker: report it rather than loop forever
+                harness.tally.problems.append(f"3 rounds in a row ended before any kill landed (kinds {kinds})")
+                break
         deadline = time.time() + 15
         while (left := harness.watcher.alive()) and time.time() < deadline:
             time.sleep(0.2)

@@ -2,4 +2,5 @@
 pytest_plugins = [
     "tests.support.s3",
     "tests.support.k8s",
+    "tests.support.operator",
 ]

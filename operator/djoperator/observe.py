@@ -67,7 +67,23 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
     deleted_at = meta.get("deletionTimestamp")
     return PodState(name=meta["name"], attempt=attempt, phase=st.get("phase") or "Pending",
                     exit_code=exit_code, deleting=bool(deleted_at), message=message,
-                    deletion_deadline=_time(deleted_at))
+                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st))
+
+
+# Waiting reasons that are ordinary steps of a start, not problems.
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+
+
+def why_blocked(st: Mapping[str, Any]) -> Optional[str]:
+    """What kubelet or the scheduler says keeps a Pending pod from starting, if anything."""
+    for container in st.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] not in STARTING:
+            return f"{waiting['reason']}: {waiting.get('message') or ''}".strip().rstrip(":")[:300]
+    for cond in st.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".strip().rstrip(":")[:300]
+    return None
 
 
 def _time(value: Any) -> Optional[datetime]:

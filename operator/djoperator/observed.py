@@ -19,6 +19,7 @@ class PodState:
     deleting: bool = False
     deletion_deadline: Optional[datetime] = None  # metadata.deletionTimestamp: end of the grace period
     message: Optional[str] = None  # the container's termination reason/message
+    blocked: Optional[str] = None  # why a Pending driver cannot start (waiting reason, scheduling failure)
 
     @property
     def is_finished(self) -> bool:

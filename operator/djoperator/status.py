@@ -21,7 +21,7 @@ from .observed import Decision, Event, Observed, PodState, parse_time, seconds_s
 from .progress import conditions, mirror_progress
 from .settings import Settings
 
-WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable"})
+WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart"})
 
 # dj-process exit codes (worker/djworker/errors.py) that retrying the driver cannot fix.
 PERMANENT_EXITS = {
@@ -241,6 +241,8 @@ def _run(step: _Step) -> None:
     elif pod.phase == "Running":
         step.set_phase(RUNNING, "DriverRunning", f"driver {name.driver} is processing job {job.job_id}")
         mirror_progress(o, st)
+    elif pod.blocked:
+        step.set_phase(PROVISIONING, "DriverCannotStart", f"driver {name.driver} cannot start: {pod.blocked}")
     else:
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
 
 from djworker.config import load_recipe
 from djworker.engine import run_job

@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import orjson
 import pytest
@@ -246,8 +246,6 @@ def test_an_over_long_name_is_refused_by_the_apiserver_and_a_long_one_gets_short
     assert all(len(child) <= 63 for child in st["children"].values()), st["children"]
 
 
-@pytest.mark.xfail(strict=True, reason="gap: a driver pod that cannot start (missing Secret) is reported as "
-                                       "'starting'; see the reliability report for the operator change")
 def test_an_absent_secret_is_named_in_status_and_a_warning_event(op):
     """kubelet reports CreateContainerConfigError until the Secret exists; the job must say so."""
     h, kc = helpers(), op["kc"]
@@ -267,8 +265,6 @@ def test_an_absent_secret_is_named_in_status_and_a_warning_event(op):
     ("waiting", ("ImagePullBackOff", 'Back-off pulling image "registry.invalid/dj:nope"'), "registry.invalid/dj:nope"),
     ("unschedulable", "0/1 nodes are available: 1 Insufficient cpu.", "Insufficient cpu"),
 ], ids=["invalid_image", "unschedulable"])
-@pytest.mark.xfail(strict=True, reason="gap: a Pending driver's waiting reason or scheduling failure is not "
-                                       "surfaced; see the reliability report for the operator change")
 def test_a_driver_that_cannot_start_gets_a_status_message_saying_why(op, problem):
     """kubelet/scheduler are played by patching the pod status, in a namespace no node agent serves."""
     h, kc = helpers(), op["kc"]

@@ -166,8 +166,6 @@ def test_a_driver_it_cannot_check_is_never_signalled(finished_job, bystander, ho
     assert untouched(bystander)
 
 
-@pytest.mark.xfail(strict=True, reason="gap: the stopper trusts pid + start time from job_summary.json alone; "
-                                       "see the reliability report for a proof: the driver holds its event log open")
 def test_a_summary_naming_an_unrelated_live_process_exactly_is_not_enough_proof(finished_job, bystander):
     """job_summary.json is a file anyone with write access to work_dir can edit: the exact identity of
     an unrelated process in it must not get that process killed."""

@@ -1,5 +1,4 @@
-"""Fixtures for the operator's shell tests: the CRD, the node agent, and the real
-`dj-operator` process, all on the session's apiserver; a namespace per test."""
+"""Operator test fixtures (a real dj-operator, the test node agent, the CRD), shared by every test folder."""
 from __future__ import annotations
 
 import os
