@@ -138,6 +138,16 @@ class Watcher:
                 pass
         return procs[1:]
 
+    def record_session(self, sid: int) -> None:
+        """Also every process still in the driver's session (a Ray worker that moved to its own
+        process group while being started escapes the group kill, but not this)."""
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) == sid:
+                    self.seen.setdefault((proc.pid, proc.create_time()), " ".join(proc.cmdline())[:160])
+            except (psutil.Error, OSError):
+                pass
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -163,8 +173,8 @@ def is_worker(proc: psutil.Process, driver: psutil.Process, executor: str) -> bo
     forkserver itself or multiprocessing's resource tracker."""
     try:
         cmd = proc.cmdline()
-        if executor == "ray":
-            return "default_worker.py" in " ".join(cmd) or proc.name().startswith("ray::")
+        if executor == "ray":  # Ray retitles its workers "ray::<task>"; the raylet's argv merely mentions them
+            return " ".join(cmd).startswith("ray::") and not " ".join(cmd).startswith("ray::Mailbox")
         if "forkserver" in " ".join(cmd):
             return proc.ppid() != driver.pid
         return cmd == driver.cmdline()
@@ -348,6 +358,7 @@ class Chaos:
             os.killpg(run.proc.pid, signal.SIGKILL)
             code = run.proc.wait()
         self.watcher.stop()
+        self.watcher.record_session(run.proc.pid)
         self.tally.exits[code] += 1
         return code
 
@@ -483,8 +494,9 @@ def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300
           log: Callable[[str], None] = print, code: Optional[Path] = None) -> Tally:
     """Run the chaos harness under root (a fresh directory); return the tally.
 
-    Orphans are checked last: every process any run started must be gone (allowing a few
-    seconds for Ray's fate-sharing teardown); survivors are reported, then killed."""
+    Orphans are checked last: every process any run started (its tree while it ran, and its
+    session after) must be gone, allowing 15 s (90 s on Ray, whose workers notice a dead raylet
+    on their own); survivors are reported, then killed."""
     t0 = time.time()
     harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code)
     try:
@@ -496,7 +508,8 @@ def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300
             if idle == 3:  # e.g. no process matched is_worker: report it rather than loop forever
                 harness.tally.problems.append(f"3 rounds in a row ended before any kill landed (kinds {kinds})")
                 break
-        deadline = time.time() + 15
+        # Ray workers notice a dead raylet on their own, within about a minute
+        deadline = time.time() + (90 if executor == "ray" else 15)
         while (left := harness.watcher.alive()) and time.time() < deadline:
             time.sleep(0.2)
         harness.tally.orphans = left

@@ -8,11 +8,8 @@ the test node agent as kubelet, dj-process drivers on moto S3.
 - security: non-root pods without privilege escalation; the S3 secret in no status, Event,
   child object, log or engine file.
 
-The operator fixtures (dj_operator, node_agent, job_namespace, s3_secret) are the operator
-tests' own, in tests/operator/conftest.py; they are looked up at run time so that one session
-never runs two operators. Until they are shared (a plugin listed in tests/conftest.py), these
-tests skip when run together with tests/operator; run them alone with
-`pytest -p tests.operator.conftest tests/reliability/test_operator_path.py`."""
+The operator, node agent and namespace are the session's shared fixtures (tests/support/operator.py),
+so one session never runs two operators."""
 from __future__ import annotations
 
 import json
@@ -27,6 +24,7 @@ import orjson
 import pytest
 import yaml
 
+import tests.operator.helpers as h  # the operator tests' kubectl, S3 and waiting helpers
 from djworker.demo_data import write_jsonl
 from tests.support.s3 import SECRET_KEY
 
@@ -35,23 +33,12 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 ROWS, PARTITION, SLOW = 200, 40, 0.8  # five partitions, most of a second each: slow enough to kill mid-run
 
 
-def helpers() -> Any:
-    import tests.operator.helpers as h  # the operator tests' kubectl/S3 helpers
-
-    return h
-
-
 @pytest.fixture
-def op(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """The session's operator, node agent and a namespace they serve, holding the S3 Secret."""
-    try:
-        found = {name: request.getfixturevalue(name) for name in
-                 ("kube_cluster", "dj_operator", "node_agent", "job_namespace", "s3_env", "s3_bucket")}
-    except pytest.FixtureLookupError:
-        pytest.skip("the operator fixtures of tests/operator/conftest.py are not visible here: share them as a "
-                    "plugin in tests/conftest.py, or run with -p tests.operator.conftest")
-    found["kc"] = helpers().Kubectl(found["kube_cluster"], found["job_namespace"])
-    return found
+def op(kube_cluster, dj_operator, node_agent, job_namespace, s3_env, s3_bucket) -> dict[str, Any]:
+    """The session's operator, node agent and a fresh namespace they serve, with S3 at hand."""
+    return {"kube_cluster": kube_cluster, "dj_operator": dj_operator, "node_agent": node_agent,
+            "job_namespace": job_namespace, "s3_env": s3_env, "s3_bucket": s3_bucket,
+            "kc": h.Kubectl(kube_cluster, job_namespace)}
 
 
 def with_secret(op: dict[str, Any], name: str = "s3-creds") -> None:
@@ -70,7 +57,7 @@ def diagnose(op: dict[str, Any], name: str) -> str:
 
 
 def finished(op: dict[str, Any], name: str, timeout: float = 180) -> dict[str, Any]:
-    return helpers().wait_for(lambda: (s := op["kc"].status(name)).get("phase") in ("Succeeded", "Failed") and s,
+    return h.wait_for(lambda: (s := op["kc"].status(name)).get("phase") in ("Succeeded", "Failed") and s,
                               timeout, f"{name} to finish", lambda: diagnose(op, name))
 
 
@@ -115,7 +102,6 @@ class DriverWatch:
 @pytest.fixture(scope="module")
 def reference_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """One uninterrupted local dj-process run of the same recipe over the same rows."""
-    h = helpers()
     tmp = tmp_path_factory.mktemp("op-reference")
     write_jsonl(str(tmp / "data.jsonl"), ROWS)
     recipe = h.job_manifest("ref", "unused", "unused", rows_per_partition=PARTITION, slow=0.0)["spec"]["recipe"]
@@ -136,7 +122,7 @@ def engine_events(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
 
 
 def test_driver_kill_operator_restart_and_apiserver_restart_complete_the_job_exactly_once(op, reference_rows):
-    h, kc, agent, ns = helpers(), op["kc"], op["node_agent"], op["job_namespace"]
+    kc, agent, ns = op["kc"], op["node_agent"], op["job_namespace"]
     with_secret(op)
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
     kc.apply(h.job_manifest("chaotic", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"],
@@ -166,7 +152,7 @@ def test_driver_kill_operator_restart_and_apiserver_restart_complete_the_job_exa
 
 # ---- security ----------------------------------------------------------------------------
 def test_pods_run_as_non_root_without_privilege_escalation_and_the_secret_leaks_nowhere(op):
-    h, kc, agent, ns = helpers(), op["kc"], op["node_agent"], op["job_namespace"]
+    kc, agent, ns = op["kc"], op["node_agent"], op["job_namespace"]
     with_secret(op)
     h.upload_dataset(op["s3_env"], op["s3_bucket"], 80)
     kc.apply(h.job_manifest("tidy", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], rows_per_partition=40))
@@ -194,7 +180,7 @@ def test_pods_run_as_non_root_without_privilege_escalation_and_the_secret_leaks_
 
 
 def test_ray_children_run_as_non_root_without_privilege_escalation(op):
-    h, kc = helpers(), op["kc"]
+    kc = op["kc"]
     with_secret(op)
     kc.apply(h.job_manifest("rayjob", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], executorType="ray"))
     cluster = h.wait_for(lambda: (kc.get("rayclusters") or [None])[0], 60, "the RayCluster",
@@ -223,7 +209,7 @@ SCHEMA_CASES = {
 
 @pytest.mark.parametrize("case", list(SCHEMA_CASES))
 def test_a_cr_with_an_invalid_field_is_rejected_at_apply_naming_the_field(op, case):
-    h, kc = helpers(), op["kc"]
+    kc = op["kc"]
     change, words = SCHEMA_CASES[case]
     manifest = h.job_manifest("bad", "b", "http://x")
     manifest["spec"].update(change)
@@ -235,7 +221,7 @@ def test_a_cr_with_an_invalid_field_is_rejected_at_apply_naming_the_field(op, ca
 
 
 def test_an_over_long_name_is_refused_by_the_apiserver_and_a_long_one_gets_short_children(op):
-    h, kc = helpers(), op["kc"]
+    kc = op["kc"]
     too_long = "j" * 254
     done = kc("apply", "-f", "-", input=yaml.safe_dump(h.job_manifest(too_long, "b", "http://x")), check=False)
     assert done.returncode != 0 and "must be no more than 253 characters" in done.stderr, done.stderr
@@ -248,7 +234,7 @@ def test_an_over_long_name_is_refused_by_the_apiserver_and_a_long_one_gets_short
 
 def test_an_absent_secret_is_named_in_status_and_a_warning_event(op):
     """kubelet reports CreateContainerConfigError until the Secret exists; the job must say so."""
-    h, kc = helpers(), op["kc"]
+    kc = op["kc"]
     op["node_agent"].release(op["job_namespace"])  # kubelet is played below
     h.upload_dataset(op["s3_env"], op["s3_bucket"], 40)
     kc.apply(h.job_manifest("nosecret", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], secret="missing-creds"))
@@ -267,7 +253,7 @@ def test_an_absent_secret_is_named_in_status_and_a_warning_event(op):
 ], ids=["invalid_image", "unschedulable"])
 def test_a_driver_that_cannot_start_gets_a_status_message_saying_why(op, problem):
     """kubelet/scheduler are played by patching the pod status, in a namespace no node agent serves."""
-    h, kc = helpers(), op["kc"]
+    kc = op["kc"]
     op["node_agent"].release(op["job_namespace"])  # nothing runs the pod: it stays Pending, as on a real node
     kind, detail, words = problem
     kc.apply(h.job_manifest("stuck", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], image="registry.invalid/dj:nope",

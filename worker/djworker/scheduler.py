@@ -89,17 +89,18 @@ class Scheduler:
                 self.executor.on_failure(err)
             attempt = task.attempt + 1
             final = self.policy.is_final(attempt, err)
+            p = self.policy
+            delay = None if final else backoff_delay(p.kind, attempt, p.base_s, p.cap_s, p.jitter, self.rng)
             error = f"{type(err).__name__}: {err}"
             self.emit(EventType.PARTITION_FAILED, partition_id=pid, retry_count=task.attempt, error=error,
-                      stack_trace="".join(traceback.format_exception(err)), final=final)
+                      stack_trace="".join(traceback.format_exception(err)), final=final,
+                      retry_in_s=None if delay is None else round(delay, 3))
             if final:
                 part.status, part.error, part.end_time = "failed", error, time.time()
                 failed.append((pid, error))
                 return
             task.attempt = part.retries = attempt
-            p = self.policy
-            heapq.heappush(queue, (time.time() + backoff_delay(p.kind, attempt, p.base_s, p.cap_s, p.jitter, self.rng),
-                                   pid, task))
+            heapq.heappush(queue, (time.time() + delay, pid, task))
             return
         failpoint("partition_done")
         part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
