@@ -205,7 +205,8 @@ def test_killed_ray_worker_and_failing_op_are_retried_with_data_on_s3(tmp_path, 
     recipe = make_recipe(tmp_path, rows=400, process=ops, executor_type="ray_partitioned",
                          dataset_path=f"{bucket}/in/input.jsonl",
                          checkpoint_dir=f"{bucket}/ckpt", export_path=f"{bucket}/out/result.jsonl",
-                         retry={"max_retries": 2, "retry_backoff": "linear", "base_delay_s": 1.0, "jitter": 0.25})
+                         retry={"max_retries": 2, "retry_backoff": "linear", "base_delay_s": 1.0, "max_delay_s": 5.0,
+                                "jitter": 0.25})
     run = ray_runs(recipe, "k")
     run.wait_for(lambda _: (pids / "rows-from-200.0").exists())
     victim = int((pids / "rows-from-200.0").read_text())
