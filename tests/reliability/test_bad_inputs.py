@@ -471,3 +471,11 @@ def test_job_id_that_escapes_the_work_dir_is_refused(tmp_path):
     assert not (tmp_path / "escaped").exists()
     assert proc.returncode == 2
     said(proc, "'../escaped'", "job id")
+
+
+def test_integers_beyond_int64_come_out_exactly_as_they_went_in(tmp_path):
+    """orjson (the per-line path) keeps them exact; so must the fast path, or the value silently changes."""
+    big = {"text": "a record with a 64-bit unsigned id " * 3, "id": 18446744073709551615}
+    data = write_lines(tmp_path / "input.jsonl", [orjson.dumps(big), good(1)])
+    assert dj_process(make_recipe(tmp_path, dataset_path=str(data), process=KEEP_ALL), JOB).returncode == 0
+    assert output_rows(out(tmp_path))[0]["id"] == 18446744073709551615

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 import io
+import re
 
 import orjson
 import pyarrow as pa
@@ -200,8 +201,10 @@ def _fast_table(lines: list[bytes]) -> Optional[pa.Table]:
         table.validate(full=True)  # Arrow's reader lets invalid UTF-8 through; the per-line path rejects it
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
-    if table.num_rows != len(lines) or _has_temporal(table.schema):
+    if table.num_rows != len(lines) or _has_type(table.schema, pa.types.is_temporal):
         return None
+    if _has_type(table.schema, pa.types.is_floating) and any(BIG_INT.search(line) for line in lines):
+        return None  # Arrow reads integers past int64 as float64; orjson keeps them exact
     return table
 
 
@@ -214,7 +217,7 @@ def slice_table(lines: list[bytes], text_key: str) -> pa.Table:
     rows = [orjson.loads(line) for line in lines]
     try:
         return pa.Table.from_pylist(rows)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
         texts = pa.array([r[text_key] for r in rows], pa.string())
         rest = pa.array([orjson.dumps({k: v for k, v in r.items() if k != text_key}).decode() for r in rows], pa.string())
         return pa.table({text_key: texts, EXTRA_JSON_COLUMN: rest})
@@ -223,13 +226,16 @@ def slice_table(lines: list[bytes], text_key: str) -> pa.Table:
 EXTRA_JSON_COLUMN = "__dj__extra_json__"
 
 
-def _has_temporal(schema: pa.Schema) -> bool:
-    def temporal(t: pa.DataType) -> bool:
-        if pa.types.is_temporal(t):
+BIG_INT = re.compile(rb"(?<![\d.eE])\d{19,}(?![\d.eE])")
+
+
+def _has_type(schema: pa.Schema, kind: Any) -> bool:
+    def has(t: pa.DataType) -> bool:
+        if kind(t):
             return True
         if pa.types.is_struct(t):
-            return any(temporal(t.field(i).type) for i in range(t.num_fields))
+            return any(has(t.field(i).type) for i in range(t.num_fields))
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            return temporal(t.value_type)
+            return has(t.value_type)
         return False
-    return any(temporal(f.type) for f in schema)
+    return any(has(f.type) for f in schema)

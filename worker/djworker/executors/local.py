@@ -54,12 +54,16 @@ class LocalExecutor:
         self._lock = threading.Lock()
         import djworker.ops._load_all  # noqa: F401  (workers inherit the registered ops)
         self._pool().submit(int).result()
-        self._drainer = threading.Thread(target=self._drain, name="dj-events", daemon=True)
-        self._drainer.start()
+        self._drainer = self._drain_in_background(self.events)
 
-    def _drain(self) -> None:
+    def _drain_in_background(self, events: Any) -> threading.Thread:
+        thread = threading.Thread(target=self._drain, args=(events,), name="dj-events", daemon=True)
+        thread.start()
+        return thread
+
+    def _drain(self, events: Any) -> None:
         while True:
-            event = self.events.get()
+            event = events.get()
             if event is None:  # shutdown's sentinel: every worker event before it is written
                 return
             if DONE in event:
@@ -117,6 +121,21 @@ class LocalExecutor:
             self._kill_workers()
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = None
+            self._fresh_queue()
+
+    def _fresh_queue(self) -> None:
+        """A worker killed while sending an event leaves the queue's cross-process write lock
+        held for good, and one killed after its result but before its end marker leaves a task
+        that would wait forever: the next pool gets a new queue, and the old pool's finished
+        tasks resolve now."""
+        old, self.events = self.events, self.ctx.Queue()
+        old.cancel_join_thread()  # never wait at exit for a feeder stuck on that lock
+        old.put(None)
+        self._drainer = self._drain_in_background(self.events)
+        with self._lock:
+            finished = [token for token, (inner, _, _) in self._tasks.items() if inner.done()]
+        for token in finished:
+            self._settle(token, marker=True)
 
     def request_stop(self) -> None:
         self.stop_flag.value = 1
