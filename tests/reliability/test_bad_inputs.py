@@ -26,7 +26,7 @@ import pytest
 from tests.reliability.conftest import remount
 from tests.support.engine import (dj_process, env_with, event_types, events, make_recipe, output_rows,
                                   start_dj_process, summary)
-from tests.worker.test_engine import expected_rows
+from tests.support.engine import expected_rows
 
 JOB = "j"
 

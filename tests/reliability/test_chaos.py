@@ -17,7 +17,7 @@ import tests.reliability.fault_ops  # noqa: F401  (registers the fault ops here 
 from bench.chaos import chaos
 from djworker.executors.ray import ray_available
 from tests.support.engine import make_recipe, output_rows, start_dj_process
-from tests.worker.test_engine import expected_rows
+from tests.support.engine import expected_rows
 
 
 def test_random_sigkills_lose_nothing_duplicate_nothing_and_leave_no_process(tmp_path):

@@ -85,5 +85,27 @@ def output_rows(path: Path) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 
+def floor_rows(input_path: Path, recipe_path: Path) -> list[dict[str, Any]]:
+    """The floor: the recipe's ops applied in-process to the whole input, no framework,
+    with the engine's internal columns dropped as the export drops them."""
+    import pyarrow as pa
+
+    import tests.support.test_ops  # noqa: F401  (the recipe may use the test ops)
+    from djworker.config import build_ops, load_recipe
+
+    rows = [orjson.loads(line) for line in input_path.read_bytes().splitlines() if line.strip()]
+    table = pa.Table.from_pylist(rows)
+    for op in build_ops(load_recipe(recipe_path)):
+        table = op.process(table)
+    return table.drop_columns([c for c in table.column_names if c.startswith("__dj__")]).to_pylist()
+
+
+def expected_rows(recipe_path: Path) -> list[dict[str, Any]]:
+    """floor_rows over the recipe's own (local) dataset."""
+    from djworker.config import load_recipe
+
+    return floor_rows(Path(load_recipe(recipe_path).dataset_path), recipe_path)
+
+
 def summary(tmp: Path, job_id: str) -> dict[str, Any]:
     return json.loads((tmp / "jobs" / job_id / "job_summary.json").read_text())

@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from tests.support.engine import dj_process, event_types, events, make_recipe, output_rows
-from tests.worker.test_engine import expected_rows
+from tests.support.engine import expected_rows
 
 
 def corpus(tmp_path, n=400):

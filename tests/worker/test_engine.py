@@ -8,25 +8,11 @@ import time
 from pathlib import Path
 
 import orjson
-import pyarrow as pa
 import pytest
 
-from djworker.config import build_ops, load_recipe
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
-from tests.support.engine import (dj_process, event_types, events, make_recipe, output_rows, start_dj_process,
+from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
                                   summary)
-
-
-def expected_rows(recipe_path: Path) -> list[dict]:
-    """The floor: the same ops applied in-process to the whole input, no framework."""
-    recipe = load_recipe(recipe_path)
-    rows = [orjson.loads(line) for line in Path(recipe.dataset_path).read_bytes().splitlines() if line.strip()]
-    table = pa.Table.from_pylist(rows)
-    for op in build_ops(recipe):
-        table = op.process(table)
-    if "__dj__stats__" in table.column_names:
-        table = table.drop_columns(["__dj__stats__"])
-    return table.to_pylist()
 
 
 def run_ok(recipe: Path, job: str, *args: str, env=None):

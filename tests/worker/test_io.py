@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from djworker.demo_data import rows
 from djworker.events import EventLog, read_events
 from tests.support.engine import dj_process, events, make_recipe, output_rows
-from tests.worker.test_engine import expected_rows
+from tests.support.engine import expected_rows
 
 
 def test_gzip_jsonl_in_parquet_out(tmp_path):

@@ -14,29 +14,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
-import pyarrow as pa
 import pytest
 
-from djworker.config import Strategy, build_ops, load_recipe
+from djworker.config import Strategy
 from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
 from djworker.run import PartitionResult, PartitionTask
 from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
 from djworker.storage import StorageOptions
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
-from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe, output_rows
+from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, floor_rows, make_recipe, output_rows
 from tests.support.ray import alive, kill_pids, ray_runs, wait_gone  # noqa: F401  (ray_runs is a fixture)
 
 WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "OP_FAILED", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
-
-
-def floor_rows(input_path: Path, recipe_path: Path) -> list[dict[str, Any]]:
-    """The recipe's ops applied in-process to the whole (local copy of the) input: no framework."""
-    rows = [orjson.loads(line) for line in input_path.read_bytes().splitlines() if line.strip()]
-    table = pa.Table.from_pylist(rows)
-    for op in build_ops(load_recipe(recipe_path)):
-        table = op.process(table)
-    return table.drop_columns([c for c in table.column_names if c.startswith("__dj__")]).to_pylist()
 
 
 def per_partition(evs: list[dict[str, Any]]) -> dict[int, list[tuple]]:

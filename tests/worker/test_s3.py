@@ -19,11 +19,10 @@ import pyarrow as pa
 import pytest
 
 from djworker.checkpoint import Checkpoints
-from djworker.config import build_ops, load_recipe
 from djworker.demo_data import write_jsonl
 from djworker.storage import Storage
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
-from tests.support.engine import dj_process, event_types, events, make_recipe, start_dj_process, summary
+from tests.support.engine import dj_process, event_types, events, floor_rows, make_recipe, start_dj_process, summary
 from tests.support.s3 import SECRET_KEY
 
 pytestmark = pytest.mark.s3
@@ -33,14 +32,6 @@ def s3(endpoint: str) -> Any:
     import s3fs
 
     return s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-
-
-def floor_rows(input_path: Path, recipe_path: Path) -> list[dict[str, Any]]:
-    rows = [orjson.loads(line) for line in input_path.read_bytes().splitlines() if line.strip()]
-    table = pa.Table.from_pylist(rows)
-    for op in build_ops(load_recipe(recipe_path)):
-        table = op.process(table)
-    return table.drop_columns([c for c in table.column_names if c.startswith("__dj__")]).to_pylist()
 
 
 def s3_rows(fs: Any, key: str) -> list[dict[str, Any]]:
