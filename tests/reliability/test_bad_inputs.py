@@ -26,7 +26,7 @@ import pytest
 from tests.reliability.conftest import remount
 from tests.support.engine import (dj_process, env_with, event_types, events, make_recipe, output_rows,
                                   start_dj_process, summary)
-from tests.support.engine import expected_rows
+from tests.support.engine import expected_rows, wait_exit
 
 JOB = "j"
 
@@ -403,7 +403,7 @@ def test_second_run_while_the_first_runs_is_refused_and_changes_nothing(tmp_path
         assert second.returncode == 4
         said(second, f"job {JOB} is running (pid {first.pid}", f"dj-stop {JOB}", "another --job_id")
         assert (tmp_path / "jobs" / JOB / "job_summary.json").read_bytes() == before
-        assert first.wait(timeout=120) == 0
+        assert wait_exit(first, 120) == 0
     finally:
         if first.poll() is None:
             first.kill()

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -70,6 +72,18 @@ def start_dj_process(recipe: Path, job_id: str, *args: str, env: Optional[dict[s
     cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe), "--job_id", job_id, "--quiet", *args]
     return subprocess.Popen(cmd, env=env_with(env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, cwd=recipe.parent)
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
+    """proc's exit code; if it is still running after timeout, fail with every thread's stack."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # dj-process dumps its threads (faulthandler)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=30)
+        raise AssertionError(f"dj-process still running after {timeout} s; its threads:\n{err}") from None
 
 
 def events(tmp: Path, job_id: str) -> list[dict[str, Any]]:

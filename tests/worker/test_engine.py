@@ -12,7 +12,7 @@ import pytest
 
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
-                                  summary)
+                                  summary, wait_exit)
 
 
 def run_ok(recipe: Path, job: str, *args: str, env=None):
@@ -171,7 +171,7 @@ def test_sigterm_stops_cleanly_then_resume_is_identical(tmp_path):
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 130
+    assert wait_exit(proc, 60) == 130
     evs = events(tmp_path, "st")
     assert event_types(evs)[-1] == "JOB_STOPPED"
     # the in-flight partitions flushed a checkpoint even with checkpoints disabled

@@ -52,7 +52,9 @@ class Driver:
     on_event: Optional[Callable[[dict], None]] = None
     storage: Storage = field(init=False)
     paths: JobPaths = field(init=False)
-    stop_requested: threading.Event = field(default_factory=threading.Event)
+    # A plain bool, not a threading.Event: the signal handler sets it, and a handler that takes
+    # a lock the interrupted main thread already holds (Event.set does) deadlocks the driver.
+    stop_requested: bool = False
 
     def __post_init__(self) -> None:
         self.storage = Storage(StorageOptions.from_recipe(self.recipe))
@@ -229,7 +231,7 @@ class Driver:
                      skipped=len(tasks) - len(pending), stage=tasks[0].stage)
         failed = self._schedule(log, pending, lock)
         save_plan(self.storage, self.paths.mapping, self.plan)
-        if self.stop_requested.is_set():
+        if self.stop_requested:
             raise JobStopped(f"job {self.job_id} stopped on request; resume with: {self.summary['resumption_command']}")
         if failed:
             self._write_report(self.plan)
@@ -242,11 +244,15 @@ class Driver:
         """Run tasks np at a time with retries; return (pid, error) of permanent failures."""
         r, rr = self.recipe, self.recipe.retry
         beat = {"last": time.time()}
+        announced: list[bool] = []
 
         def should_stop() -> bool:
-            if self._stop_file_present():
+            if not self.stop_requested and self._stop_file_present():
                 self.request_stop()
-            return self.stop_requested.is_set()
+            if self.stop_requested and not announced:
+                announced.append(True)
+                logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
+            return self.stop_requested
 
         def tick() -> None:  # a live run keeps its lock fresh for readers on other hosts
             if time.time() - beat["last"] > 10:
@@ -257,7 +263,7 @@ class Driver:
         try:
             return Scheduler(self._executor(log), r.np, policy, log.emit, should_stop, tick).run(pending)
         finally:
-            if self.stop_requested.is_set():
+            if self.stop_requested:
                 self._shutdown_executor()
 
     def _executor(self, log: EventLog) -> Any:
@@ -270,7 +276,7 @@ class Driver:
 
     def _shutdown_executor(self) -> None:
         if self.executor is not None:
-            self.executor.shutdown(kill=self.stop_requested.is_set())
+            self.executor.shutdown(kill=self.stop_requested)
             self.executor = None
 
     def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
@@ -313,11 +319,10 @@ class Driver:
 
     # ---- stopping ---------------------------------------------------------
     def request_stop(self) -> None:
-        """Also called from the signal handler: tell running partitions at once, so they
-        checkpoint at their very next op boundary instead of finishing the partition."""
-        if not self.stop_requested.is_set():
-            logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
-        self.stop_requested.set()
+        """Also the signal handler, so lock-free: tell running partitions at once, so they
+        checkpoint at their very next op boundary instead of finishing the partition.
+        The scheduler loop logs the stop and relays it to a Ray executor."""
+        self.stop_requested = True
         if self.executor is not None and not self.recipe.is_ray:  # Ray's flag is an actor call: not from a handler
             self.executor.request_stop()
 

@@ -14,7 +14,7 @@ from djworker.jobs.common import JobNotFound, list_running_jobs
 from djworker.jobs.monitor import JobProgressMonitor
 from djworker.jobs.stopper import is_live, stop_job
 from tests.support.engine import STANDARD_OPS, dj_process, env_with, event_types, events, make_recipe, \
-    start_dj_process, summary
+    start_dj_process, summary, wait_exit
 
 ENV = {"DJ_EXTRA_OP_MODULES": "tests.support.test_ops,tests.support.slow_ops"}
 # What the driver is proposed to do at start-up (see docs/job-management.md, "Orphans"): mark its processes.
@@ -93,7 +93,7 @@ def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_pat
     result = json.loads(stopped.stdout)
     assert stopped.returncode == 0, result
     assert (result["outcome"], result["method"], result["remaining"]) == ("stopped", "graceful", [])
-    assert driver.wait(timeout=30) == 130
+    assert wait_exit(driver, 30) == 130
     assert all_gone(tree)
     assert summary(tmp_path, "slow")["status"] == "stopped"
     assert [t for t in event_types(events(tmp_path, "slow")) if t.startswith("JOB_")] == ["JOB_START", "JOB_STOPPED"]

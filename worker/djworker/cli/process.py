@@ -2,10 +2,14 @@
 
 Exit codes: 0 completed, 1 unexpected error, 2 invalid recipe, 3 bad input,
 4 job locked by a live run, 5 storage unavailable, 6 partitions failed after
-retries, 130 stopped on request (resume with the same --job_id)."""
+retries, 130 stopped on request (resume with the same --job_id).
+
+`kill -USR1 <pid>` prints every thread's stack to stderr without stopping the job."""
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 import sys
 from typing import Optional
 
@@ -29,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args, rest = parser().parse_known_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # a stuck job can be diagnosed live
     logger.remove()
     logger.add(sys.stderr, level="WARNING" if args.quiet else "INFO", format="{time:HH:mm:ss} | {level: <7} | {message}",
                filter=lambda record: "dj_job" not in record["extra"])  # events.log has those

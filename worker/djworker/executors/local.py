@@ -15,6 +15,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional
 
 import psutil
+from loguru import logger
 
 from ..run import PartitionTask, run_partition
 
@@ -68,8 +69,11 @@ class LocalExecutor:
                 return
             if DONE in event:
                 self._settle(event[DONE], marker=True)
-            else:
+                continue
+            try:
                 self.on_event(event)
+            except Exception:  # noqa: BLE001 - a dead drainer would leave every running task unresolved
+                logger.exception("could not record a worker event: {}", event.get("event_type"))
 
     def _settle(self, token: int, marker: bool = False) -> None:
         """Resolve a task's future once its result is in *and* all its events are written.
@@ -84,7 +88,7 @@ class LocalExecutor:
             if marker:
                 entry[2] = True
             inner, outer, seen = entry
-            if not inner.done() or not (seen or isinstance(inner.exception(), BrokenProcessPool)):
+            if inner is None or not inner.done() or not (seen or isinstance(inner.exception(), BrokenProcessPool)):
                 return
             del self._tasks[token]
         if inner.exception() is not None:
@@ -100,14 +104,24 @@ class LocalExecutor:
 
     def submit(self, task: PartitionTask) -> Future:
         token = next(self._tokens)
-        try:
-            inner = self._pool().submit(_run, task, token)
-        except BrokenProcessPool:
-            self._discard_pool()
-            inner = self._pool().submit(_run, task, token)
         outer: Future = Future()
+        # Registered before the pool sees the task: a quick task's end marker may reach the
+        # drainer before submit() returns, and a marker for an unknown token would be lost.
+        entry: list[Any] = [None, outer, False]
         with self._lock:
-            self._tasks[token] = [inner, outer, False]
+            self._tasks[token] = entry
+        try:
+            try:
+                inner = self._pool().submit(_run, task, token)
+            except BrokenProcessPool:
+                self._discard_pool()
+                inner = self._pool().submit(_run, task, token)
+        except BaseException:
+            with self._lock:
+                del self._tasks[token]
+            raise
+        with self._lock:
+            entry[0] = inner
         inner.add_done_callback(lambda _: self._settle(token))
         return outer
 
@@ -133,7 +147,7 @@ class LocalExecutor:
         old.put(None)
         self._drainer = self._drain_in_background(self.events)
         with self._lock:
-            finished = [token for token, (inner, _, _) in self._tasks.items() if inner.done()]
+            finished = [token for token, (inner, _, _) in self._tasks.items() if inner is not None and inner.done()]
         for token in finished:
             self._settle(token, marker=True)
 
