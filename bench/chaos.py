@@ -350,11 +350,14 @@ class Chaos:
         self.watcher.watch(proc.pid)
         return Run(proc, time.time(), temp)
 
-    def finish(self, run: Run, timeout: float = 600) -> int:
+    def finish(self, run: Run, timeout: float = 240) -> int:
         try:
             code = run.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.tally.problems.append(f"a run did not end within {timeout}s (pid {run.proc.pid}); killed")
+            run.proc.send_signal(signal.SIGUSR1)  # dj-process writes its threads' stacks to its log
+            time.sleep(2)
+            self.tally.problems.append(f"a run did not end within {timeout}s (pid {run.proc.pid}); killed; "
+                                       f"its threads' stacks are in {self.root / 'logs'}")
             os.killpg(run.proc.pid, signal.SIGKILL)
             code = run.proc.wait()
         self.watcher.stop()

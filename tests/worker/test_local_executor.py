@@ -1,7 +1,13 @@
 """The local process pool: every task resolves exactly once, after all of its events."""
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
+
+import psutil
+import pytest
 
 from djworker.executors import local
 from djworker.executors.local import LocalExecutor
@@ -30,3 +36,17 @@ def test_a_task_whose_end_marker_beats_submit_still_resolves(monkeypatch):
         assert [e["message"] for e in seen] == ["ran p0"]
     finally:
         ex.shutdown()
+
+
+@pytest.mark.parametrize("victim", [0, 1])
+def test_shutdown_returns_after_an_idle_worker_was_killed(victim):
+    """The killed worker may have held the task queue's read lock: its peer can never exit by itself."""
+    ex = LocalExecutor(2, lambda event: None)
+    pids = sorted(ex.worker_pids())
+    os.kill(pids[victim], signal.SIGKILL)
+    time.sleep(0.5)  # the pool notices the death and tries its own clean-up first
+    closer = threading.Thread(target=ex.shutdown, daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "shutdown hung"
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)

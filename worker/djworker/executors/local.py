@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing as mp
+import multiprocessing.connection
 import signal
 import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional
@@ -132,10 +134,31 @@ class LocalExecutor:
 
     def _discard_pool(self) -> None:
         if self.pool is not None:
-            self._kill_workers()
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = None
+            self._close_pool(grace_s=0)
             self._fresh_queue()
+
+    def _close_pool(self, grace_s: float) -> None:
+        """Shut the pool down; workers still alive after grace_s are killed.
+
+        Workers ignore SIGTERM, so the pool's own clean-up cannot terminate them, and one killed
+        while waiting for work leaves the task queue's read lock held: its peers would wait on
+        that lock forever. No task is running when this is called, so killing loses nothing."""
+        pool, self.pool = self.pool, None
+        workers = list((pool._processes or {}).values())
+        manager = pool._executor_manager_thread
+        pool.shutdown(wait=False, cancel_futures=True)
+        alive = {w.sentinel: w for w in workers}
+        deadline = time.monotonic() + grace_s
+        while alive and (left := deadline - time.monotonic()) > 0:
+            for sentinel in mp.connection.wait(list(alive), timeout=left):
+                alive.pop(sentinel)
+        for worker in alive.values():
+            try:
+                psutil.Process(worker.pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+        if manager is not None:
+            manager.join(timeout=10)
 
     def _fresh_queue(self) -> None:
         """A worker killed while sending an event leaves the queue's cross-process write lock
@@ -158,18 +181,10 @@ class LocalExecutor:
         """Only processes this executor started (the caller may own other children)."""
         return list(getattr(self.pool, "_processes", None) or {})
 
-    def _kill_workers(self) -> None:
-        for pid in self.worker_pids():
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
-
     def shutdown(self, kill: bool = False) -> None:
+        """kill: the driver is stopping, in-flight partitions have checkpointed; else let idle workers exit."""
         if self.pool is not None:
-            if kill:
-                self._kill_workers()
-            self.pool.shutdown(wait=not kill, cancel_futures=True)
-            self.pool = None
+            self._close_pool(grace_s=0 if kill else 2)
+        self.events.cancel_join_thread()  # the drainer below confirms delivery; never block exit on it
         self.events.put(None)
         self._drainer.join(timeout=5)
