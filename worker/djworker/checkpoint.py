@@ -85,7 +85,7 @@ def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> tuple[
 def decode_table(data: bytes, fmt: str, schema: Optional[pa.Schema] = None, compression: str = "zstd",
                  raw_size: Optional[int] = None) -> pa.Table:
     if fmt == "parquet":
-        return pq.read_table(io.BytesIO(data))
+        return pq.ParquetFile(io.BytesIO(data)).read()  # read_table would import pyarrow.dataset and pandas
     if fmt == "arrow":
         return feather.read_table(io.BytesIO(data))
     if compression == "gzip":

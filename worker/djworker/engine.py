@@ -11,7 +11,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import orjson
 from loguru import logger
@@ -199,7 +199,7 @@ class Driver:
             self.storage.check_writable(uri)
         if self.recipe.export_path and is_remote(self.recipe.export_path):  # a missing bucket fails now, not at the end
             self.storage.check_writable(self.recipe.export_path.rsplit("/", 1)[0])
-        self._executor(log)  # workers start before the driver's planning threads run
+        self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
         decisions: dict[int, Decision] = {}
@@ -266,10 +266,10 @@ class Driver:
             if self.stop_requested:
                 self._shutdown_executor()
 
-    def _executor(self, log: EventLog) -> Any:
+    def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Any:
         """One pool (or Ray connection) per run, reused across stages."""
         if self.executor is None:
-            self.executor = make_executor(self.recipe, log.write)
+            self.executor = make_executor(self.recipe, log.write, ops)
             if hasattr(self.executor, "describe"):  # where the Ray cluster runs, for dj-stop and people
                 self._update_summary(ray=self.executor.describe())
         return self.executor

@@ -81,7 +81,7 @@ def export(storage: Storage, results: Any, keys: list[str], export_path: str, jo
                     out.write(data)
                     rows += data.count(b"\n")
                     continue
-                table = pq.read_table(io.BytesIO(data))
+                table = pq.ParquetFile(io.BytesIO(data)).read()
                 rows += table.num_rows
                 if writer is None:
                     writer = pq.ParquetWriter(out, _unified_schema(storage, results, keys), compression="zstd")

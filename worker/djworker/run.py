@@ -12,6 +12,7 @@ deduplicator; the driver decides globally; the next task applies the decision
 (drops rows) and goes on. Without deduplicators, `end` is the recipe's length."""
 from __future__ import annotations
 
+import io
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -143,7 +144,8 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
     # Checkpoints are looked for whatever the strategy: a stop flushes one even when disabled.
     upto, table = resume_point(task, store, emit)
     if table is None:
-        table = pq.read_table(storage.open(task.partition.path, "rb"))
+        # ParquetFile, not read_table: that one imports pyarrow.dataset and pandas (0.2 s per worker)
+        table = pq.ParquetFile(io.BytesIO(storage.read_bytes(task.partition.path))).read()
     rows_in, metrics = table.num_rows, []
     checkpointed_at = upto
     for idx in range(upto, end):

@@ -8,6 +8,7 @@ under a digest of its inputs and reused on resume; then partitions go on from
 their checkpointed state with the decision applied."""
 from __future__ import annotations
 
+import io
 import time
 from dataclasses import dataclass
 from hashlib import sha256
@@ -55,7 +56,8 @@ def decide(storage: Storage, log: EventLog, tasks: list[PartitionTask], checkpoi
         pass
     log.emit(EventType.OP_START, op_idx=end, op_name=op.op_name, message="global deduplication across partitions")
     t0 = time.perf_counter()
-    hashes = [pq.read_table(storage.open(hashes_path(t), "rb")).column("hash").combine_chunks() for t in tasks]
+    hashes = [pq.ParquetFile(io.BytesIO(storage.read_bytes(hashes_path(t)))).read().column("hash").combine_chunks()
+              for t in tasks]
     drops = op.duplicates(hashes)
     decision = Decision(digest, {t.partition.partition_id: list(map(int, d)) for t, d in zip(tasks, drops)})
     rows_in = sum(len(h) for h in hashes)

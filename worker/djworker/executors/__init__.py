@@ -7,14 +7,14 @@ Contract (both local.py and ray.py):
 - `shutdown(kill)` leaves no process behind that the executor started."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 
-def make_executor(recipe: Any, on_event: Callable[[dict], None]):
+def make_executor(recipe: Any, on_event: Callable[[dict], None], ops: Sequence[Any] = ()):
     if recipe.is_ray:
         from .ray import RayExecutor
 
         return RayExecutor(recipe, on_event)
     from .local import LocalExecutor
 
-    return LocalExecutor(recipe.np, on_event)
+    return LocalExecutor(recipe.np, on_event, warm=ops)

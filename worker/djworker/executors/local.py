@@ -14,9 +14,10 @@ import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import psutil
+import pyarrow as pa
 from loguru import logger
 
 from ..run import PartitionTask, run_partition
@@ -26,11 +27,17 @@ _stop: Any = None
 DONE = "__dj_task_done__"
 
 
-def _init_worker(events: Any, stop: Any) -> None:
+def _init_worker(events: Any, stop: Any, warm: Sequence[Any]) -> None:
     global _events, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _events, _stop = events, stop
+    pa.array([""])  # pyarrow's first conversion of Python objects imports pandas (~0.25 s): do it before any partition
+    for op in warm:
+        try:
+            op.warm_up()
+        except Exception:  # noqa: BLE001 - the op's first real call reports its own error
+            pass
 
 
 def _run(task: PartitionTask, token: int) -> Any:
@@ -41,9 +48,10 @@ def _run(task: PartitionTask, token: int) -> Any:
 
 
 class LocalExecutor:
-    def __init__(self, np: int, on_event: Callable[[dict], None]):
+    def __init__(self, np: int, on_event: Callable[[dict], None], warm: Sequence[Any] = ()):
         self.np = np
         self.on_event = on_event
+        self.warm = list(warm)  # ops whose warm_up() each worker runs as it starts
         # fork: workers start instantly with the driver's imports. They are forked here,
         # before this executor starts its event thread (a rebuilt pool forks later, with
         # that thread parked in a queue read whose lock the workers never take).
@@ -56,7 +64,7 @@ class LocalExecutor:
         self._tokens = itertools.count()
         self._lock = threading.Lock()
         import djworker.ops._load_all  # noqa: F401  (workers inherit the registered ops)
-        self._pool().submit(int).result()
+        self._pool().submit(int)  # forks the workers now; they warm up while the driver plans
         self._drainer = self._drain_in_background(self.events)
 
     def _drain_in_background(self, events: Any) -> threading.Thread:
@@ -101,7 +109,7 @@ class LocalExecutor:
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.np, mp_context=self.ctx, initializer=_init_worker,
-                                            initargs=(self.events, self.stop_flag))
+                                            initargs=(self.events, self.stop_flag, self.warm))
         return self.pool
 
     def submit(self, task: PartitionTask) -> Future:

@@ -75,6 +75,10 @@ class Op(BaseModel):
     def process(self, table: pa.Table) -> pa.Table:
         raise NotImplementedError
 
+    def warm_up(self) -> None:
+        """One-time set-up worth doing before the first partition (tables, patterns).
+        Local workers call it right after they start, while the driver plans."""
+
     def texts(self, table: pa.Table) -> pa.ChunkedArray:
         if self.text_key not in table.column_names:
             raise KeyError(f"{self.op_name}: input has no text column {self.text_key!r}")

@@ -46,6 +46,9 @@ class PatternMapper(Mapper):
     def map_text(self, text: str) -> str:
         return self.compiled().sub(self.repl, text)
 
+    def warm_up(self) -> None:
+        self.compiled()
+
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)  # DJ's regex.sub raises TypeError on None
         where = None
