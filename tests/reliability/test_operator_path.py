@@ -121,7 +121,7 @@ def engine_events(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_driver_kill_operator_restart_and_apiserver_restart_complete_the_job_exactly_once(op, reference_rows):
+def test_driver_kill_operator_restart_apiserver_and_etcd_restarts_complete_the_job_exactly_once(op, reference_rows):
     kc, agent, ns = op["kc"], op["node_agent"], op["job_namespace"]
     with_secret(op)
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
@@ -137,6 +137,7 @@ def test_driver_kill_operator_restart_and_apiserver_restart_complete_the_job_exa
         op["dj_operator"].kill()  # the operator crashes mid-run...
         op["dj_operator"].start()  # ...and its Deployment restarts it
         op["kube_cluster"].restart_apiserver()  # then the control plane goes away briefly
+        op["kube_cluster"].restart_etcd()  # and etcd crashes under it
         done = finished(op, "chaotic")
     assert done["phase"] == "Succeeded" and done["attempt"] == 2 and done["failures"] == 1, why()
     assert watch.samples > 20 and watch.max_pods == 1 and watch.max_procs == 1, (watch.seen[:5], why())

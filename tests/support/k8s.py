@@ -183,11 +183,14 @@ class LocalCluster:
                 [str(self.binaries.apiserver), *self._apiserver_flags()],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
+        self._wait_for_api()
+
+    def _wait_for_api(self) -> None:
         context = ssl.create_default_context()
         context.check_hostname = False  # the probe only asks "up yet?"; clients verify
         context.verify_mode = ssl.CERT_NONE  # against ca_file, which start-up writes
         wait_until_healthy(
-            self._apiserver, f"{self.server}/readyz", log, context, token=ADMIN_TOKEN
+            self._apiserver, f"{self.server}/readyz", self.workdir / "kube-apiserver.log", context, token=ADMIN_TOKEN
         )
 
     def stop_apiserver(self) -> None:
@@ -198,6 +201,16 @@ class LocalCluster:
         """Takes the API down and up again over the same etcd, as a control-plane upgrade would."""
         self.stop_apiserver()
         self.start_apiserver()
+
+    def restart_etcd(self, down_s: float = 1.0) -> None:
+        """SIGKILLs etcd (a crash, not a clean stop), keeps it down a moment, and starts it
+        again over the same data dir; returns once the apiserver is ready again."""
+        if self._etcd is not None:
+            self._etcd.kill()
+            self._etcd.wait()
+        time.sleep(down_s)
+        self._start_etcd()
+        self._wait_for_api()
 
     def kubeconfig_for(self, token: str) -> Path:
         """A kubeconfig that authenticates with token; it must be one the cluster started with."""
