@@ -266,6 +266,45 @@ def test_mixed_schema_parquet_keeps_every_value_and_rejects_non_string_text(tmp_
     assert all("holds int, not a string" in r["reason"] for r in rejects(tmp_path))
 
 
+def test_a_field_no_parquet_type_can_hold_fails_at_once_naming_it_and_jsonl_export_then_keeps_it(tmp_path):
+    rows = [{"text": f"row {i} " * 8, "id": i, "x": i} for i in range(6)]
+    rows[1]["x"], rows[2]["x"] = 2**70, "seven"  # past int64, and a string among ints
+    data = write_lines(tmp_path / "input.jsonl", [json.dumps(r).encode() for r in rows])  # orjson stops at 64 bits
+    recipe = make_recipe(tmp_path, dataset_path=str(data), process=KEEP_ALL,
+                         export_path=str(tmp_path / "out" / "result.parquet"))
+    proc = dj_process(recipe, JOB)
+    failed_with(tmp_path, proc, 6, "cannot export to Parquet: field 'x'", "export to .jsonl")
+    failures = [e for e in events(tmp_path, JOB) if e["event_type"] == "PARTITION_FAILED"]
+    assert [(e["retry_count"], e["final"]) for e in failures] == [(0, True)]  # retrying cannot help
+    assert not (tmp_path / "out" / "result.parquet").exists()
+    fixed = dj_process(recipe, JOB, "--export_path", str(out(tmp_path)))
+    assert fixed.returncode == 0, fixed.stderr
+    assert output_rows(out(tmp_path)) == rows
+
+
+def test_a_field_typed_differently_across_partitions_is_bad_input_for_parquet_and_jsonl_resume_keeps_it(tmp_path):
+    rows = [{"text": f"row {i} " * 8, "id": i, "x": i if i < 100 else f"s{i}"} for i in range(200)]
+    data = write_lines(tmp_path / "input.jsonl", [orjson.dumps(r) for r in rows])
+    recipe = make_recipe(tmp_path, dataset_path=str(data), process=KEEP_ALL, partition={"size": 100},
+                         export_path=str(tmp_path / "out" / "result.parquet"))
+    proc = dj_process(recipe, JOB)
+    failed_with(tmp_path, proc, 3, "cannot export to Parquet", "Field x has incompatible types", "export to .jsonl")
+    assert not (tmp_path / "out" / "result.parquet").exists()
+    fixed = dj_process(recipe, JOB, "--export_path", str(out(tmp_path)))
+    assert fixed.returncode == 0, fixed.stderr
+    assert output_rows(out(tmp_path)) == rows  # the Parquet-encoded shards were not reused as JSON lines
+    assert "CHECKPOINT_LOAD" in event_types(events(tmp_path, JOB))  # the ops' work was
+
+
+def test_a_finished_job_exported_again_in_another_format_is_a_valid_file_of_that_format(tmp_path):
+    recipe = make_recipe(tmp_path, rows=300, process=KEEP_ALL)
+    assert dj_process(recipe, JOB).returncode == 0
+    as_parquet = tmp_path / "out" / "again.parquet"
+    again = dj_process(recipe, JOB, "--export_path", str(as_parquet))
+    assert again.returncode == 0, again.stderr
+    assert pq.read_table(as_parquet).to_pylist() == output_rows(out(tmp_path))
+
+
 def test_parquet_without_the_text_column_names_the_columns_and_text_keys(tmp_path):
     data = tmp_path / "input.parquet"
     pq.write_table(pa.table({"content": ["some words here"], "id": [0]}), data)

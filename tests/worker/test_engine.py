@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -122,8 +123,7 @@ def test_torn_checkpoint_is_recomputed_not_loaded(tmp_path):
     assert ckpts
     for c in ckpts:
         c.write_bytes(c.read_bytes()[: len(c.read_bytes()) // 2])
-    for r in (tmp_path / "jobs" / "t" / "results").glob("*"):
-        r.unlink()  # force the partitions to go back to their checkpoints
+    shutil.rmtree(tmp_path / "jobs" / "t" / "results")  # force the partitions to go back to their checkpoints
     run_ok(recipe, "t")
     evs = events(tmp_path, "t")
     invalid = [e for e in evs if e["event_type"] == "CHECKPOINT_INVALID"]

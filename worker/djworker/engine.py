@@ -30,7 +30,7 @@ from .progress import compact, progress
 from .run import PartitionTask, is_done, result_store
 from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
-from .storage import Storage, StorageOptions, is_remote
+from .storage import Storage, StorageOptions, is_remote, join
 
 
 @dataclass
@@ -182,13 +182,17 @@ class Driver:
     def _tasks(self, plan: Plan, ops: list[Any], end: int, decisions: dict[int, Any], stage: int,
                stages: int) -> list[PartitionTask]:
         r, p = self.recipe, self.paths
+        result_format = export_format(r.export_path) if r.export_path else "parquet"
+        # Result shards are encoded for the export: a resume that changes the export's format
+        # (or asks for stats) must not reuse shards made for the old one.
+        results_root = join(p.results, result_format + ("-stats" if r.export_stats else ""))
         return [PartitionTask(
             job_id=self.job_id, partition=part, ops=ops, strategy=r.checkpoint.effective, n_ops=r.checkpoint.n_ops,
-            op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=p.results,
+            op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=results_root,
             intermediate_root=p.intermediate if r.preserve_intermediate else None,
             storage_options=self.storage.options, fmt=r.intermediate_format,
             compression=r.intermediate_storage.compression, end=end, stage=stage, stages=stages,
-            result_format=export_format(r.export_path) if r.export_path else "parquet", export_stats=r.export_stats,
+            result_format=result_format, export_stats=r.export_stats,
             decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
             for part in plan.partitions]
 

@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import InputError
 from .faults import failpoint
 from .ops.base import STATS_COLUMN
 from .sources import EXTRA_JSON_COLUMN
@@ -125,12 +126,31 @@ def _commit(storage: Storage, tmp: str, final: str) -> None:
 def _expand_extra(table: pa.Table) -> pa.Table:
     if EXTRA_JSON_COLUMN not in table.column_names:
         return table
-    return pa.Table.from_pylist([orjson.loads(line) for line in json_lines(table)])
+    rows = [orjson.loads(line) for line in json_lines(table)]
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as err:
+        raise InputError(f"cannot export to Parquet: field {_untypable_field(rows)!r} has values that fit no one Parquet "
+                         f"type ({err}); export to .jsonl, which keeps any JSON value exactly, or make the field's type "
+                         "consistent") from None
+
+
+def _untypable_field(rows: list[dict[str, Any]]) -> str:
+    for key in dict.fromkeys(k for row in rows for k in row):
+        try:
+            pa.array([row.get(key) for row in rows])
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+            return key
+    return "?"
 
 
 def _unified_schema(storage: Storage, results: Any, keys: list[str]) -> pa.Schema:
     schemas = [pq.read_schema(storage.open(results.data_path(k), "rb")) for k in keys]
-    return pa.unify_schemas(schemas, promote_options="permissive")
+    try:
+        return pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:  # e.g. a field that is int in one partition, text in another
+        raise InputError(f"cannot export to Parquet: {err}; export to .jsonl, which keeps any JSON value exactly, "
+                         "or make the field's type consistent") from None
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
