@@ -41,22 +41,27 @@ class Slice:
     lines: list[bytes] = field(default_factory=list)
     where: list[tuple[str, int]] = field(default_factory=list)  # (file, record number) per line
     nbytes: int = 0
-    first: Optional[tuple[str, int]] = None
-    last: Optional[tuple[str, int]] = None
-    _hash: Any = field(default_factory=xxhash.xxh3_128)
 
-    def add(self, raw: bytes, where: tuple[str, int]) -> None:
+    def add(self, raw: bytes, where: tuple[str, int]) -> None:  # per input line: keep it lean
         self.lines.append(raw)
         self.where.append(where)
         self.nbytes += len(raw)
-        self._hash.update(raw)
-        self._hash.update(b"\n")
-        self.first = self.first or (posixpath.basename(where[0]), where[1])
-        self.last = (posixpath.basename(where[0]), where[1])
+
+    @property
+    def first(self) -> Optional[tuple[str, int]]:
+        return (posixpath.basename(self.where[0][0]), self.where[0][1]) if self.where else None
+
+    @property
+    def last(self) -> Optional[tuple[str, int]]:
+        return (posixpath.basename(self.where[-1][0]), self.where[-1][1]) if self.where else None
 
     @property
     def checksum(self) -> str:
-        return self._hash.hexdigest()
+        """xxh3-128 of every line followed by a newline (one pass over the joined bytes)."""
+        digest = xxhash.xxh3_128(b"\n".join(self.lines))
+        if self.lines:
+            digest.update(b"\n")
+        return digest.hexdigest()
 
 
 def input_files(storage: Storage, uri: str) -> list[dict[str, Any]]:
@@ -142,7 +147,7 @@ def iter_raw(storage: Storage, file: str, text_key: str) -> Iterator[tuple[int, 
         with storage.open(file, "rb", compression="infer") as fh:
             for n, line in enumerate(fh, start=1):
                 raw = line.rstrip(b"\r\n")
-                if raw.strip():  # blank lines are layout, not records
+                if raw and not raw.isspace():  # blank lines are layout, not records
                     yield n, raw
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise InputError(f"{file}: unreadable after line {n} ({type(err).__name__}: {err}); the compressed file is "
@@ -156,7 +161,6 @@ def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, ma
     Records are validated per slice (parse_slice), so a clean slice is parsed once, in C++."""
     current = Slice()
     for f in files:
-        name = posixpath.basename(f["path"])
         for n, raw in iter_raw(storage, f["path"], text_key):
             if current.lines and (len(current.lines) >= max_rows or current.nbytes + len(raw) > max_bytes):
                 yield current
