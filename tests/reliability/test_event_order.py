@@ -12,6 +12,7 @@ import time
 
 from djworker.config import load_recipe
 from djworker.engine import run_job
+from djworker.jobs.common import MARKER_ENV
 from djworker.progress import progress
 from tests.support.engine import event_types, events, make_recipe
 
@@ -48,9 +49,10 @@ def test_the_next_stage_of_a_staged_job_starts_after_the_first_one_completed():
     assert progress(log, PLAN, 2)["partition_status"]["0"]["status"] == "processing"
 
 
-def test_a_partitions_worker_events_are_written_before_its_completion(tmp_path):
+def test_a_partitions_worker_events_are_written_before_its_completion(tmp_path, monkeypatch):
     """A driver slow to write worker events (a busy disk, a loaded machine) must still log a
     partition's own events before its PARTITION_COMPLETE."""
+    monkeypatch.delenv(MARKER_ENV, raising=False)  # the in-process driver sets it; leave pytest's env as it was
     recipe = load_recipe(make_recipe(tmp_path, rows=200, np=2))
     me = os.getpid()
 

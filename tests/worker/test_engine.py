@@ -12,6 +12,10 @@ import orjson
 import pytest
 
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
+from djworker.config import load_recipe
+from djworker.engine import run_job
+from djworker.jobs.common import MARKER_ENV
+from djworker.storage import Storage
 from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
                                   summary, wait_exit)
 
@@ -246,3 +250,17 @@ def test_resuming_with_a_changed_input_is_refused(tmp_path):
         fh.write(b'{"text": "new row", "id": 999}\n')
     proc = dj_process(recipe, "ch")
     assert proc.returncode == 3 and "changed since job ch was planned" in proc.stderr
+
+
+def test_a_resume_lists_each_stage_once_not_once_per_partition(tmp_path, monkeypatch):
+    """On object storage a listing per partition makes resuming n partitions cost O(n^2)."""
+    recipe = make_recipe(tmp_path, rows=800, partition={"size": 100})
+    run_ok(recipe, "l")
+    monkeypatch.delenv(MARKER_ENV, raising=False)  # the in-process driver sets it; leave pytest's env as it was
+    listed: list[str] = []
+    real = Storage.listdir
+    monkeypatch.setattr(Storage, "listdir", lambda self, uri: listed.append(uri) or real(self, uri))
+    outcome = run_job(load_recipe(str(recipe)), "l")
+    assert outcome.status == "completed"
+    assert sum(1 for e in events(tmp_path, "l") if e["event_type"] == "PARTITION_SKIPPED") == 8
+    assert len([uri for uri in listed if "/results" in uri]) == 1

@@ -27,7 +27,7 @@ from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identi
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
 from .progress import compact, progress
-from .run import PartitionTask, is_done, result_store
+from .run import PartitionTask, done_root, is_done, result_store
 from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
 from .storage import Storage, StorageOptions, is_remote, join
@@ -222,8 +222,9 @@ class Driver:
     def _run_stage(self, log: EventLog, tasks: list[PartitionTask], lock: JobLock) -> None:
         """Run one stage's partitions (skipping those already done); raise on stop or failure."""
         pending = []
+        names = set(self.storage.listdir(done_root(tasks[0])))
         for task in tasks:
-            if is_done(task, self.storage):
+            if is_done(task, names):
                 log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
                          rows_in=task.partition.sample_count, rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
                          message="already completed for this recipe")

@@ -13,6 +13,7 @@ deduplicator; the driver decides globally; the next task applies the decision
 from __future__ import annotations
 
 import io
+import posixpath
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -95,14 +96,21 @@ def hashes_path(task: PartitionTask) -> str:
     return join(task.checkpoint_root, f"hashes_{task.key(task.stop_at)}.parquet")
 
 
-def is_done(task: PartitionTask, storage: Storage) -> bool:
-    """Done when this stage's product for *this* recipe exists: the result, or the hashes + state."""
-    pid = task.partition.partition_id
+def done_root(task: PartitionTask) -> str:
+    """Where this stage's products live: the results, or (before a deduplicator) the checkpoints and hashes."""
+    return task.results_root if task.stop_at == len(task.ops) else task.checkpoint_root
+
+
+def is_done(task: PartitionTask, names: set[str]) -> bool:
+    """Done when this stage's product for *this* recipe exists: the result, or the hashes + state.
+
+    `names` is one listing of done_root(task), shared by all of a stage's partitions: a listing per
+    partition would cost O(partitions^2) on object storage."""
+    manifest = f"checkpoint_{task.key(task.stop_at)}.json"
     if task.stop_at == len(task.ops):
-        return task.key(len(task.ops)) in result_store(task, storage).keys_for(pid)
-    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression)
-    has_state = task.stop_at == 0 or task.key(task.stop_at) in store.keys_for(pid)
-    return has_state and storage.exists(hashes_path(task))
+        return manifest in names
+    has_state = task.stop_at == 0 or manifest in names
+    return has_state and posixpath.basename(hashes_path(task)) in names
 
 
 def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[int, Optional[pa.Table]]:
