@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
 from djoperator.settings import parse
-from tests.support.k8s import stop_process, tail
+from tests.support.k8s import stop_process, tail, wait_until_healthy
 
 
 class ChartOperator:
@@ -42,18 +40,8 @@ class ChartOperator:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(self.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dj-operator exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                with urllib.request.urlopen(self.health_url, timeout=2) as response:
-                    if response.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"dj-operator not live in 60s:\n{self.tail()}")
+        wait_until_healthy(self.proc, self.health_url, self.log)
+        return self
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -4,14 +4,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.support.k8s import LocalCluster, free_port, stop_process, tail
+from tests.support.k8s import LocalCluster, free_port, stop_process, tail, wait_until_healthy
 from tests.support.node_agent import PROGRESS_ANNOTATION, NodeAgent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,18 +53,7 @@ class OperatorProcess:
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"dj-operator exited with {self.proc.returncode}:\n{tail(self.log)}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"dj-operator not live in 60s:\n{tail(self.log)}")
+        wait_until_healthy(self.proc, f"http://127.0.0.1:{self.port}/healthz", self.log)
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -116,13 +116,20 @@ def test_checkpoint_on_s3_exists_only_with_a_valid_manifest(s3_bucket):
     assert loaded is None and "hash" in problem
 
 
-def test_missing_bucket_fails_fast_naming_it_and_loses_nothing(tmp_path, s3_env, s3_endpoint):
+def fails_on_a_missing_bucket(tmp_path, s3_endpoint, job: str, **where: str):
+    """Runs a recipe whose `where` URIs ({bucket} filled in) point at a bucket that does not exist;
+    asserts the clear failure and returns (fs, bucket, recipe)."""
     fs = s3(s3_endpoint)
     bucket = f"dj-missing-{os.urandom(4).hex()}"
-    recipe = make_recipe(tmp_path, rows=300, checkpoint_dir=f"s3://{bucket}/ckpt")
-    proc = dj_process(recipe, "mb")
+    recipe = make_recipe(tmp_path, rows=300, **{k: v.format(bucket=bucket) for k, v in where.items()})
+    proc = dj_process(recipe, job)
     assert proc.returncode == 5
     assert f"bucket '{bucket}' does not exist" in proc.stderr and "create it" in proc.stderr
+    return fs, bucket, recipe
+
+
+def test_missing_bucket_fails_fast_naming_it_and_loses_nothing(tmp_path, s3_env, s3_endpoint):
+    fs, bucket, recipe = fails_on_a_missing_bucket(tmp_path, s3_endpoint, "mb", checkpoint_dir="s3://{bucket}/ckpt")
     assert not fs.exists(bucket)  # nothing was created on the user's behalf
     assert not (tmp_path / "jobs" / "mb" / "partitions").exists()  # failed before any work
     assert event_types(events(tmp_path, "mb"))[-1] == "JOB_FAILED"
@@ -134,12 +141,8 @@ def test_missing_bucket_fails_fast_naming_it_and_loses_nothing(tmp_path, s3_env,
 
 
 def test_export_to_a_missing_bucket_fails_clearly_and_a_rerun_redoes_no_partition(tmp_path, s3_env, s3_endpoint):
-    fs = s3(s3_endpoint)
-    bucket = f"dj-missing-{os.urandom(4).hex()}"
-    recipe = make_recipe(tmp_path, rows=300, export_path=f"s3://{bucket}/out/result.jsonl")
-    proc = dj_process(recipe, "xb")
-    assert proc.returncode == 5
-    assert f"bucket '{bucket}' does not exist" in proc.stderr and "create it" in proc.stderr
+    fs, bucket, recipe = fails_on_a_missing_bucket(tmp_path, s3_endpoint, "xb",
+                                                   export_path="s3://{bucket}/out/result.jsonl")
     done_before = {e["partition_id"] for e in events(tmp_path, "xb") if e["event_type"] == "PARTITION_COMPLETE"}
     fs.mkdir(bucket)
     assert dj_process(recipe, "xb").returncode == 0

@@ -107,6 +107,11 @@ def schema_from_b64(text: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
+def manifest_name(key: str) -> str:
+    """A checkpoint exists exactly when this file does (it is written last)."""
+    return f"checkpoint_{key}.json"
+
+
 # ---- shell: write, find, verify -------------------------------------------
 @dataclass
 class Checkpoints:
@@ -118,7 +123,7 @@ class Checkpoints:
     compression: str = "zstd"
 
     def manifest_path(self, key: str) -> str:
-        return join(self.root, f"checkpoint_{key}.json")
+        return join(self.root, manifest_name(key))
 
     def data_path(self, key: str) -> str:
         return join(self.root, f"{key}.{EXTENSIONS[self.fmt]}")

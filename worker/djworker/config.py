@@ -97,7 +97,16 @@ class StorageConfig(Strict):
     s3: S3Config = Field(default_factory=S3Config)
 
 
-EXPORT_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".parquet")
+def export_format(export_path: str) -> str:
+    """The export's format, from its suffix: jsonl (also .json, gzipped or not) or parquet."""
+    p = export_path.lower()
+    if p.endswith(".parquet"):
+        return "parquet"
+    if p.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+        return "jsonl"
+    raise ValueError(f"export_path {export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
+
+
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -151,8 +160,8 @@ class Recipe(Strict):
 
     @model_validator(mode="after")
     def _paths(self) -> "Recipe":
-        if self.export_path and not self.export_path.lower().endswith(EXPORT_SUFFIXES):
-            raise ValueError(f"export_path {self.export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
+        if self.export_path:
+            export_format(self.export_path)
         if self.job_id is not None:
             check_job_id(self.job_id)
         return self

@@ -17,11 +17,11 @@ import orjson
 from loguru import logger
 
 from . import retention
-from .config import Recipe, build_ops, check_job_id
+from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
-from .export import export, export_format
+from .export import export
 from .jobs.common import MARKER_ENV, driver_marker
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
@@ -197,8 +197,6 @@ class Driver:
             for part in plan.partitions]
 
     def _execute(self, log: EventLog, ops: list[Any], lock: JobLock) -> JobOutcome:
-        if self.recipe.export_path:
-            export_format(self.recipe.export_path)  # a bad suffix fails before any work
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
         if self.recipe.export_path and is_remote(self.recipe.export_path):  # a missing bucket fails now, not at the end
@@ -249,13 +247,14 @@ class Driver:
         """Run tasks np at a time with retries; return (pid, error) of permanent failures."""
         r, rr = self.recipe, self.recipe.retry
         beat = {"last": time.time()}
-        announced: list[bool] = []
+        announced = False
 
         def should_stop() -> bool:
+            nonlocal announced
             if not self.stop_requested and self._stop_file_present():
                 self.request_stop()
             if self.stop_requested and not announced:
-                announced.append(True)
+                announced = True
                 logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
             return self.stop_requested
 

@@ -19,20 +19,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import export_format
 from .errors import InputError
 from .faults import failpoint
 from .ops.base import STATS_COLUMN
 from .sources import EXTRA_JSON_COLUMN
 from .storage import Storage, is_remote
-
-
-def export_format(export_path: str) -> str:
-    p = export_path.lower()
-    if p.endswith(".parquet"):
-        return "parquet"
-    if p.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-        return "jsonl"
-    raise ValueError(f"export_path {export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
 
 
 def json_lines(table: pa.Table) -> Iterator[bytes]:

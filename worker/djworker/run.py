@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .checkpoint import Checkpoints, checkpoint_key, encode_table, should_checkpoint
+from .checkpoint import Checkpoints, checkpoint_key, encode_table, manifest_name, should_checkpoint
 from .config import Strategy
 from .events import EventType, make_event
 from .export import shard_bytes, stats_shard_path
@@ -106,7 +106,7 @@ def is_done(task: PartitionTask, names: set[str]) -> bool:
 
     `names` is one listing of done_root(task), shared by all of a stage's partitions: a listing per
     partition would cost O(partitions^2) on object storage."""
-    manifest = f"checkpoint_{task.key(task.stop_at)}.json"
+    manifest = manifest_name(task.key(task.stop_at))
     if task.stop_at == len(task.ops):
         return manifest in names
     has_state = task.stop_at == 0 or manifest in names

@@ -16,7 +16,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Optional, Sequence
 
-import psutil
 import pyarrow as pa
 from loguru import logger
 
@@ -161,10 +160,7 @@ class LocalExecutor:
             for sentinel in mp.connection.wait(list(alive), timeout=left):
                 alive.pop(sentinel)
         for worker in alive.values():
-            try:
-                psutil.Process(worker.pid).kill()
-            except psutil.NoSuchProcess:
-                pass
+            worker.kill()
         if manager is not None:
             manager.join(timeout=10)
 
