@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from djworker.export import partial_export_paths
 from djworker.jobs import JobPaths, process_identity
 from djworker.retention import apply_at_end, cleanup_old_jobs, is_expired, should_clean
 from djworker.storage import Storage
@@ -48,7 +49,7 @@ def test_is_expired_ages_jobs_from_their_last_run(summary, days, alive, expired)
 def fake_recipe(tmp: Path, **storage) -> SimpleNamespace:
     cfg = {"retention_policy": "keep_all", "cleanup_on_success": False, "max_retention_days": 7, **storage}
     return SimpleNamespace(work_dir=str(tmp / "work"), checkpoint_dir=str(tmp / "ckpt"), event_log_dir=str(tmp / "ev"),
-                           intermediate_storage=SimpleNamespace(**cfg))
+                           export_path=str(tmp / "out" / "o.jsonl"), intermediate_storage=SimpleNamespace(**cfg))
 
 
 def fake_job(tmp: Path, recipe: SimpleNamespace, job_id: str, **summary) -> JobPaths:
@@ -58,15 +59,20 @@ def fake_job(tmp: Path, recipe: SimpleNamespace, job_id: str, **summary) -> JobP
         os.makedirs(d, exist_ok=True)
         Path(d, "x").write_text("data")
     Path(paths.mapping).write_text("{}")
+    os.makedirs(os.path.dirname(recipe.export_path), exist_ok=True)
+    for p in partial_export_paths(recipe.export_path, job_id):  # an unfinished streamed export
+        Path(p).write_text("data")
     record = {"status": "completed", "end_time": time.time(), "job_dir": paths.job_dir, "data_dir": paths.data_dir,
-              "checkpoint_dir": paths.checkpoint_root, "event_log_dir": paths.event_dir, **summary}
+              "checkpoint_dir": paths.checkpoint_root, "event_log_dir": paths.event_dir,
+              "export_path": recipe.export_path, **summary}
     Path(paths.summary).write_text(json.dumps(record))
     return paths
 
 
 def intermediate_left(paths: JobPaths) -> list[str]:
-    return [d for d in [paths.checkpoint_root, f"{paths.data_dir}/partitions", paths.results, paths.intermediate]
-            if os.path.exists(d)]
+    partial = partial_export_paths(str(Path(paths.job_dir).parents[1] / "out" / "o.jsonl"), paths.job_id)
+    return [d for d in [paths.checkpoint_root, f"{paths.data_dir}/partitions", paths.results, paths.intermediate,
+                        *partial] if os.path.exists(d)]
 
 
 def kept_records(paths: JobPaths) -> bool:
@@ -102,7 +108,7 @@ def test_old_jobs_lose_intermediate_data_by_age_wherever_their_summary_put_it(tm
     moved = fake_recipe(tmp_path / "elsewhere")  # the recipe changed since: the summaries still know
     cleanup_old_jobs(Storage(), recipe.work_dir, 7, moved, now=now)
     assert intermediate_left(old) == [] and intermediate_left(crashed) == []
-    assert len(intermediate_left(recent)) == 4 and len(intermediate_left(live)) == 4
+    assert len(intermediate_left(recent)) == 6 and len(intermediate_left(live)) == 6
     assert not os.path.exists(crashed.mapping) and os.path.exists(recent.mapping)
     assert all(kept_records(p) for p in (old, recent, crashed, live))
 

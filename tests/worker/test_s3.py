@@ -116,6 +116,22 @@ def test_checkpoint_on_s3_exists_only_with_a_valid_manifest(s3_bucket):
     assert loaded is None and "hash" in problem
 
 
+def test_a_resuming_partition_lists_only_its_own_checkpoints(s3_bucket):
+    """Each resumed partition lists its checkpoints: with a server-side prefix that is one short
+    listing, not pages of every partition's objects (O(partitions^2) requests over a job)."""
+    storage = Storage()
+    store = Checkpoints(storage, f"s3://{s3_bucket}/ck", "parquet", "zstd")
+    for pid in range(3):
+        for upto in (1, 2):
+            store.write(f"partition_{pid:06d}_op00{upto}_x_y", pa.table({"text": ["a"]}), pid, upto, ["a", "b"])
+    fs = storage.fs(store.root)
+    requests: list[dict] = []
+    fs.s3.meta.events.register("before-parameter-build.s3.ListObjectsV2", lambda params, **_: requests.append(params))
+    assert store.keys_for(1) == {"partition_000001_op001_x_y", "partition_000001_op002_x_y"}
+    assert requests and all(r["Prefix"] == "ck/checkpoint_partition_000001_" for r in requests)
+    assert storage.listdir(store.root, "checkpoint_partition_000009_") == []
+
+
 def fails_on_a_missing_bucket(tmp_path, s3_endpoint, job: str, **where: str):
     """Runs a recipe whose `where` URIs ({bucket} filled in) point at a bucket that does not exist;
     asserts the clear failure and returns (fs, bucket, recipe)."""

@@ -150,8 +150,7 @@ class Checkpoints:
     def keys_for(self, partition_id: int) -> set[str]:
         """Keys with a manifest for this partition (one listing; data is verified on load)."""
         prefix = f"checkpoint_{partition_name(partition_id)}_"
-        return {n[len("checkpoint_"):-len(".json")] for n in self.storage.listdir(self.root)
-                if n.startswith(prefix) and n.endswith(".json")}
+        return {n[len("checkpoint_"):-len(".json")] for n in self.storage.listdir(self.root, prefix) if n.endswith(".json")}
 
     def verified_bytes(self, key: str) -> bytes:
         """The data of a checkpoint whose content hash matches its manifest, else ValueError."""

@@ -21,7 +21,7 @@ from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
-from .export import export
+from .export import StreamingExport, can_stream, export
 from .jobs.common import MARKER_ENV, driver_marker
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
@@ -30,7 +30,7 @@ from .progress import compact, progress
 from .run import PartitionTask, done_root, is_done, result_store
 from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
-from .storage import Storage, StorageOptions, is_remote, join
+from .storage import Storage, StorageOptions, join
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Driver:
         self.plan: Optional[Plan] = None
         self.summary: dict[str, Any] = {}
         self.executor: Any = None
+        self.streaming: Optional[StreamingExport] = None
 
     # ---- bookkeeping ------------------------------------------------------
     def _record(self, event: dict[str, Any]) -> None:
@@ -110,6 +111,7 @@ class Driver:
                 raise
         finally:
             self._shutdown_executor()
+            self._close_streaming()
             self._restore_signal_handlers(old_handlers)
             if server:
                 server.shutdown()
@@ -199,14 +201,18 @@ class Driver:
     def _execute(self, log: EventLog, ops: list[Any], lock: JobLock) -> JobOutcome:
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
-        if self.recipe.export_path and is_remote(self.recipe.export_path):  # a missing bucket fails now, not at the end
-            self.storage.check_writable(self.recipe.export_path.rsplit("/", 1)[0])
+        if self.recipe.export_path:  # a missing bucket or unwritable directory fails now, not at the end
+            export_dir = self.recipe.export_path.rsplit("/", 1)[0] if "/" in self.recipe.export_path else "."
+            self.storage.check_writable(export_dir)
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
         decisions: dict[int, Decision] = {}
         for stage, end in enumerate(ends):
             tasks = self._tasks(plan, ops, end, decisions, stage, len(ends))
+            if end == len(ops) and can_stream(self.recipe.export_path):
+                self.streaming = StreamingExport(self.storage, result_store(tasks[0], self.storage),
+                                                 [t.key(len(t.ops)) for t in tasks], self.recipe.export_path, self.job_id)
             self._run_stage(log, tasks, lock)
             if end < len(ops):
                 decisions[end] = decide(self.storage, log, tasks, self.paths.checkpoint_root)
@@ -227,6 +233,7 @@ class Driver:
                          rows_in=task.partition.sample_count, rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
                          message="already completed for this recipe")
                 task.partition.status = "completed"
+                self._result_ready(task)
             else:
                 pending.append(task)
         if len(pending) < len(tasks):
@@ -265,7 +272,8 @@ class Driver:
 
         policy = RetryPolicy(r.retries, r.backoff, rr.base_delay_s, rr.max_delay_s, rr.jitter)
         try:
-            return Scheduler(self._executor(log), r.np, policy, log.emit, should_stop, tick).run(pending)
+            return Scheduler(self._executor(log), r.np, policy, log.emit, should_stop, tick,
+                             on_done=self._result_ready).run(pending)
         finally:
             if self.stop_requested:
                 self._shutdown_executor()
@@ -283,15 +291,30 @@ class Driver:
             self.executor.shutdown(kill=self.stop_requested)
             self.executor = None
 
+    def _result_ready(self, task: PartitionTask) -> None:
+        if self.streaming is not None and task.stop_at == len(task.ops):
+            self.streaming.mark_ready(task.key(len(task.ops)))
+
+    def _close_streaming(self) -> None:
+        if self.streaming is not None:
+            self.streaming.close()  # what it appended stays, for the resume
+            self.streaming = None
+
     def _export(self, log: EventLog, tasks: list[PartitionTask]) -> Optional[dict[str, Any]]:
         if not self.recipe.export_path:
             return None
         t0 = time.time()
-        keys = [t.key(len(t.ops)) for t in tasks]
-        result = export(self.storage, result_store(tasks[0], self.storage), keys, self.recipe.export_path,
-                        self.job_id, self.recipe.export_stats)
+        reused = 0
+        if self.streaming is not None:
+            reused = self.streaming.reused
+            result, self.streaming = self.streaming.finish(self.recipe.export_stats), None
+        else:
+            keys = [t.key(len(t.ops)) for t in tasks]
+            result = export(self.storage, result_store(tasks[0], self.storage), keys, self.recipe.export_path,
+                            self.job_id, self.recipe.export_stats)
         log.emit(EventType.INFO, message=f"exported {result['rows']} rows to {result['path']}",
-                 export_path=result["path"], rows_out=result["rows"], duration_s=time.time() - t0)
+                 export_path=result["path"], rows_out=result["rows"], duration_s=time.time() - t0,
+                 appended_by_earlier_runs=reused)
         return result
 
     def _write_report(self, plan: Plan) -> None:

@@ -6,11 +6,16 @@ concatenation. The output (JSONL, .jsonl.gz or Parquet, from the export path's
 suffix) is written under a temporary name and renamed (or, on object storage,
 copied server-side) into place, then a manifest is written beside it. A reader
 never sees a half-written result, and rows come out in input order because shards
-are concatenated by partition id."""
+are concatenated by partition id.
+
+A local, uncompressed JSONL export is streamed instead (StreamingExport): shards are
+appended in partition order while the job still runs, so the end of a job, and of
+a resumed one, is a rename rather than a copy of every shard."""
 from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 import uuid
 from typing import Any, Iterator, Optional
@@ -87,6 +92,11 @@ def export(storage: Storage, results: Any, keys: list[str], export_path: str, jo
     finally:
         if storage.exists(tmp):
             storage.remove(tmp)
+    return _write_manifest(storage, results, keys, export_path, job_id, fmt, rows, export_stats)
+
+
+def _write_manifest(storage: Storage, results: Any, keys: list[str], export_path: str, job_id: str, fmt: str,
+                    rows: int, export_stats: bool) -> dict[str, Any]:
     manifest = {"job_id": job_id, "path": export_path, "format": fmt, "rows": rows,
                 "partitions": len(keys), "committed_at": time.time()}
     if export_stats:
@@ -95,6 +105,104 @@ def export(storage: Storage, results: Any, keys: list[str], export_path: str, jo
         manifest["stats_path"] = stats_path
     storage.put_bytes(export_path + ".manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return manifest
+
+
+def can_stream(export_path: str) -> bool:
+    """Appending in place needs a local file whose bytes are plain concatenations of shards."""
+    return bool(export_path) and not is_remote(export_path) and export_format(export_path) == "jsonl" \
+        and not export_path.endswith(".gz")
+
+
+def partial_export_paths(export_path: str, job_id: str) -> list[str]:
+    """A streamed export in progress: the partial output and its sidecar."""
+    partial = f"{export_path}.partial-{job_id}"
+    return [partial, partial + ".json"]
+
+
+class StreamingExport:
+    """Appends verified JSONL shards, in partition order, to a partial file beside the
+    output as partitions finish; `finish` renames it into place.
+
+    A sidecar records which shards the partial holds and its length after them. It is
+    written after the appended bytes are synced, so a run killed mid-append leaves at
+    most a torn tail past the recorded length, which the next run truncates away. A
+    sidecar whose shards are not a prefix of this run's (a changed recipe) is ignored."""
+
+    def __init__(self, storage: Storage, results: Any, keys: list[str], export_path: str, job_id: str):
+        self.storage, self.results, self.keys = storage, results, keys
+        self.export_path, self.job_id = export_path, job_id
+        self.partial, self.sidecar = partial_export_paths(export_path, job_id)
+        self.index = {key: i for i, key in enumerate(keys)}
+        self.ready: set[int] = set()
+        self.error: Optional[BaseException] = None
+        self.closing = False
+        self.cond = threading.Condition()
+        os.makedirs(os.path.dirname(os.path.abspath(export_path)), exist_ok=True)
+        self.held, self.offset, self.rows = self._recover()
+        self.reused = self.held  # shards an earlier run of this job already appended
+        self.fh = open(self.partial, "r+b" if self.held else "wb")
+        self.fh.truncate(self.offset)
+        self.fh.seek(self.offset)
+        self.thread = threading.Thread(target=self._append_loop, name="dj-export", daemon=True)
+        self.thread.start()
+
+    def _recover(self) -> tuple[int, int, int]:
+        """(shards held, bytes, rows) that a previous run of this job appended and recorded."""
+        try:
+            with open(self.sidecar, "rb") as fh:
+                state = orjson.loads(fh.read())
+            held, size = state["keys"], state["bytes"]
+            if held == self.keys[: len(held)] and os.path.getsize(self.partial) >= size:
+                return len(held), size, state["rows"]
+        except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+            pass
+        return 0, 0, 0
+
+    def mark_ready(self, key: str) -> None:
+        """This shard is committed and may be appended once all before it are."""
+        with self.cond:
+            self.ready.add(self.index[key])
+            self.cond.notify()
+
+    def _append_loop(self) -> None:
+        try:
+            while True:
+                with self.cond:
+                    while self.held not in self.ready and not self.closing:
+                        self.cond.wait()
+                    if self.held not in self.ready:
+                        return
+                data = self.results.verified_bytes(self.keys[self.held])
+                self.fh.write(data)
+                failpoint("export_mid_write")
+                self.fh.flush()
+                os.fsync(self.fh.fileno())
+                self.held, self.offset, self.rows = self.held + 1, self.offset + len(data), self.rows + data.count(b"\n")
+                self.storage.put_bytes(self.sidecar, orjson.dumps(
+                    {"job_id": self.job_id, "keys": self.keys[: self.held], "bytes": self.offset, "rows": self.rows}))
+        except BaseException as err:  # noqa: BLE001 - reported by finish(); the partial stays resumable
+            self.error = err
+
+    def close(self) -> None:
+        """Stop appending (after the shard in hand); the partial and sidecar stay for a resume."""
+        with self.cond:
+            self.closing = True
+            self.cond.notify()
+        self.thread.join()
+        self.fh.close()
+
+    def finish(self, export_stats: bool = False) -> dict[str, Any]:
+        """Append what is left, then rename the partial into place and write the manifest."""
+        for key in self.keys:
+            self.mark_ready(key)
+        self.close()
+        if self.error is not None:
+            raise self.error
+        os.replace(self.partial, self.export_path)
+        if os.path.exists(self.sidecar):
+            os.remove(self.sidecar)
+        return _write_manifest(self.storage, self.results, self.keys, self.export_path, self.job_id, "jsonl",
+                               self.rows, export_stats)
 
 
 def _stats_path(export_path: str) -> str:

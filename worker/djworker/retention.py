@@ -19,6 +19,7 @@ from typing import Any, Optional
 from loguru import logger
 
 from .errors import DJError
+from .export import can_stream, partial_export_paths
 from .jobs import JobPaths, is_alive, read_summary
 from .storage import Storage, join
 
@@ -54,7 +55,7 @@ def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool
     try:
         status = (read_summary(storage, paths) or {}).get("status")
         if status != "stopped" and should_clean(cfg.retention_policy, cfg.cleanup_on_success, succeeded):
-            removed += remove_intermediate(storage, paths)
+            removed += remove_intermediate(storage, paths, recipe.export_path)
         if cfg.max_retention_days is not None:
             removed += cleanup_old_jobs(storage, recipe.work_dir, cfg.max_retention_days, recipe, now, exclude={paths.job_id})
     except DJError as err:
@@ -62,11 +63,13 @@ def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool
     return removed
 
 
-def remove_intermediate(storage: Storage, paths: JobPaths) -> list[str]:
-    """Remove one job's intermediate data, and the partition plan with the partitions it names:
-    a rerun of the job id then plans again instead of looking for files that are gone."""
+def remove_intermediate(storage: Storage, paths: JobPaths, export_path: Optional[str] = None) -> list[str]:
+    """Remove one job's intermediate data (with an unfinished streamed export), and the partition
+    plan with the partitions it names: a rerun of the job id then plans again instead of
+    looking for files that are gone."""
     removed = []
-    for uri in intermediate_dirs(paths):
+    partial = partial_export_paths(export_path, paths.job_id) if export_path and can_stream(export_path) else []
+    for uri in [*intermediate_dirs(paths), *partial]:
         if storage.exists(uri):
             storage.remove(uri, recursive=True)
             removed.append(uri)
@@ -96,5 +99,5 @@ def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[flo
         alive = summary.get("status") == "running" and is_alive(summary.get("process") or {})
         if not is_expired(summary, max_age_days, now, alive):
             continue
-        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary))
+        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary), summary.get("export_path"))
     return removed

@@ -47,6 +47,7 @@ class Scheduler:
     emit: Callable[..., Any]
     should_stop: Callable[[], bool]
     on_tick: Callable[[], None] = lambda: None
+    on_done: Callable[[PartitionTask], None] = lambda task: None  # after its PARTITION_COMPLETE
     rng: random.Random = field(default_factory=random.Random)
 
     def run(self, tasks: list[PartitionTask]) -> list[tuple[int, str]]:
@@ -107,3 +108,4 @@ class Scheduler:
         self.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
                   duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops,
                   stage=task.stage, stages=task.stages)
+        self.on_done(task)

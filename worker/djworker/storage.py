@@ -135,15 +135,22 @@ class Storage:
     def info(self, uri: str) -> dict[str, Any]:
         return self._guard("inspecting", uri, self.fs(uri).info, self._path(uri))
 
-    def listdir(self, uri: str) -> list[str]:
-        """Base names directly under uri; [] when it does not exist."""
+    def listdir(self, uri: str, prefix: str = "") -> list[str]:
+        """Base names directly under uri (only those starting with prefix); [] when it does not exist.
+
+        On object storage the prefix filters server-side: one partition's few checkpoints are
+        found without paging through every partition's."""
         fs = self.fs(uri)
         try:
-            names = self._guard("listing", uri, fs.ls, self._path(uri), detail=False, refresh=True) \
-                if is_remote(uri) else os.listdir(self._path(uri))
+            if not is_remote(uri):
+                names = os.listdir(self._path(uri))
+            elif prefix:
+                names = self._guard("listing", uri, fs.find, self._path(uri), maxdepth=1, prefix=prefix)
+            else:
+                names = self._guard("listing", uri, fs.ls, self._path(uri), detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        return sorted(posixpath.basename(n.rstrip("/")) for n in names)
+        return sorted(n for n in (posixpath.basename(n.rstrip("/")) for n in names) if n.startswith(prefix))
 
     # --- writes ----------------------------------------------------------
     def makedirs(self, uri: str) -> None:
