@@ -91,6 +91,18 @@ def events(tmp: Path, job_id: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def events_so_far(tmp: Path, job_id: str) -> list[dict[str, Any]]:
+    """The events of a running job: none before its log exists, and not a line it is mid-writing."""
+    path = tmp / "events" / job_id / "event_logs" / "events.jsonl"
+    out = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return out
+
+
 def event_types(evs: list[dict[str, Any]]) -> list[str]:
     return [e["event_type"] for e in evs]
 

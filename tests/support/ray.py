@@ -1,4 +1,5 @@
-"""Ray runs of dj-process: a short temp dir per run and a record of every process it started.
+"""Ray runs of dj-process: a short temp dir per run and a record of every process it started;
+and a real Ray cluster head for drivers that connect to a remote cluster.
 
 Each dj-process with `executor_type: ray` starts (and stops) its own local Ray. The
 fixture watches the driver's descendants while it runs, so a test can assert that
@@ -6,7 +7,11 @@ none outlive it, and at teardown kills by pid whatever a failed test left behind
 Never `ray stop`: other Rays on this machine are not ours."""
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -145,4 +150,73 @@ def ray_runs() -> Iterator[Callable[..., RayRun]]:
             run.proc.wait()
         kill_pids(run.seen)
     for temp in temps:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RayHead:
+    """A Ray cluster head started with `ray start --head`, as KubeRay's head pod runs one."""
+
+    proc: subprocess.Popen
+    address: str  # ray://127.0.0.1:<client port>, what the operator gives its driver pod
+    driver_env: dict[str, str]  # what a driver needs to be let in (the cluster's token auth)
+
+    def processes(self) -> set[int]:
+        """Every live process of the cluster: the head's process group (its daemons) and
+        their descendants (Ray's workers, which take sessions of their own)."""
+        out = set()
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(proc.pid) == self.proc.pid:
+                    out |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+            except (ProcessLookupError, psutil.Error):
+                pass
+        return set(alive(out))
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    """A real Ray head on loopback with token authentication, reached through Ray Client.
+    Torn down by its own process group: never `ray stop`, which would kill every Ray here."""
+    temp = tempfile.mkdtemp(prefix="djh-", dir="/tmp")
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    client_port = free_port()
+    cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+           f"--port={free_port()}", f"--ray-client-server-port={client_port}",
+           f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--include-dashboard=false",
+           f"--temp-dir={temp}", "--disable-usage-stats"]
+    with open(Path(temp) / "head.out", "wb") as out:
+        proc = subprocess.Popen(cmd, env={**os.environ, **auth}, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start exited {proc.returncode}: {(Path(temp) / 'head.out').read_text()[-3000:]}")
+            if "Ray runtime started" in (Path(temp) / "head.out").read_text(errors="replace"):
+                try:  # every daemon is up (the runtime-env agent too), and the client port listens
+                    socket.create_connection(("127.0.0.1", client_port), timeout=1).close()
+                    break
+                except OSError:
+                    pass
+            if time.time() > deadline:
+                raise RuntimeError("the Ray head did not come up within 90 s")
+            time.sleep(0.5)
+        yield RayHead(proc, f"ray://127.0.0.1:{client_port}", auth)
+    finally:
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.time() + grace
+            while time.time() < deadline and RayHead(proc, "", {}).processes() - {proc.pid}:
+                time.sleep(0.2)
+        proc.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)

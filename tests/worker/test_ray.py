@@ -1,6 +1,8 @@
 """The Ray executor end to end: same plan, checkpoints, events and output as the local pool;
 killed workers and failing ops retried with backoff; stops and driver deaths leave no Ray
-behind. Every Ray run is a real dj-process starting its own local Ray (four in this file)."""
+behind. Most Ray runs are a real dj-process starting its own local Ray; the last ones
+connect through Ray Client to a separately started cluster head, as the operator's driver
+pod connects to its RayCluster."""
 from __future__ import annotations
 
 import os
@@ -23,8 +25,9 @@ from djworker.run import PartitionResult, PartitionTask
 from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
 from djworker.storage import StorageOptions
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
-from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, floor_rows, make_recipe, output_rows
-from tests.support.ray import alive, kill_pids, ray_runs, wait_gone  # noqa: F401  (ray_runs is a fixture)
+from tests.support.engine import (STANDARD_OPS, dj_process, event_types, events, events_so_far, floor_rows, make_recipe,
+                                  output_rows, start_dj_process, wait_exit)
+from tests.support.ray import alive, kill_pids, ray_head, ray_runs, wait_gone  # noqa: F401  (fixtures)
 
 WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "OP_FAILED", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
 
@@ -261,3 +264,42 @@ def test_sigkilled_driver_takes_ray_core_along_and_leftovers_share_its_process_g
             assert os.getpgid(pid) == group, (pid, leftovers[pid])
     finally:
         kill_pids(leftovers)
+
+
+# ---- a remote cluster, through Ray Client ------------------------------------------------
+def test_a_job_runs_on_a_remote_cluster_through_ray_client_and_leaves_it_running(tmp_path, ray_head):
+    recipe = make_recipe(tmp_path, rows=400, executor_type="ray", ray_address=ray_head.address)
+    proc = start_dj_process(recipe, "rc", env=ray_head.driver_env)
+    cluster: set[int] = set()
+    while proc.poll() is None:  # the job's workers exit with it: note them while it runs
+        cluster |= ray_head.processes()
+        time.sleep(0.05)
+    assert wait_exit(proc, 180) == 0, proc.communicate()[1][-3000:]
+    assert output_rows(tmp_path / "out" / "result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
+    evs = events(tmp_path, "rc")
+    assert event_types(evs).count("PARTITION_COMPLETE") == 4
+    ran_on = {e["pid"] for e in evs if e["event_type"] == "OP_COMPLETE"}
+    assert ran_on and ran_on <= cluster and proc.pid not in ran_on  # in the cluster's workers, not the driver
+    assert ray_head.proc.poll() is None  # a driver never tears down a cluster it does not own
+
+
+def test_a_stopped_remote_job_resumes_on_the_cluster_to_identical_output(tmp_path, ray_head):
+    ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.5}}, {"text_length_filter": {"min_len": 100}}]
+    recipe = make_recipe(tmp_path, rows=800, process=ops, executor_type="ray", ray_address=ray_head.address)
+    proc = start_dj_process(recipe, "rs", env=ray_head.driver_env)
+    deadline = time.time() + 120
+    while "PARTITION_COMPLETE" not in event_types(events_so_far(tmp_path, "rs")):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert wait_exit(proc, 120) == 130
+    stopped = events(tmp_path, "rs")
+    assert event_types(stopped)[-1] == "JOB_STOPPED"
+    done_before = {e["partition_id"] for e in stopped if e["event_type"] == "PARTITION_COMPLETE"}
+    resumed = dj_process(recipe, "rs", env=ray_head.driver_env)
+    assert resumed.returncode == 0, resumed.stderr
+    after = events(tmp_path, "rs")[len(stopped):]
+    assert {e["partition_id"] for e in after if e["event_type"] == "PARTITION_SKIPPED"} == done_before
+    assert not {e["partition_id"] for e in after if e["event_type"] == "OP_START"} & done_before
+    assert output_rows(tmp_path / "out" / "result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
+    assert ray_head.proc.poll() is None

@@ -18,6 +18,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
@@ -104,6 +105,23 @@ def init_kwargs(recipe: Any, address: str) -> dict[str, Any]:
     return kwargs
 
 
+CONNECT_ATTEMPTS = 3
+
+
+def _connect(ray: Any, kwargs: dict[str, Any]) -> None:
+    """ray.init, retrying a Ray Client refusal: a head that has just come up can fail to start
+    the per-driver server behind its client port once, and then take the next driver fine."""
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            ray.init(**kwargs)
+            return
+        except ConnectionAbortedError:  # "Initialization failure from server"; a timeout is not retried
+            if not kwargs["address"].startswith("ray://") or attempt == CONNECT_ATTEMPTS:
+                raise
+            ray.shutdown()
+            time.sleep(2 * attempt)
+
+
 class RayExecutor:
     def __init__(self, recipe: Any, on_event: Callable[[dict], None]):
         ray = _ray()
@@ -116,11 +134,12 @@ class RayExecutor:
         if self.owns_ray:
             handlers = _signal_handlers()
             try:
-                ray.init(**init_kwargs(recipe, self.address))
+                _connect(ray, init_kwargs(recipe, self.address))
             except Exception as err:
                 raise RayUnavailable(f"cannot start or reach Ray at {self.address!r}: {type(err).__name__}: {err}; "
                                      "check ray_address / RAY_ADDRESS (ray://head:10001 for a remote cluster, "
-                                     "unset for a local Ray)") from err
+                                     "unset for a local Ray); a cluster with token authentication needs the same "
+                                     "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN in this driver's environment") from err
             finally:
                 _restore(handlers)  # Ray's core worker takes SIGTERM; the driver's stop path needs it back
         self.started_pids = sorted(_descendants() - before)  # the local Ray's processes, killed at shutdown
