@@ -1,7 +1,8 @@
 """What a DataJuicerJob should own, as plain manifests.                           [pure]
 
 recipe ConfigMap (inline recipes) -> state PVC (event log + work dir, on fast storage)
--> RayCluster (ray executors only) -> driver Pod (one per attempt, runs `dj-process`).
+-> Ray auth Secret + RayCluster (ray executors only) -> driver Pod (one per attempt, runs
+`dj-process`).
 
 The driver always gets the same --job_id, so attempt n+1 resumes from the checkpoints
 attempt n left in object storage, and the same state volume, so it finds its events."""
@@ -30,6 +31,7 @@ LABEL_ATTEMPT = "datajuicer.io/attempt"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/name": "datajuicer"}
 
 RAY_CLIENT_PORT = 10001
+RAY_AUTH_KEY = "auth_token"  # the key KubeRay's own authOptions.secretName Secrets use
 RUN_AS = 1000  # the image's non-root user; fsGroup makes the state volume writable for it
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
@@ -43,6 +45,7 @@ class ChildNames:
     ray: str
     recipe: str
     state: str
+    ray_auth: str
 
 
 def names(job_name: str, attempt: int) -> ChildNames:
@@ -63,6 +66,7 @@ def names(job_name: str, attempt: int) -> ChildNames:
         ray=f"{base}-ray",
         recipe=f"{base}-recipe",
         state=f"{base}-state",
+        ray_auth=f"{base}-ray-auth",
     )
 
 
@@ -123,6 +127,24 @@ def storage_env(job: Job) -> list[dict[str, Any]]:
     return env
 
 
+def ray_auth_secret(job: Job, token: str) -> Optional[dict[str, Any]]:
+    """The token every member of the job's Ray cluster, and only they, present (Ray's token
+    authentication); None for executor `default`. The caller draws the token at random."""
+    if not job.spec.is_ray:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": metadata(job, names(job.name, 0).ray_auth, "ray-auth"),
+            "stringData": {RAY_AUTH_KEY: token}}
+
+
+def ray_auth_env(job: Job) -> list[dict[str, Any]]:
+    """Token auth for head, workers and driver alike (Ray never turns it on by itself for a
+    driver that connects to an explicit address). Set as plain env, it works on every
+    KubeRay version, with or without KubeRay's own authOptions."""
+    ref = {"secretKeyRef": {"name": names(job.name, 0).ray_auth, "key": RAY_AUTH_KEY}}
+    return [{"name": "RAY_AUTH_MODE", "value": "token"}, {"name": "RAY_AUTH_TOKEN", "valueFrom": ref}]
+
+
 def image(job: Job, settings: Settings) -> str:
     return job.spec.image or settings.image
 
@@ -134,7 +156,7 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
         return None
     ray = job.spec.ray
     ray_image = ray.image or image(job, settings)
-    env = storage_env(job)
+    env = storage_env(job) + ray_auth_env(job)
 
     def template(container: str, resources: dict[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
         c: dict[str, Any] = {"name": container, "image": ray_image, "env": env,
@@ -220,7 +242,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
     spec = job.spec
     env = storage_env(job)
     if spec.is_ray:
-        env.append({"name": "RAY_ADDRESS", "value": ray_address(job)})
+        env += [{"name": "RAY_ADDRESS", "value": ray_address(job)}, *ray_auth_env(job)]
     env += [dict(e) for e in spec.driver.env]
     container: dict[str, Any] = {
         "name": "driver",
@@ -253,9 +275,10 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
             "spec": pod_spec}
 
 
-def desired_children(job: Job, attempt: int, settings: Settings) -> list[dict[str, Any]]:
+def desired_children(job: Job, attempt: int, settings: Settings, token: str) -> list[dict[str, Any]]:
     """Everything the job owns while it runs, in creation order (the pod mounts the others)."""
-    found = [recipe_config_map(job), state_pvc(job), ray_cluster(job, settings), driver_pod(job, attempt, settings)]
+    found = [recipe_config_map(job), state_pvc(job), ray_auth_secret(job, token), ray_cluster(job, settings),
+             driver_pod(job, attempt, settings)]
     return [child for child in found if child is not None]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -48,7 +49,7 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
         name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error, status=status,
         generation=int(fresh.get("metadata", {}).get("generation") or 1),
         pods=tuple(pod_state(p) for p in raw_pods), cluster=cluster, present=present,
-        progress=progress, progress_polled=polled,
+        progress=progress, progress_polled=polled, new_token=secrets.token_hex(32),
     )
 
 

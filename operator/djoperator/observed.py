@@ -54,6 +54,7 @@ class Observed:
     present: frozenset[tuple[str, str]] = frozenset()  # (kind, name) of owned ConfigMaps and PVCs
     progress: Optional[dict[str, Any]] = None  # the current driver's GET /progress, if it answered
     progress_polled: bool = False  # a poll was attempted (so progress=None means it failed)
+    new_token: str = ""  # a fresh random token, for a Ray auth Secret this reconcile may create
 
     @property
     def job(self) -> Job:

@@ -70,10 +70,18 @@ class _Step:
             self.delete.append({**ref, "gracePeriodSeconds": 0})
 
     def delete_cluster(self) -> None:
+        """The RayCluster, and the Secret that only its members (and the driver) use."""
         cluster = self.o.cluster
         if cluster is not None and not cluster.deleting:
             self.delete.append({"apiVersion": "ray.io/v1", "kind": "RayCluster",
                                 "namespace": self.o.namespace, "name": cluster.name})
+            self.delete_ray_auth()
+
+    def delete_ray_auth(self) -> None:
+        ref = {"apiVersion": "v1", "kind": "Secret", "namespace": self.o.namespace,
+               "name": children.names(self.o.name, 0).ray_auth}
+        if ref not in self.delete:
+            self.delete.append(ref)
 
     def decision(self) -> Decision:
         if self.old.phase != self.st.phase:
@@ -217,8 +225,8 @@ def _run(step: _Step) -> None:
         if child is not None and (child["kind"], child["metadata"]["name"]) not in o.present:
             step.create.append(child)
     if cluster is not None:
-        if o.cluster is None:
-            step.create.append(cluster)
+        if o.cluster is None:  # a new cluster gets a new token (a stop deleted the old one with its cluster)
+            step.create += [children.ray_auth_secret(job, o.new_token), cluster]
         if o.cluster is None or not o.cluster.is_ready:
             return _wait_for_cluster(step)
     st.provisioning_since = None
@@ -363,6 +371,8 @@ def teardown(o: Observed, settings: Settings) -> Decision:
         step.delete_pod(pod)
     if not any(not p.is_finished for p in o.pods):
         step.delete_cluster()
+        if o.spec is None or o.spec.is_ray:  # also when the cluster was never made or is gone
+            step.delete_ray_auth()
     retain_pvc = o.spec is not None and o.spec.event_log.retain
     for kind, name in sorted(o.present):
         if not (kind == "PersistentVolumeClaim" and retain_pvc):

@@ -162,6 +162,7 @@ def test_a_job_lifecycle_runs_with_only_the_charts_service_account(kc, s3_env, s
 
     cluster = wait_for(lambda: kc.get("raycluster", "shape-ray"), 30, "the ray job's RayCluster", why)
     assert cluster["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is True
+    assert kc.get("secret", "shape-ray-auth")["metadata"]["ownerReferences"][0]["name"] == "shape"
     wait_for(lambda: (s := kc.status("life")).get("phase") == "Running"
              and 1 <= (s.get("partitions") or {}).get("completed", 0) < (s.get("partitions") or {}).get("total", 0),
              90, "life to be mid-run, its progress in status", why)
@@ -169,8 +170,8 @@ def test_a_job_lifecycle_runs_with_only_the_charts_service_account(kc, s3_env, s
     kc.patch_stop("life", True)
     kc.patch_stop("shape", True)
     wait_for(lambda: kc.phase("life") == "Stopped", 60, "life Stopped", why)
-    wait_for(lambda: kc.phase("shape") == "Stopped" and kc.get("raycluster", "shape-ray") is None, 60,
-             "shape Stopped, its RayCluster deleted", why)
+    wait_for(lambda: kc.phase("shape") == "Stopped" and kc.get("raycluster", "shape-ray") is None
+             and kc.get("secret", "shape-ray-auth") is None, 60, "shape Stopped, its RayCluster and Secret deleted", why)
     assert agent.exits[(kc.namespace, "life-driver-1")] == 130, "the driver checkpointed and exited on SIGTERM"
     assert kc.pods() == []
 

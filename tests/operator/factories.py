@@ -25,7 +25,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
 def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None, stop: bool = False,
              pods: tuple[PodState, ...] = (), cluster: ClusterState | None = None,
              present: frozenset[tuple[str, str]] | None = None, endpoint: dict[str, Any] | None = None,
-             polled: bool | None = None, now: datetime = NOW, **status: Any) -> Observed:
+             polled: bool | None = None, now: datetime = NOW, new_token: str = "t0k3n", **status: Any) -> Observed:
     """A job already accepted (job id in status) unless job_id=None is passed; `endpoint` is
     what the driver's /progress answered, status fields go in as keywords."""
     raw = dict(raw_spec or spec())
@@ -38,7 +38,8 @@ def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None
         fields.pop("job_id")
     return Observed(name="demo", namespace="ns", uid=UID, now=now, spec=parse_spec(raw),
                     status=Status(phase=phase, **fields), pods=pods, cluster=cluster, present=present,
-                    progress=endpoint, progress_polled=endpoint is not None if polled is None else polled)
+                    progress=endpoint, progress_polled=endpoint is not None if polled is None else polled,
+                    new_token=new_token)
 
 
 def pod(phase: str, attempt: int = 1, exit_code: int | None = None, deleting: bool = False,

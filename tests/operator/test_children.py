@@ -31,14 +31,16 @@ def test_long_or_dotted_names_fit_kubernetes_limits_and_stay_distinct():
 
 
 def test_default_executor_owns_no_ray_cluster():
-    kinds = [c["kind"] for c in children.desired_children(job(), 1, SETTINGS)]
+    kinds = [c["kind"] for c in children.desired_children(job(), 1, SETTINGS, "t0k3n")]
     assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Pod"]
+    env = children.driver_pod(job(), 1, SETTINGS)["spec"]["containers"][0]["env"]
+    assert not [e for e in env if e["name"].startswith("RAY_")]
 
 
 def test_ray_executor_adds_a_kuberay_cluster_and_points_the_driver_at_it():
     j = job(executorType="ray", ray={"workerGroups": [{"name": "small", "replicas": 2}]})
-    kinds = [c["kind"] for c in children.desired_children(j, 1, SETTINGS)]
-    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "RayCluster", "Pod"]
+    kinds = [c["kind"] for c in children.desired_children(j, 1, SETTINGS, "t0k3n")]
+    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Secret", "RayCluster", "Pod"]
     cluster = children.ray_cluster(j, SETTINGS)
     group = cluster["spec"]["workerGroupSpecs"][0]
     assert (group["groupName"], group["replicas"], group["minReplicas"], group["maxReplicas"]) == ("small", 2, 2, 2)
@@ -97,11 +99,28 @@ def test_event_log_volume_choices():
 
 def test_every_child_is_owned_and_labelled_for_cleanup():
     j = job(executorType="ray")
-    for child in children.desired_children(j, 1, SETTINGS):
+    for child in children.desired_children(j, 1, SETTINGS, "t0k3n"):
         meta = child["metadata"]
         assert meta["ownerReferences"][0]["uid"] == UID
         assert meta["labels"][children.LABEL_JOB_UID] == UID
         assert meta["namespace"] == "ns"
+
+
+def test_head_workers_and_driver_share_the_ray_token_by_reference_only():
+    j = job(executorType="ray", ray={"workerGroups": [{"name": "w", "replicas": 1}]})
+    secret = children.ray_auth_secret(j, "t0k3n")
+    assert secret["metadata"]["name"] == "demo-ray-auth" and secret["stringData"] == {"auth_token": "t0k3n"}
+    cluster = children.ray_cluster(j, SETTINGS)["spec"]
+    containers = [cluster["headGroupSpec"]["template"]["spec"]["containers"][0],
+                  cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0],
+                  children.driver_pod(j, 1, SETTINGS)["spec"]["containers"][0]]
+    for c in containers:
+        env = {e["name"]: e for e in c["env"]}
+        assert env["RAY_AUTH_MODE"]["value"] == "token"
+        assert env["RAY_AUTH_TOKEN"] == {"name": "RAY_AUTH_TOKEN", "valueFrom": {
+            "secretKeyRef": {"name": "demo-ray-auth", "key": "auth_token"}}}
+    manifests = [children.ray_cluster(j, SETTINGS), children.driver_pod(j, 1, SETTINGS)]
+    assert "t0k3n" not in yaml.safe_dump(manifests)  # only the Secret holds the value
 
 
 def test_pods_run_as_non_root():

@@ -2,7 +2,10 @@
 (storage endpoint, bucket) applied: `kubectl apply -f` them and the job succeeds."""
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -56,20 +59,15 @@ def example_secret(kc, s3_env) -> str:
     return EXAMPLE_SECRET
 
 
-@pytest.fixture(scope="module")
-def ray_head(s3_endpoint: str) -> Iterator[str]:
-    """A local Ray head playing the job's RayCluster: its workers get the S3 env, as
-    KubeRay's pods get the Secret. Stopped by process group, never `ray stop`.
-
-    The driver attaches at the GCS address: the Ray Client (`ray://`, what the operator
-    sets for a real cluster) needs ray[client], which this venv does not install."""
-    from tests.support.s3 import ACCESS_KEY, SECRET_KEY
-
+@contextlib.contextmanager
+def ray_head(env: dict[str, str]) -> Iterator[str]:
+    """A local Ray head playing the job's RayCluster, started with the env KubeRay would give
+    the head pod (the S3 settings, and the token auth from the operator's Secret). Stopped
+    by process group, never `ray stop`."""
     tmp = tempfile.mkdtemp(prefix="djray-", dir="/tmp")  # Ray's socket paths must stay short
     port = free_port()
     env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin:/bin"]), "HOME": tmp,
-           "AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-           "RAY_USAGE_STATS_ENABLED": "0", "LANG": "C.UTF-8"}
+           "RAY_USAGE_STATS_ENABLED": "0", "LANG": "C.UTF-8", **env}
     log = open(os.path.join(tmp, "ray-head.log"), "wb")
     proc = subprocess.Popen(
         ["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
@@ -95,24 +93,45 @@ def ray_head(s3_endpoint: str) -> Iterator[str]:
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def head_pod_env(kc: Kubectl, cluster: dict) -> dict[str, str]:
+    """The head container's env as the kubelet would resolve it, Secret references included."""
+    out = {}
+    for var in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in var:
+            out[var["name"]] = var["value"]
+        else:
+            ref = var["valueFrom"]["secretKeyRef"]
+            secret = wait_for(lambda: kc.get("secret", ref["name"]), 30, f"Secret {ref['name']}")
+            out[var["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+    return out
 
 
 def test_example_job_runs_on_its_ray_cluster(kc, s3_env, s3_bucket, example_secret, node_agent, dj_operator,
-                                            ray_head, tmp_path):
+                                            tmp_path):
+    """Here the test plays KubeRay: once the operator has made the RayCluster, a Ray head starts
+    with that cluster's resolved env, and only then is the cluster reported ready. The driver
+    attaches at the GCS address; Ray Client (`ray://`) is tested in tests/worker/test_ray.py."""
     manifest = as_user_edits(REPO / "configs" / "job.yaml", s3_bucket, s3_env["AWS_ENDPOINT_URL"])
     upload_dataset(s3_env, s3_bucket, 300, key="input/demo.jsonl")
     why = lambda: diagnose(kc, "demo-cleaning", dj_operator, node_agent)  # noqa: E731
-    node_agent.ray_address = ray_head
+    node_agent.rayclusters_ready = False
     try:
         kc("apply", "-f", "-", input=manifest)
         cluster = wait_for(lambda: kc.get("raycluster", "demo-cleaning-ray"), 30, "the RayCluster", why)
         assert [g["groupName"] for g in cluster["spec"]["workerGroupSpecs"]] == ["small"]
+        env = head_pod_env(kc, cluster)
         head_env = {e["name"]: e for e in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
         assert head_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == EXAMPLE_SECRET
-        done = wait_for(lambda: (s := kc.status("demo-cleaning")).get("phase") in ("Succeeded", "Failed") and s,
-                        180, "the example job to finish", why)
+        assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64
+        with ray_head(env) as address:
+            node_agent.ray_address, node_agent.rayclusters_ready = address, True
+            done = wait_for(lambda: (s := kc.status("demo-cleaning")).get("phase") in ("Succeeded", "Failed") and s,
+                            180, "the example job to finish", why)
     finally:
-        node_agent.ray_address = None
+        node_agent.ray_address, node_agent.rayclusters_ready = None, True
     assert done["phase"] == "Succeeded", why()
     pod = node_agent.logs[(kc.namespace, "demo-cleaning-driver-1")]
     assert pod.exists()
@@ -120,6 +139,7 @@ def test_example_job_runs_on_its_ray_cluster(kc, s3_env, s3_bucket, example_secr
     assert read_jsonl(s3_env, recipe["export_path"]) == local_reference(tmp_path, recipe, 300)
     assert "3/3" in kc("get", "djjobs").stdout
     wait_for(lambda: kc.get("raycluster", "demo-cleaning-ray") is None, 30, "the RayCluster to be deleted", why)
+    wait_for(lambda: kc.get("secret", "demo-cleaning-ray-auth") is None, 30, "its auth Secret to be deleted", why)
 
 
 def test_example_with_a_configmap_recipe_succeeds(kc, s3_env, s3_bucket, example_secret, node_agent, dj_operator,

@@ -58,8 +58,9 @@ def test_reconcile_is_idempotent_once_children_exist():
 
 
 def test_ray_job_waits_for_a_ready_cluster_before_starting_the_driver():
-    d = next_status(observed("Pending", raw_spec=RAY), SETTINGS)
-    assert kinds(d.create) == [("RayCluster", "demo-ray")]
+    d = next_status(observed("Pending", raw_spec=RAY, new_token="fresh"), SETTINGS)
+    assert kinds(d.create) == [("Secret", "demo-ray-auth"), ("RayCluster", "demo-ray")]
+    assert d.create[0]["stringData"] == {"auth_token": "fresh"}  # the token observe drew for this reconcile
     assert d.status["phase"] == "Provisioning" and d.status["reason"] == "WaitingForRayCluster"
     assert cond(d, "ClusterReady")["status"] == "False"
     d = next_status(observed(raw_spec=RAY, cluster=ClusterState("demo-ray", "ready"), **carried(d)), SETTINGS)
@@ -73,7 +74,7 @@ def test_cluster_that_never_gets_ready_fails_the_job_and_is_deleted():
     d = next_status(observed("Provisioning", raw_spec=RAY, cluster=ClusterState("demo-ray", None), now=later,
                              provisioning_since="2026-01-02T03:04:05Z"), SETTINGS)
     assert d.status["phase"] == "Failed" and d.status["reason"] == "RayClusterNotReady"
-    assert kinds(d.delete) == [("RayCluster", "demo-ray")]
+    assert kinds(d.delete) == [("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")]
 
 
 PROGRESS = {"job_id": "j", "status": "running",
@@ -134,7 +135,7 @@ def test_success_completes_progress_and_frees_the_cluster():
                              **RUNNING), SETTINGS)
     assert d.status["phase"] == "Succeeded" and d.status["exitCode"] == 0
     assert d.status["progress"]["percent"] == 100.0 and d.status["progress"]["partitionsDone"] == "4/4"
-    assert kinds(d.delete) == [("RayCluster", "demo-ray")]
+    assert kinds(d.delete) == [("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")]
     assert d.events[0].type == "Normal" and d.events[0].reason == "Completed"
     assert cond(d, "Complete")["status"] == "True" and cond(d, "Progressing")["status"] == "False"
 
@@ -235,7 +236,7 @@ def test_stop_waits_for_a_terminating_driver_then_deletes_cluster_then_is_stoppe
                              cluster=ClusterState("demo-ray", "ready"), **base), SETTINGS)
     assert d.delete == [] and d.status["phase"] == "Stopping" and d.events == []
     d = next_status(observed("Stopping", cluster=ClusterState("demo-ray", "ready"), **base), SETTINGS)
-    assert kinds(d.delete) == [("RayCluster", "demo-ray")] and d.status["phase"] == "Stopping"
+    assert kinds(d.delete) == [("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")] and d.status["phase"] == "Stopping"
     d = next_status(observed("Stopping", cluster=ClusterState("demo-ray", "ready", deleting=True), **base), SETTINGS)
     assert d.delete == [] and d.status["phase"] == "Stopping"
     d = next_status(observed("Stopping", **base), SETTINGS)
@@ -290,7 +291,7 @@ def test_invalid_spec_fails_and_stops_what_runs():
                  pods=(pod("Running"),), cluster=ClusterState("demo-ray", "ready"))
     d = next_status(o, SETTINGS)
     assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec" and d.status["message"] == "spec.x: bad"
-    assert kinds(d.delete) == [("Pod", "demo-driver-1"), ("RayCluster", "demo-ray")]
+    assert kinds(d.delete) == [("Pod", "demo-driver-1"), ("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")]
 
 
 def test_fixed_spec_restarts_a_job_that_failed_on_its_spec():
@@ -323,7 +324,11 @@ def test_teardown_deletes_drivers_first_and_waits_for_them():
     assert d.waiting
     d = teardown(observed("Running", raw_spec=RAY, cluster=ClusterState("demo-ray", "ready")), SETTINGS)
     assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.waiting
+    assert kinds(d.delete).count(("Secret", "demo-ray-auth")) == 1
     assert not teardown(observed("Running", present=frozenset()), SETTINGS).waiting
+    # a Secret whose cluster never came, or is gone already, still goes
+    assert ("Secret", "demo-ray-auth") in kinds(teardown(observed("Failed", raw_spec=RAY), SETTINGS).delete)
+    assert "Secret" not in dict(kinds(teardown(observed("Failed"), SETTINGS).delete))
 
 
 def test_teardown_retains_the_state_pvc_on_request():

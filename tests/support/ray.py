@@ -79,7 +79,9 @@ class RayRun:
 
     def watch(self) -> None:
         if self.proc.poll() is None:
-            self.seen.update(descendants(self.proc.pid))
+            for pid, name in descendants(self.proc.pid).items():
+                if name != "?" or pid not in self.seen:  # a process on its way out has no name: keep the one seen
+                    self.seen[pid] = name
 
     def events(self) -> list[dict[str, Any]]:
         import orjson

@@ -74,6 +74,9 @@ proves each one is required (the API refuses it once the verb is removed) and su
   resources: [persistentvolumeclaims]
   verbs: [list, create, delete]
 - apiGroups: [""]
+  resources: [secrets]
+  verbs: [create, delete]
+- apiGroups: [""]
   resources: [events]
   verbs: [create]
 {{- end }}
