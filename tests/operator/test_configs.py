@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import base64
-import contextlib
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Iterator
 
 import orjson
 import pytest
 import yaml
 
 from djworker.demo_data import write_jsonl
-from tests.support.k8s import free_port
+from tests.support.ray import running_ray_head
 
 from .helpers import REPO, Kubectl, read_jsonl, upload_dataset, wait_for
 from .test_lifecycle import diagnose
@@ -59,43 +51,6 @@ def example_secret(kc, s3_env) -> str:
     return EXAMPLE_SECRET
 
 
-@contextlib.contextmanager
-def ray_head(env: dict[str, str]) -> Iterator[str]:
-    """A local Ray head playing the job's RayCluster, started with the env KubeRay would give
-    the head pod (the S3 settings, and the token auth from the operator's Secret). Stopped
-    by process group, never `ray stop`."""
-    tmp = tempfile.mkdtemp(prefix="djray-", dir="/tmp")  # Ray's socket paths must stay short
-    port = free_port()
-    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin:/bin"]), "HOME": tmp,
-           "RAY_USAGE_STATS_ENABLED": "0", "LANG": "C.UTF-8", **env}
-    log = open(os.path.join(tmp, "ray-head.log"), "wb")
-    proc = subprocess.Popen(
-        ["ray", "start", "--head", f"--port={port}", "--num-cpus=2",
-         "--include-dashboard=false", "--object-store-memory=200000000", "--disable-usage-stats",
-         f"--temp-dir={tmp}", "--block"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, open(os.path.join(tmp, "ray-head.log")).read()[-3000:]
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            assert time.monotonic() < deadline, "Ray head did not start in 90s"
-            time.sleep(0.5)
-        yield f"127.0.0.1:{port}"
-    finally:
-        for sig, wait in ((signal.SIGTERM, 3), (signal.SIGKILL, 10)):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=wait)
-                break
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                continue
-        log.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def head_pod_env(kc: Kubectl, cluster: dict) -> dict[str, str]:
     """The head container's env as the kubelet would resolve it, Secret references included."""
     out = {}
@@ -126,8 +81,8 @@ def test_example_job_runs_on_its_ray_cluster(kc, s3_env, s3_bucket, example_secr
         head_env = {e["name"]: e for e in cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
         assert head_env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == EXAMPLE_SECRET
         assert env["RAY_AUTH_MODE"] == "token" and len(env["RAY_AUTH_TOKEN"]) == 64
-        with ray_head(env) as address:
-            node_agent.ray_address, node_agent.rayclusters_ready = address, True
+        with running_ray_head(env) as head:
+            node_agent.ray_address, node_agent.rayclusters_ready = head.gcs_address, True
             done = wait_for(lambda: (s := kc.status("demo-cleaning")).get("phase") in ("Succeeded", "Failed") and s,
                             180, "the example job to finish", why)
     finally:

@@ -7,6 +7,7 @@ none outlive it, and at teardown kills by pid whatever a failed test left behind
 Never `ray stop`: other Rays on this machine are not ours."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -166,8 +167,9 @@ class RayHead:
     """A Ray cluster head started with `ray start --head`, as KubeRay's head pod runs one."""
 
     proc: subprocess.Popen
-    address: str  # ray://127.0.0.1:<client port>, what the operator gives its driver pod
-    driver_env: dict[str, str]  # what a driver needs to be let in (the cluster's token auth)
+    address: str  # ray://127.0.0.1:<client port>: Ray Client, what the operator gives its driver pod
+    gcs_address: str  # 127.0.0.1:<port>: a driver on the head's own network attaching directly
+    driver_env: dict[str, str] = field(default_factory=dict)  # what a driver needs to be let in
 
     def processes(self) -> set[int]:
         """Every live process of the cluster: the head's process group (its daemons) and
@@ -182,26 +184,28 @@ class RayHead:
         return set(alive(out))
 
 
-@pytest.fixture(scope="module")
-def ray_head() -> Iterator[RayHead]:
-    """A real Ray head on loopback with token authentication, reached through Ray Client.
-    Torn down by its own process group: never `ray stop`, which would kill every Ray here."""
-    temp = tempfile.mkdtemp(prefix="djh-", dir="/tmp")
-    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
-    client_port = free_port()
+@contextlib.contextmanager
+def running_ray_head(env: dict[str, str]) -> Iterator[RayHead]:
+    """`ray start --head` on loopback, with `env` (as a head pod's env) over a minimal one;
+    yields once every daemon is up. Torn down by its own process group: never `ray stop`,
+    which would kill every Ray on this machine."""
+    temp = tempfile.mkdtemp(prefix="djh-", dir="/tmp")  # Ray's socket paths must stay short
+    gcs_port, client_port = free_port(), free_port()
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={free_port()}", f"--ray-client-server-port={client_port}",
+           f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
            f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--include-dashboard=false",
-           f"--temp-dir={temp}", "--disable-usage-stats"]
-    with open(Path(temp) / "head.out", "wb") as out:
-        proc = subprocess.Popen(cmd, env={**os.environ, **auth}, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+           "--object-store-memory=200000000", f"--temp-dir={temp}", "--disable-usage-stats"]
+    base = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin:/bin"]), "HOME": temp,
+            "LANG": "C.UTF-8", "RAY_USAGE_STATS_ENABLED": "0"}
+    log = Path(temp) / "head.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 90
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited {proc.returncode}: {(Path(temp) / 'head.out').read_text()[-3000:]}")
-            if "Ray runtime started" in (Path(temp) / "head.out").read_text(errors="replace"):
+                raise RuntimeError(f"ray start exited {proc.returncode}: {log.read_text()[-3000:]}")
+            if "Ray runtime started" in log.read_text(errors="replace"):
                 try:  # every daemon is up (the runtime-env agent too), and the client port listens
                     socket.create_connection(("127.0.0.1", client_port), timeout=1).close()
                     break
@@ -210,7 +214,7 @@ def ray_head() -> Iterator[RayHead]:
             if time.time() > deadline:
                 raise RuntimeError("the Ray head did not come up within 90 s")
             time.sleep(0.5)
-        yield RayHead(proc, f"ray://127.0.0.1:{client_port}", auth)
+        yield RayHead(proc, f"ray://127.0.0.1:{client_port}", f"127.0.0.1:{gcs_port}")
     finally:
         for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             try:
@@ -218,7 +222,16 @@ def ray_head() -> Iterator[RayHead]:
             except ProcessLookupError:
                 break
             deadline = time.time() + grace
-            while time.time() < deadline and RayHead(proc, "", {}).processes() - {proc.pid}:
+            while time.time() < deadline and RayHead(proc, "", "").processes() - {proc.pid}:
                 time.sleep(0.2)
         proc.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[RayHead]:
+    """A real Ray head with token authentication, for drivers that connect through Ray Client."""
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+    with running_ray_head(auth) as head:
+        head.driver_env = auth
+        yield head
