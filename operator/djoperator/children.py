@@ -190,6 +190,8 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
                 "template": template("ray-head", ray.head.resources, head_ports),
             },
             "workerGroupSpecs": workers,
+            # KubeRay adds the autoscaler as a container of its own: it must present the token too
+            **({"autoscalerOptions": {"env": ray_auth_env(job)}} if ray.autoscaling else {}),
         },
     }
 

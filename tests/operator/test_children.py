@@ -136,5 +136,8 @@ def test_pods_run_as_non_root():
 def test_autoscaling_and_checkpoint_retention_reach_their_consumers():
     j = job(executorType="ray", ray={"autoscaling": True}, cleanup={"checkpointRetention": "cleanup_all"})
     assert children.ray_cluster(j, SETTINGS)["spec"]["enableInTreeAutoscaling"] is True
+    autoscaler_env = children.ray_cluster(j, SETTINGS)["spec"]["autoscalerOptions"]["env"]
+    assert autoscaler_env == children.ray_auth_env(j)  # KubeRay's autoscaler container talks to the GCS too
+    assert "autoscalerOptions" not in children.ray_cluster(job(executorType="ray"), SETTINGS)["spec"]
     args = children.driver_pod(j, 1, SETTINGS)["spec"]["containers"][0]["args"]
     assert args[args.index("--intermediate_storage.retention_policy") + 1] == "cleanup_all"
