@@ -102,6 +102,21 @@ def test_kill_mid_checkpoint_then_resume_on_s3_gives_identical_output(tmp_path, 
     assert summary(tmp_path, "s3k")["status"] == "completed"
 
 
+def test_a_local_export_streams_results_read_from_s3_and_resumes_after_a_kill(tmp_path, s3_bucket, s3_endpoint):
+    """Results live beside the checkpoints in the bucket; the local export appends them as they
+    finish (read back from S3 by the export thread) and a kill mid-run loses nothing."""
+    fs = s3(s3_endpoint)
+    recipe = make_recipe(tmp_path, dataset_path=upload_input(tmp_path, fs, s3_bucket),
+                         checkpoint_dir=f"s3://{s3_bucket}/ckpt")
+    assert dj_process(recipe, "sx", env={"DJ_FAILPOINTS": "partition_done=4"}).returncode == -9
+    out = tmp_path / "out" / "result.jsonl"
+    assert not out.exists() and Path(f"{out}.partial-sx").exists()
+    resumed = dj_process(recipe, "sx")
+    assert resumed.returncode == 0, resumed.stderr
+    assert [orjson.loads(line) for line in out.read_bytes().splitlines()] == floor_rows(tmp_path / "input.jsonl", recipe)
+    assert fs.find(f"{s3_bucket}/ckpt/sx/results") and not Path(f"{out}.partial-sx").exists()
+
+
 def test_checkpoint_on_s3_exists_only_with_a_valid_manifest(s3_bucket):
     storage = Storage()
     store = Checkpoints(storage, f"s3://{s3_bucket}/ck", "parquet", "zstd")
