@@ -93,14 +93,9 @@ def events(tmp: Path, job_id: str) -> list[dict[str, Any]]:
 
 def events_so_far(tmp: Path, job_id: str) -> list[dict[str, Any]]:
     """The events of a running job: none before its log exists, and not a line it is mid-writing."""
-    path = tmp / "events" / job_id / "event_logs" / "events.jsonl"
-    out = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return out
+    from djworker.events import read_events
+
+    return list(read_events(str(tmp / "events" / job_id / "event_logs")))
 
 
 def event_types(evs: list[dict[str, Any]]) -> list[str]:

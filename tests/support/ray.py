@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from tests.support.engine import env_with
+from tests.support.k8s import free_port
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -156,12 +157,6 @@ def ray_runs() -> Iterator[Callable[..., RayRun]]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class RayHead:
     """A Ray cluster head started with `ray start --head`, as KubeRay's head pod runs one."""
@@ -172,16 +167,20 @@ class RayHead:
     driver_env: dict[str, str] = field(default_factory=dict)  # what a driver needs to be let in
 
     def processes(self) -> set[int]:
-        """Every live process of the cluster: the head's process group (its daemons) and
-        their descendants (Ray's workers, which take sessions of their own)."""
-        out = set()
-        for proc in psutil.process_iter(["pid"]):
-            try:
-                if os.getpgid(proc.pid) == self.proc.pid:
-                    out |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
-            except (ProcessLookupError, psutil.Error):
-                pass
-        return set(alive(out))
+        return cluster_processes(self.proc.pid)
+
+
+def cluster_processes(pgid: int) -> set[int]:
+    """Every live process of a cluster whose head leads process group pgid: its daemons, and
+    their descendants (Ray's workers, which take sessions of their own)."""
+    out = set()
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                out |= {proc.pid, *(c.pid for c in proc.children(recursive=True))}
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return set(alive(out))
 
 
 @contextlib.contextmanager
@@ -222,7 +221,7 @@ def running_ray_head(env: dict[str, str]) -> Iterator[RayHead]:
             except ProcessLookupError:
                 break
             deadline = time.time() + grace
-            while time.time() < deadline and RayHead(proc, "", "").processes() - {proc.pid}:
+            while time.time() < deadline and cluster_processes(proc.pid) - {proc.pid}:
                 time.sleep(0.2)
         proc.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)

@@ -6,6 +6,7 @@ exactly one of JOB_COMPLETE, JOB_FAILED or JOB_STOPPED."""
 from __future__ import annotations
 
 import os
+import posixpath
 import signal
 import threading
 import time
@@ -202,8 +203,7 @@ class Driver:
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
         if self.recipe.export_path:  # a missing bucket or unwritable directory fails now, not at the end
-            export_dir = self.recipe.export_path.rsplit("/", 1)[0] if "/" in self.recipe.export_path else "."
-            self.storage.check_writable(export_dir)
+            self.storage.check_writable(posixpath.dirname(self.recipe.export_path) or ".")
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
@@ -292,7 +292,7 @@ class Driver:
             self.executor = None
 
     def _result_ready(self, task: PartitionTask) -> None:
-        if self.streaming is not None and task.stop_at == len(task.ops):
+        if self.streaming is not None:  # made for the last stage only, so task holds a result
             self.streaming.mark_ready(task.key(len(task.ops)))
 
     def _close_streaming(self) -> None:
