@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,8 @@ from typing import Any, Optional
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ApiException, NotFoundError
 
+from tests.support.k8s import free_port
+
 log = logging.getLogger(__name__)
 
 NODE = "dj-test-node"
@@ -54,12 +55,6 @@ PROGRESS_ANNOTATION = "datajuicer.io/progress-endpoint"
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -190,7 +185,7 @@ class NodeAgent:
         pod_dir = self.root / namespace / f"pod-{name}-{uid[:8]}"
         pod_dir.mkdir(parents=True, exist_ok=True)
         mounts = self._mounts(namespace, pod_dir, spec, container)
-        port = _free_port()
+        port = free_port()
         argv = [self._host_path(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
         if "--progress-port" in argv:
             argv[argv.index("--progress-port") + 1] = str(port)

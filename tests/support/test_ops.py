@@ -71,3 +71,15 @@ class PidMapper(Mapper):
         if attempt == 0:
             time.sleep(self.seconds)
         return table
+
+
+@register("batch_probe_mapper")
+class BatchProbeMapper(Mapper):
+    """Identity that records how many rows each call saw, one file per call in `state_dir`."""
+
+    state_dir: str
+
+    def process(self, table: pa.Table) -> pa.Table:
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        (Path(self.state_dir) / f"{os.getpid()}-{time.monotonic_ns()}").write_text(str(table.num_rows))
+        return table

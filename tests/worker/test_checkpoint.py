@@ -1,6 +1,8 @@
 """Checkpoint policy, keys and verified loading."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -49,7 +51,7 @@ def test_roundtrip_and_torn_data_is_rejected(tmp_path, fmt, compression):
     store.write("k1", table, 0, 1, ["x"])
     loaded, problem = store.load("k1")
     assert problem is None and loaded.to_pylist() == table.to_pylist()
-    data = tmp_path / f"k1.{fmt}"
+    data = Path(store.data_path("k1"))  # .jsonl.gz / .jsonl.zst when compressed
     data.write_bytes(data.read_bytes()[:-3])
     loaded, problem = store.load("k1")
     assert loaded is None and "hash" in problem

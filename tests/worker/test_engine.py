@@ -259,7 +259,7 @@ def test_a_resume_lists_each_stage_once_not_once_per_partition(tmp_path, monkeyp
     monkeypatch.delenv(MARKER_ENV, raising=False)  # the in-process driver sets it; leave pytest's env as it was
     listed: list[str] = []
     real = Storage.listdir
-    monkeypatch.setattr(Storage, "listdir", lambda self, uri: listed.append(uri) or real(self, uri))
+    monkeypatch.setattr(Storage, "listdir", lambda self, uri, prefix="": listed.append(uri) or real(self, uri, prefix))
     outcome = run_job(load_recipe(str(recipe)), "l")
     assert outcome.status == "completed"
     assert sum(1 for e in events(tmp_path, "l") if e["event_type"] == "PARTITION_SKIPPED") == 8

@@ -157,3 +157,13 @@ def age(tmp: Path, job: str, days: float) -> None:
     summary = json.loads(path.read_text())
     summary["end_time"] = time.time() - days * DAY
     path.write_text(json.dumps(summary))
+
+
+def test_a_stray_file_in_work_dir_is_not_a_job_and_does_not_fail_the_sweep(tmp_path):
+    recipe = make_recipe(tmp_path, rows=200)
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "README.txt").write_text("not a job")  # age-based retention lists work_dir at every job end
+    proc = dj_process(recipe, "j")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "jobs" / "README.txt").read_text() == "not a job"
+    assert len(output_rows(tmp_path / "out" / "result.jsonl")) > 0

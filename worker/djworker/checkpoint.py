@@ -8,12 +8,13 @@ row counts, so a torn or corrupted checkpoint is recomputed, never trusted."""
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import time
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence, Union
 
 import orjson
 import pyarrow as pa
@@ -24,9 +25,10 @@ import xxhash
 from .config import Strategy
 from .faults import failpoint
 from .plan import Partition, partition_name
-from .storage import Storage, join
+from .sources import lines_table
+from .storage import Storage, join, local_path
 
-EXTENSIONS = {"parquet": "parquet", "arrow": "arrow", "jsonl": "jsonl"}
+JSONL_SUFFIXES = {"none": "jsonl", "gzip": "jsonl.gz", "zstd": "jsonl.zst"}
 
 
 # ---- pure core ------------------------------------------------------------
@@ -59,44 +61,113 @@ def should_checkpoint(strategy: Strategy, op_idx: int, n_ops_total: int, op_name
     return False
 
 
-# ---- table codecs (shared by checkpoints, intermediate data and export) -------
-def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> tuple[bytes, Optional[int]]:
-    """(bytes, uncompressed size when the format needs it to decode) — a faithful round trip."""
-    buf = io.BytesIO()
-    codec = None if compression == "none" else compression
+# ---- table codecs (shared by checkpoints, partitions, intermediate data and export) ----
+class Codec(NamedTuple):
+    """How a (format, requested compression) pair is really stored."""
+
+    compression: str  # the codec the bytes use: what manifests record
+    suffix: str  # file name suffix without the leading dot
+    note: Optional[str] = None  # why compression differs from the request
+
+
+def resolve_codec(fmt: str, compression: str) -> Codec:
+    """The codec and suffix a file of this format gets when `compression` is asked for.
+
+    Arrow IPC only knows zstd and lz4, and snappy has no standard file framing (a
+    .jsonl.* file must open with gzip -d or zstdcat), so those requests become zstd."""
     if fmt == "parquet":
-        pq.write_table(table, buf, compression=codec or "none")
-        return buf.getvalue(), None
+        return Codec(compression, "parquet")
     if fmt == "arrow":
-        # Arrow IPC supports lz4/zstd only; snappy/gzip fall back to zstd.
-        feather.write_feather(table, buf, compression="uncompressed" if codec is None else "zstd")
-        return buf.getvalue(), None
+        if compression in ("zstd", "none"):
+            return Codec(compression, "arrow")
+        return Codec("zstd", "arrow", f"intermediate_storage: Arrow IPC files cannot use {compression}, so they are "
+                                      "written with zstd; set compression to zstd or none to choose explicitly")
     if fmt != "jsonl":
         raise ValueError(f"unknown format {fmt!r}")
-    out = b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist())
-    if codec == "gzip":
-        import gzip
-        return gzip.compress(out, mtime=0), None
-    if codec in ("zstd", "snappy"):
-        return pa.compress(out, codec=codec, asbytes=True), len(out)
-    return out, None
+    if compression == "snappy":
+        return Codec("zstd", JSONL_SUFFIXES["zstd"], "intermediate_storage: snappy has no standard file format for "
+                     "JSON lines, so they are written as zstd (.jsonl.zst); set compression to zstd, gzip or none "
+                     "to choose explicitly")
+    return Codec(compression, JSONL_SUFFIXES[compression])
 
 
-def decode_table(data: bytes, fmt: str, schema: Optional[pa.Schema] = None, compression: str = "zstd",
-                 raw_size: Optional[int] = None) -> pa.Table:
+def compression_note(fmt: str, compression: str) -> Optional[str]:
+    """What a job start should warn about: the codec actually used instead of the requested one."""
+    return resolve_codec(fmt, compression).note
+
+
+def format_of(path: str) -> tuple[str, str]:
+    """(format, codec) of a file this module wrote, from its suffix alone (Parquet and
+    Arrow files carry their codec inside, so "none" is enough to decode them)."""
+    for codec, suffix in JSONL_SUFFIXES.items():
+        if path.endswith("." + suffix):
+            return "jsonl", codec
+    for fmt in ("parquet", "arrow"):
+        if path.endswith("." + fmt):
+            return fmt, "none"
+    raise ValueError(f"{path}: not a .parquet, .arrow or .jsonl[.gz|.zst] file")
+
+
+def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> tuple[bytes, str]:
+    """(bytes, the codec they really use): a faithful round trip through decode_table."""
+    codec = resolve_codec(fmt, compression).compression
+    if fmt == "jsonl":
+        return compressed(b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist()), codec), codec
+    buf = io.BytesIO()
     if fmt == "parquet":
-        return pq.ParquetFile(io.BytesIO(data)).read()  # read_table would import pyarrow.dataset and pandas
+        pq.write_table(table, buf, compression=codec)
+    else:
+        feather.write_feather(table, buf, compression="uncompressed" if codec == "none" else codec)
+    return buf.getvalue(), codec
+
+
+def compressed(data: bytes, codec: str) -> bytes:
+    """data as a standard .gz or .zst file (zstd frames carry no size: zstdcat reads them)."""
+    if codec == "none":
+        return data
+    if codec == "gzip":
+        return gzip.compress(data, mtime=0)  # mtime=0: the same rows give the same bytes
+    sink = pa.BufferOutputStream()
+    with pa.CompressedOutputStream(sink, codec) as out:
+        out.write(data)
+    return sink.getvalue().to_pybytes()
+
+
+Data = Union[bytes, pa.Buffer]
+
+
+def decode_table(data: Data, fmt: str, schema: Optional[pa.Schema] = None, compression: str = "none",
+                 raw_size: Optional[int] = None) -> pa.Table:
+    """The table in data. JSON lines without a schema (partition slices) are typed the way planning
+    typed them, so a partition reads back the same whatever the intermediate format."""
+    if fmt == "parquet":
+        return pq.ParquetFile(pa.BufferReader(data)).read()  # read_table would import pyarrow.dataset and pandas
     if fmt == "arrow":
-        return feather.read_table(io.BytesIO(data))
-    if compression == "gzip":
-        import gzip
-        data = gzip.decompress(data)
-    elif compression in ("zstd", "snappy") and raw_size is not None:
+        return pa.ipc.open_file(pa.BufferReader(data)).read_all()  # zero-copy over a mapped buffer
+    if raw_size is not None:  # a checkpoint written before .jsonl.zst: a raw block that needs its size
         data = pa.decompress(data, decompressed_size=raw_size, codec=compression, asbytes=True)
-    rows = [orjson.loads(line) for line in data.splitlines() if line]
-    if schema is not None:
-        return pa.Table.from_pylist(rows, schema=schema)
-    return pa.Table.from_pylist(rows)
+    elif compression != "none":
+        data = pa.CompressedInputStream(pa.BufferReader(data), compression).read()
+    lines = [line for line in bytes(data).split(b"\n") if line]
+    if schema is None:
+        return lines_table(lines)
+    return pa.Table.from_pylist([orjson.loads(line) for line in lines], schema=schema)
+
+
+def read_data(storage: Storage, path: str, fmt: str, memory_map: bool = False) -> Data:
+    """A data file's bytes. A local Arrow file is memory-mapped when asked, so its uncompressed
+    columns are used in place, never copied into memory."""
+    local = local_path(path)
+    if memory_map and fmt == "arrow" and local is not None:
+        with pa.memory_map(local) as mapped:
+            return mapped.read_buffer()  # the buffer keeps the mapping alive after close
+    return storage.read_bytes(path)
+
+
+def read_partition(storage: Storage, path: str, memory_map: bool = False) -> pa.Table:
+    """A planned input slice, read by its suffix: a resumed job may have planned in another format."""
+    fmt, codec = format_of(path)
+    return decode_table(read_data(storage, path, fmt, memory_map), fmt, compression=codec)
 
 
 def schema_b64(schema: pa.Schema) -> str:
@@ -120,27 +191,28 @@ class Checkpoints:
     storage: Storage
     root: str
     fmt: str = "parquet"
-    compression: str = "zstd"
+    compression: str = "zstd"  # as requested; resolve_codec says what is written
+    memory_map: bool = False  # map local Arrow data instead of reading it (arrow_memory_mapping)
 
     def manifest_path(self, key: str) -> str:
         return join(self.root, manifest_name(key))
 
     def data_path(self, key: str) -> str:
-        return join(self.root, f"{key}.{EXTENSIONS[self.fmt]}")
+        return join(self.root, f"{key}.{resolve_codec(self.fmt, self.compression).suffix}")
 
     def write(self, key: str, table: pa.Table, partition_id: int, upto: int, op_names: list[str]) -> str:
         """Data first, manifest last; returns the manifest path."""
-        data, raw_size = encode_table(table, self.fmt, self.compression)
-        return self.write_encoded(key, data, table.num_rows, table.schema, partition_id, upto, op_names, raw_size)
+        data, _ = encode_table(table, self.fmt, self.compression)
+        return self.write_encoded(key, data, table.num_rows, table.schema, partition_id, upto, op_names)
 
     def write_encoded(self, key: str, data: bytes, rows: int, schema: pa.Schema, partition_id: int, upto: int,
-                      op_names: list[str], raw_size: Optional[int] = None) -> str:
+                      op_names: list[str]) -> str:
         self.storage.put_bytes(self.data_path(key), data)
         failpoint("checkpoint_mid_write")
         manifest = {
             "key": key, "partition_id": partition_id, "upto": upto, "op_names": op_names,
             "rows": rows, "content_hash": xxhash.xxh3_128(data).hexdigest(), "bytes": len(data),
-            "format": self.fmt, "compression": self.compression, "raw_size": raw_size,
+            "format": self.fmt, "compression": resolve_codec(self.fmt, self.compression).compression,
             "data_path": self.data_path(key), "schema": schema_b64(schema), "created_at": time.time(),
         }
         path = self.manifest_path(key)
@@ -164,11 +236,12 @@ class Checkpoints:
         """(table, None) for a verified checkpoint, or (None, why it cannot be trusted)."""
         try:
             manifest = orjson.loads(self.storage.read_bytes(self.manifest_path(key)))
-            data = self.storage.read_bytes(manifest["data_path"])
+            data = read_data(self.storage, manifest["data_path"], manifest["format"], self.memory_map)
         except FileNotFoundError as err:
             return None, f"missing file: {err}"
         except orjson.JSONDecodeError as err:
             return None, f"unreadable manifest: {err}"
+        # the hash runs over a mapped buffer too: mapping skips the copy, never the check
         if len(data) != manifest["bytes"] or xxhash.xxh3_128(data).hexdigest() != manifest["content_hash"]:
             return None, "content hash mismatch (torn or corrupted data)"
         try:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
+from .jobs import DEFAULT_WORK_DIR
 
 
 class Strict(BaseModel):
@@ -53,6 +54,8 @@ class EventLoggingConfig(Strict):
     enabled: bool = True
     max_log_size_mb: float = Field(100, gt=0)
     backup_count: int = Field(5, ge=0)
+    debug: bool = False  # also log DEBUG events (scheduling and resume decisions)
+    resource_usage_interval_s: float = Field(30, gt=0)  # how often RESOURCE_USAGE samples the driver's tree
 
 
 Backoff = Literal["exponential", "linear", "fixed"]
@@ -128,7 +131,7 @@ class Recipe(Strict):
     project_name: Optional[str] = None
     dataset_path: str
     export_path: Optional[str] = None
-    work_dir: str = "./outputs"
+    work_dir: str = DEFAULT_WORK_DIR
     job_id: Optional[str] = None
     executor_type: Literal["default", "local", "ray", "ray_partitioned"] = "default"
     ray_address: Optional[str] = None
@@ -205,8 +208,15 @@ class Recipe(Strict):
         return _first(self.intermediate_storage.preserve_intermediate_data, self.preserve_intermediate_data, False)
 
     @property
-    def arrow_batch_rows(self) -> int:
+    def arrow_batch_rows(self) -> Optional[int]:
+        """Rows per op call with use_arrow_batches; None: an op sees its whole partition at once."""
+        if not _first(self.intermediate_storage.use_arrow_batches, self.use_arrow_batches, False):
+            return None
         return _first(self.intermediate_storage.arrow_batch_size, self.arrow_batch_size, 500)
+
+    @property
+    def memory_map_arrow(self) -> bool:
+        return _first(self.intermediate_storage.arrow_memory_mapping, self.arrow_memory_mapping, False)
 
     @property
     def is_ray(self) -> bool:

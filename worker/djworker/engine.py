@@ -18,12 +18,14 @@ import orjson
 from loguru import logger
 
 from . import retention
+from .checkpoint import compression_note
 from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import StreamingExport, can_stream, export
 from .jobs.common import MARKER_ENV, driver_marker
+from .metrics import ResourceSampler, performance
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
@@ -65,6 +67,7 @@ class Driver:
         self.summary: dict[str, Any] = {}
         self.executor: Any = None
         self.streaming: Optional[StreamingExport] = None
+        self.sampler = ResourceSampler(self.recipe.event_logging.resource_usage_interval_s)
 
     # ---- bookkeeping ------------------------------------------------------
     def _record(self, event: dict[str, Any]) -> None:
@@ -89,7 +92,8 @@ class Driver:
         lock.acquire()
         self._clear_stale_stop_request(lock.identity["process_start_time"])
         log = EventLog(self.paths.event_dir, self.job_id, self.recipe.event_logging.max_log_size_mb,
-                       self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled)
+                       self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled,
+                       self.recipe.event_logging.debug)
         log.listeners.append(self._record)
         if previous:  # fold the earlier runs in, so live progress knows what is done
             self.events_seen.extend(read_events(self.paths.event_dir))
@@ -145,6 +149,14 @@ class Driver:
                  executor_type=r.executor_type, checkpoint_strategy=r.checkpoint.effective.value)
 
     def _plan(self, log: EventLog) -> Plan:
+        try:
+            return self._load_or_build_plan(log)
+        except Exception as err:
+            log.emit(EventType.PROCESSING_ERROR, message="planning failed", phase="planning",
+                     error=f"{type(err).__name__}: {err}", stack_trace=traceback.format_exc())
+            raise
+
+    def _load_or_build_plan(self, log: EventLog) -> Plan:
         plan = load_plan(self.storage, self.paths.mapping)
         if plan is not None:
             check_input_unchanged(self.storage, plan)
@@ -171,7 +183,7 @@ class Driver:
 
         plan = build_plan(self.storage, self.job_id, r.dataset_path, r.text_key, rows, max_mb, self.paths.data_dir,
                           self.paths.rejects, on_reject, compression=r.intermediate_storage.compression
-                          if r.intermediate_storage.compression != "gzip" else "gzip")
+                          if r.intermediate_storage.compression != "gzip" else "gzip", fmt=r.intermediate_format)
         save_plan(self.storage, self.paths.mapping, plan)
         if rejected:
             log.emit(EventType.WARNING, message=f"{rejected} malformed records rejected; see {plan.rejects_path}",
@@ -194,8 +206,9 @@ class Driver:
             op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=results_root,
             intermediate_root=p.intermediate if r.preserve_intermediate else None,
             storage_options=self.storage.options, fmt=r.intermediate_format,
-            compression=r.intermediate_storage.compression, end=end, stage=stage, stages=stages,
-            result_format=result_format, export_stats=r.export_stats,
+            compression=r.intermediate_storage.compression, memory_map_arrow=r.memory_map_arrow,
+            end=end, stage=stage, stages=stages,
+            result_format=result_format, export_stats=r.export_stats, batch_rows=r.arrow_batch_rows,
             decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
             for part in plan.partitions]
 
@@ -204,6 +217,14 @@ class Driver:
             self.storage.check_writable(uri)
         if self.recipe.export_path:  # a missing bucket or unwritable directory fails now, not at the end
             self.storage.check_writable(posixpath.dirname(self.recipe.export_path) or ".")
+        note = compression_note(self.recipe.intermediate_format, self.recipe.intermediate_storage.compression)
+        if note:
+            log.emit(EventType.WARNING, message=note)
+        if self.summary["attempts"] > 1 and self.recipe.intermediate_storage.cleanup_temp_files:
+            removed = retention.remove_temp_files(self.storage, self.paths, self.recipe.export_path)
+            if removed:
+                log.emit(EventType.INFO, message=f"removed {len(removed)} temp files an interrupted run left half-written",
+                         removed=removed[:100])
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
@@ -269,14 +290,24 @@ class Driver:
             if time.time() - beat["last"] > 10:
                 lock.heartbeat()
                 beat["last"] = time.time()
+            if self.sampler.due(time.time()):
+                self._sample_resources(log)
 
         policy = RetryPolicy(r.retries, r.backoff, rr.base_delay_s, rr.max_delay_s, rr.jitter)
         try:
+            self._sample_resources(log)  # a baseline, so the next sample has a CPU rate
             return Scheduler(self._executor(log), r.np, policy, log.emit, should_stop, tick,
                              on_done=self._result_ready).run(pending)
         finally:
+            self._sample_resources(log)  # before the pool goes: the workers' memory counts
             if self.stop_requested:
                 self._shutdown_executor()
+
+    def _sample_resources(self, log: EventLog) -> None:
+        usage = self.sampler.sample()
+        cpu = "" if usage["cpu_percent"] is None else f", CPU {usage['cpu_percent']:.0f}%"
+        log.emit(EventType.RESOURCE_USAGE, message=f"{usage['processes']} processes, RSS {usage['rss_mb']:.0f} MB{cpu}",
+                 scope="driver process tree (driver + local workers)", **usage)
 
     def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Any:
         """One pool (or Ray connection) per run, reused across stages."""
@@ -335,11 +366,17 @@ class Driver:
         fields: dict[str, Any] = {"message": message}
         if status == "failed":
             fields.update(error=message, stack_trace=trace)
+        perf = None
+        if "run_start_time" in self.summary:
+            perf = performance(self.events_seen, self.summary["run_start_time"], time.time())
+            log.emit(EventType.PERFORMANCE_METRIC, **perf, peak_rss_mb=round(self.sampler.peak_rss / 2**20, 1),
+                     message=f"{perf['rows_per_s']:.0f} rows/s: {perf['rows_in']} rows in {perf['wall_s']:.2f} s "
+                             f"({perf['partitions_processed']} partitions processed, {perf['partitions_skipped']} skipped)")
         log.emit(event, **fields)
         now = time.time()
         self._update_summary(status=status, end_time=now, duration_s=now - self.summary.get("start_time", now),
                              error=message if status != "completed" else None, exit_code=code,
-                             export=export, progress=compact(self.live_progress()))
+                             export=export, progress=compact(self.live_progress()), performance=perf)
         if status != "completed":
             retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=False)
         return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)

@@ -118,8 +118,9 @@ class EventLog:
     """Appends events to events.jsonl and events.log under {event_log_dir}/{job_id}/event_logs."""
 
     def __init__(self, directory: str, job_id: str, max_log_size_mb: float = 100, backup_count: int = 5,
-                 enabled: bool = True):
+                 enabled: bool = True, debug: bool = False):
         self.directory = directory
+        self.debug = debug  # DEBUG events are dropped here unless asked for, wherever they were made
         self.job_id = job_id
         self.enabled = enabled
         self.path = os.path.join(directory, "events.jsonl")
@@ -148,6 +149,8 @@ class EventLog:
 
     def write(self, event: dict[str, Any]) -> dict[str, Any]:
         """Append one event (already stamped, possibly by a worker) and tell the listeners."""
+        if event["event_type"] == EventType.DEBUG.value and not self.debug:
+            return event
         with self._lock:
             if self.enabled:
                 self._fh.write(orjson.dumps(event) + b"\n")

@@ -1,8 +1,9 @@
 """The partition plan: input -> deterministic partitions -> metadata/dataset_mapping.json.
 
 The plan is made once per job and persisted with a fingerprint of the input.
-Each partition's input slice is written as a Parquet file that workers read
-directly from storage, so the driver never ships data. Re-planning the same input
+Each partition's input slice is written in the intermediate format (Parquet unless
+intermediate_storage.format says otherwise) and read by workers directly from
+storage, so the driver never ships data. Re-planning the same input
 gives the same partitions and checksums, which is what makes checkpoint keys stable."""
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import time
 from typing import Any, Callable, Optional
 
 import orjson
-import pyarrow.parquet as pq
 import xxhash
 from pydantic import BaseModel
 
@@ -68,8 +68,13 @@ def partition_name(pid: int) -> str:
 
 def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, rows: int, max_mb: float,
                data_dir: str, rejects_path: str, on_reject: Callable[[Reject], None],
-               compression: str = "zstd") -> Plan:
-    """Stream the input once, writing each slice as partitions/partition_XXXXXX.parquet."""
+               compression: str = "zstd", fmt: str = "parquet") -> Plan:
+    """Stream the input once, writing each slice as partitions/partition_XXXXXX.<suffix> in fmt.
+
+    Checksums hash the raw input lines, so checkpoint keys do not depend on fmt."""
+    from .checkpoint import encode_table, resolve_codec  # checkpoint imports this module
+
+    suffix = resolve_codec(fmt, compression).suffix
     files = input_files(storage, dataset_path)
     partitions: list[Partition] = []
     rejects = io.BytesIO()
@@ -88,10 +93,8 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
         if table.num_rows == 0:
             continue
         pid = len(partitions)
-        path = join(data_dir, "partitions", partition_name(pid) + ".parquet")
-        buf = io.BytesIO()
-        pq.write_table(table, buf, compression=compression)
-        storage.put_bytes(path, buf.getvalue())
+        path = join(data_dir, "partitions", f"{partition_name(pid)}.{suffix}")
+        storage.put_bytes(path, encode_table(table, fmt, compression)[0])
         partitions.append(Partition(
             partition_id=pid, path=path, sample_count=table.num_rows, bytes=sl.nbytes, checksum=sl.checksum,
             source={"first": list(sl.first or ()), "last": list(sl.last or ())},

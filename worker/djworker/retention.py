@@ -13,6 +13,8 @@ longer ago than that is removed. The exported output, job_summary.json, the fina
 report and the event log are never removed by retention."""
 from __future__ import annotations
 
+import posixpath
+import re
 import time
 from typing import Any, Optional
 
@@ -40,6 +42,14 @@ def is_expired(summary: dict[str, Any], max_age_days: Optional[float], now: floa
     return ended is not None and now - float(ended) >= max_age_days * 86400
 
 
+# What a writer killed mid-write leaves: `<name>.tmp-XXXXXXXX` (storage.put_bytes, export) and write probes.
+TEMP_FILE = re.compile(r"(\.tmp-[0-9a-f]{8}|^\.dj-write-probe-[0-9a-f]{8})$")
+
+
+def is_temp_file(name: str) -> bool:
+    return TEMP_FILE.search(posixpath.basename(name)) is not None
+
+
 def intermediate_dirs(paths: JobPaths) -> list[str]:
     return [paths.checkpoint_root, join(paths.data_dir, "partitions"), paths.results, paths.intermediate]
 
@@ -58,7 +68,7 @@ def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool
             removed += remove_intermediate(storage, paths, recipe.export_path)
         if cfg.max_retention_days is not None:
             removed += cleanup_old_jobs(storage, recipe.work_dir, cfg.max_retention_days, recipe, now, exclude={paths.job_id})
-    except DJError as err:
+    except (DJError, OSError) as err:
         logger.warning("retention for job {} skipped: {}", paths.job_id, err)
     return removed
 
@@ -101,3 +111,19 @@ def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[flo
             continue
         removed += remove_intermediate(storage, job_paths(recipe, job_id, summary), summary.get("export_path"))
     return removed
+
+
+def remove_temp_files(storage: Storage, paths: JobPaths, export_path: Optional[str]) -> list[str]:
+    """intermediate_storage.cleanup_temp_files: the half-written files an interrupted run of this job
+    left in its directories and beside its export. Nothing reads them; an export's can be as big
+    as the dataset. Called under the job lock, so no live writer of this job owns them."""
+    roots = sorted({paths.job_dir, paths.data_dir, paths.checkpoint_root})
+    roots = [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
+    temp = [uri for root in roots for uri in storage.find(root) if is_temp_file(uri)]
+    if export_path:
+        directory, name = posixpath.split(export_path)
+        temp += [join(directory or ".", n) for n in storage.listdir(directory or ".", prefix=name + ".tmp-")
+                 if is_temp_file(n)]
+    for uri in temp:
+        storage.remove(uri)
+    return temp

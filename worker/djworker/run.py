@@ -12,7 +12,6 @@ deduplicator; the driver decides globally; the next task applies the decision
 (drops rows) and goes on. Without deduplicators, `end` is the recipe's length."""
 from __future__ import annotations
 
-import io
 import posixpath
 import time
 import traceback
@@ -22,7 +21,8 @@ from typing import Any, Callable, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .checkpoint import Checkpoints, checkpoint_key, encode_table, manifest_name, should_checkpoint
+from .checkpoint import (Checkpoints, checkpoint_key, encode_table, manifest_name, read_partition, resolve_codec,
+                         should_checkpoint)
 from .config import Strategy
 from .events import EventType, make_event
 from .export import shard_bytes, stats_shard_path
@@ -54,6 +54,7 @@ class PartitionTask:
     storage_options: StorageOptions
     fmt: str = "parquet"
     compression: str = "zstd"
+    memory_map_arrow: bool = False  # arrow_memory_mapping: map local Arrow checkpoints and partitions
     attempt: int = 0
     end: Optional[int] = None
     # op index of each deduplicator already decided -> (decision digest, row positions to drop here)
@@ -62,6 +63,7 @@ class PartitionTask:
     stages: int = 1
     result_format: str = "parquet"  # the export's format: jsonl or parquet
     export_stats: bool = False
+    batch_rows: Optional[int] = None  # intermediate_storage.use_arrow_batches: ops see at most this many rows at once
 
     @property
     def stop_at(self) -> int:
@@ -88,7 +90,8 @@ class PartitionResult:
 
 def result_store(task: PartitionTask, storage: Storage) -> Checkpoints:
     """Results are stored already encoded for the export, so export is a concatenation."""
-    return Checkpoints(storage, task.results_root, task.result_format, "none")
+    # shard_bytes writes Parquet results with zstd; JSON lines plain, ready to concatenate
+    return Checkpoints(storage, task.results_root, task.result_format, "zstd" if task.result_format == "parquet" else "none")
 
 
 def hashes_path(task: PartitionTask) -> str:
@@ -131,20 +134,32 @@ def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[i
                         op_idx=upto - 1, checkpoint_path=store.manifest_path(key), error=problem,
                         message="checkpoint cannot be trusted; recomputing"))
         store.discard(key)
+    emit(make_event(EventType.DEBUG, task.job_id, partition_id=task.partition.partition_id,
+                    message=f"no checkpoint of this recipe's ops among {len(keys)} for this partition; "
+                            "starting from its input slice"))
     return 0, None
 
 
 def apply_op(task: PartitionTask, idx: int, table: pa.Table) -> pa.Table:
     op = task.ops[idx]
-    if not isinstance(op, Deduplicator):
-        return op.process(table)
-    drop = set(task.decisions[idx][1])
-    return table.filter(pa.array([i not in drop for i in range(table.num_rows)], pa.bool_()))
+    if isinstance(op, Deduplicator):
+        drop = set(task.decisions[idx][1])
+        return table.filter(pa.array([i not in drop for i in range(table.num_rows)], pa.bool_()))
+    if task.batch_rows and table.num_rows > task.batch_rows:
+        return in_batches(op.process, table, task.batch_rows)
+    return op.process(table)
+
+
+def in_batches(process: Callable[[pa.Table], pa.Table], table: pa.Table, rows: int) -> pa.Table:
+    """Mappers and filters are row-wise, so batch by batch gives the same rows; what an op
+    builds in Python (texts, stats) then lives for one batch, not the whole partition."""
+    parts = [process(table.slice(start, rows)) for start in range(0, table.num_rows, rows)]
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], bool] = lambda: False) -> PartitionResult:
     storage = Storage(task.storage_options)
-    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression)
+    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression, task.memory_map_arrow)
     pid, ops, job, end = task.partition.partition_id, task.ops, task.job_id, task.stop_at
     started = time.time()
     emit(make_event(EventType.PARTITION_START, job, partition_id=pid, retry_count=task.attempt,
@@ -152,8 +167,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
     # Checkpoints are looked for whatever the strategy: a stop flushes one even when disabled.
     upto, table = resume_point(task, store, emit)
     if table is None:
-        # ParquetFile, not read_table: that one imports pyarrow.dataset and pandas (0.2 s per worker)
-        table = pq.ParquetFile(io.BytesIO(storage.read_bytes(task.partition.path))).read()
+        table = read_partition(storage, task.partition.path, task.memory_map_arrow)
     rows_in, metrics = table.num_rows, []
     checkpointed_at = upto
     for idx in range(upto, end):
@@ -174,7 +188,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         emit(make_event(EventType.OP_COMPLETE, job, partition_id=pid, op_idx=idx, op_name=op.op_name,
                         rows_in=before, rows_out=table.num_rows, duration_s=took))
         if task.intermediate_root:
-            name = f"op_{idx:03d}_{op.op_name}.{task.fmt}"
+            name = f"op_{idx:03d}_{op.op_name}.{resolve_codec(task.fmt, task.compression).suffix}"
             storage.put_bytes(join(task.intermediate_root, partition_name(pid), name),
                               encode_table(table, task.fmt, task.compression)[0])
         last = idx == len(ops) - 1

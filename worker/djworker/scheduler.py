@@ -67,6 +67,8 @@ class Scheduler:
                 _, _, task = heapq.heappop(queue)
                 task.partition.status, task.partition.start_time = "processing", time.time()
                 running[self.executor.submit(task)] = task
+                self.emit(EventType.DEBUG, partition_id=task.partition.partition_id, retry_count=task.attempt,
+                          message=f"submitted; {len(running)}/{self.slots} slots busy, {len(queue)} queued")
             if stopping and not running:
                 break
             can_submit = queue and not stopping and len(running) < self.slots  # else only a completion wakes us

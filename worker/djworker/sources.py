@@ -9,7 +9,7 @@ import gzip
 import posixpath
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import io
 import re
@@ -215,16 +215,22 @@ def _fast_table(lines: list[bytes]) -> Optional[pa.Table]:
 def slice_table(lines: list[bytes], text_key: str) -> pa.Table:
     """Valid JSON lines as an Arrow table. Fields whose types disagree across rows are kept as
     JSON text in one column so that nothing is lost; export turns them back into fields."""
-    table = _fast_table(lines)
-    if table is not None:
-        return table
-    rows = [orjson.loads(line) for line in lines]
     try:
-        return pa.Table.from_pylist(rows)
+        return lines_table(lines)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        rows = [orjson.loads(line) for line in lines]
         texts = pa.array([r[text_key] for r in rows], pa.string())
         rest = pa.array([orjson.dumps({k: v for k, v in r.items() if k != text_key}).decode() for r in rows], pa.string())
         return pa.table({text_key: texts, EXTRA_JSON_COLUMN: rest})
+
+
+def lines_table(lines: list[bytes]) -> pa.Table:
+    """JSON lines as a table typed the way planning types them; raises ArrowInvalid, ArrowTypeError
+    or OverflowError when a field's types disagree (a table's own rows never do)."""
+    table = _fast_table(lines)
+    if table is not None:
+        return table
+    return pa.Table.from_pylist([orjson.loads(line) for line in lines])
 
 
 EXTRA_JSON_COLUMN = "__dj__extra_json__"

@@ -54,6 +54,13 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def local_path(uri: str) -> Optional[str]:
+    """The filesystem path of a local uri (what mmap needs), or None for object storage."""
+    if is_remote(uri):
+        return None
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
 class Storage:
     """A thin facade over one fsspec filesystem per protocol, with error translation."""
 
@@ -151,6 +158,15 @@ class Storage:
         except FileNotFoundError:
             return []
         return sorted(n for n in (posixpath.basename(n.rstrip("/")) for n in names) if n.startswith(prefix))
+
+    def find(self, uri: str) -> list[str]:
+        """Every file below uri, recursively, as URIs; [] when it does not exist."""
+        scheme = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""
+        try:
+            found = self._guard("listing", uri, self.fs(uri).find, self._path(uri))
+        except FileNotFoundError:
+            return []
+        return sorted(scheme + p if scheme and not p.startswith(scheme) else p for p in found)
 
     # --- writes ----------------------------------------------------------
     def makedirs(self, uri: str) -> None:

@@ -21,6 +21,8 @@ import psutil
 from ..errors import JobLocked
 from ..storage import Storage, is_remote, join
 
+# The recipe's default work_dir, where dj-monitor and dj-stop look unless told otherwise (DataJuicer's default).
+DEFAULT_WORK_DIR = "./outputs/partition-checkpoint-eventlog"
 LOCK_TTL_S = 120  # a remote holder whose heartbeat is older than this is presumed dead
 
 
@@ -156,7 +158,7 @@ def resumption_command(config_path: Optional[str], job_id: str, overrides: list[
 def read_summary(storage: Storage, paths: JobPaths) -> Optional[dict[str, Any]]:
     try:
         return orjson.loads(storage.read_bytes(paths.summary))
-    except (FileNotFoundError, orjson.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, orjson.JSONDecodeError):  # a stray file in work_dir is no job
         return None
 
 

@@ -19,9 +19,9 @@ from ..errors import DJError
 from ..events import read_events
 from ..progress import progress
 from ..storage import Storage, join
-from . import LOCK_TTL_S
+from . import DEFAULT_WORK_DIR, LOCK_TTL_S
 
-DEFAULT_BASE_DIR = "./outputs"  # the recipe's default work_dir
+DEFAULT_BASE_DIR = DEFAULT_WORK_DIR
 MARKER_ENV = "DJ_JOB_DRIVER"  # set by a driver; inherited by every process it starts
 START_TIME_TOLERANCE_S = 0.01  # psutil reports Linux start times in clock ticks
 

@@ -1,0 +1,98 @@
+"""What a run cost: PERFORMANCE_METRIC (a fold over the run's events) and
+RESOURCE_USAGE (samples of the driver's process tree: driver + local workers).
+
+`performance` is pure; `ResourceSampler` is the psutil shell the driver calls
+between scheduling steps."""
+from __future__ import annotations
+
+import os
+import time
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import psutil
+
+
+def performance(events: Iterable[dict[str, Any]], run_start: float, now: float) -> dict[str, Any]:
+    """Throughput and where the time went, for the events of one run (timestamp >= run_start).
+
+    Op and checkpoint times are summed over partitions, so with np workers they can exceed the wall."""
+    op_time: dict[str, float] = defaultdict(float)
+    done = skipped = rows_in = rows_out = saves = loads = retries = 0
+    save_s = 0.0
+    for ev in events:
+        if (ev.get("timestamp") or 0) < run_start:
+            continue
+        et = ev.get("event_type")
+        if et == "OP_COMPLETE":
+            op_time[ev.get("op_name") or "?"] += ev.get("duration_s") or 0.0
+        elif et == "CHECKPOINT_SAVE":
+            saves += 1
+            save_s += ev.get("duration_s") or 0.0
+        elif et == "CHECKPOINT_LOAD":
+            loads += 1
+        elif et == "PARTITION_SKIPPED":
+            skipped += 1
+        elif et == "PARTITION_FAILED" and not ev.get("final"):
+            retries += 1
+        elif et == "PARTITION_COMPLETE":  # rows in: read from the input; rows out: through the last stage
+            stage, stages = ev.get("stage") or 0, ev.get("stages") or 1
+            rows_in += (ev.get("rows_in") or 0) if stage == 0 else 0
+            if stage == stages - 1:
+                done += 1
+                rows_out += ev.get("rows_out") or 0
+    wall = max(now - run_start, 1e-9)
+    return {
+        "wall_s": round(wall, 3), "partitions_processed": done, "partitions_skipped": skipped,
+        "rows_in": rows_in, "rows_out": rows_out, "rows_per_s": round(rows_in / wall, 1),
+        "op_time_s": {name: round(t, 3) for name, t in op_time.items()},
+        "checkpoint_saves": saves, "checkpoint_save_s": round(save_s, 3), "checkpoint_loads": loads,
+        "retries": retries,
+    }
+
+
+class ResourceSampler:
+    """CPU and memory of this process and its children, at most once per interval (unless forced).
+
+    CPU is the tree's CPU time between two samples over the wall between them, so 200 means
+    two cores busy. Peak RSS is the highest sampled, not a kernel high-water mark."""
+
+    def __init__(self, interval_s: float, pid: Optional[int] = None):
+        self.interval_s = interval_s
+        self.root = psutil.Process(pid or os.getpid())
+        self.last_at: Optional[float] = None
+        self.last_cpu = 0.0
+        self.peak_rss = 0
+
+    def due(self, now: float) -> bool:
+        return self.last_at is None or now - self.last_at >= self.interval_s
+
+    def sample(self) -> dict[str, Any]:
+        procs = [self.root, *self._children()]
+        rss = cpu = 0.0
+        alive = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    cpu += times.user + times.system
+                alive += 1
+            except psutil.Error:  # a worker that exited between listing and reading
+                continue
+        now = time.time()
+        cpu_percent = None
+        if self.last_at is not None and now > self.last_at:
+            cpu_percent = round(100 * max(0.0, cpu - self.last_cpu) / (now - self.last_at), 1)
+        self.last_at, self.last_cpu = now, cpu
+        self.peak_rss = max(self.peak_rss, int(rss))
+        return {
+            "processes": alive, "rss_mb": round(rss / 2**20, 1), "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "cpu_percent": cpu_percent, "system_available_mb": round(psutil.virtual_memory().available / 2**20, 1),
+        }
+
+    def _children(self) -> list[psutil.Process]:
+        try:
+            return self.root.children(recursive=True)
+        except psutil.Error:
+            return []
