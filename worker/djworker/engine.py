@@ -220,13 +220,14 @@ class Driver:
         note = compression_note(self.recipe.intermediate_format, self.recipe.intermediate_storage.compression)
         if note:
             log.emit(EventType.WARNING, message=note)
+        self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
+        plan = self.plan = self._plan(log)
+        # After the input check (a refused resume changes nothing), before any worker writes.
         if self.summary["attempts"] > 1 and self.recipe.intermediate_storage.cleanup_temp_files:
             removed = retention.remove_temp_files(self.storage, self.paths, self.recipe.export_path)
             if removed:
                 log.emit(EventType.INFO, message=f"removed {len(removed)} temp files an interrupted run left half-written",
                          removed=removed[:100])
-        self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
-        plan = self.plan = self._plan(log)
         ends = stage_ends(ops)
         decisions: dict[int, Decision] = {}
         for stage, end in enumerate(ends):
