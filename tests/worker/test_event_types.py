@@ -2,9 +2,13 @@
 PERFORMANCE_METRIC, PROCESSING_ERROR and DEBUG, each emitted by a real run."""
 from __future__ import annotations
 
+import io
 from collections import Counter
 
+from rich.console import Console
+
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
+from djworker.jobs.monitor import JobProgressMonitor
 from djworker.metrics import performance
 from tests.support.engine import dj_process, event_types, events, make_recipe, output_rows, summary
 
@@ -32,6 +36,11 @@ def test_a_run_samples_its_resources_and_reports_its_performance(tmp_path):
     assert perf["peak_rss_mb"] == max(u["peak_rss_mb"] for u in usage)
     assert summary(tmp_path, "perf")["performance"]["rows_in"] == 600
     assert "DEBUG" not in event_types(evs)  # off unless asked for
+    out = io.StringIO()
+    shown = JobProgressMonitor("perf", str(tmp_path / "jobs")).display_progress(
+        console=Console(file=out, width=160, force_terminal=False))
+    assert shown["performance"]["rows_in"] == 600 and shown["performance"]["checkpoint_saves"] == 18
+    assert f"{perf['rows_per_s']:,.0f} rows/s, 600 rows in" in out.getvalue() and "Resources" not in out.getvalue()
 
     proc = dj_process(recipe, "perf")  # a resume measures itself, not the run before it
     assert proc.returncode == 0, proc.stderr

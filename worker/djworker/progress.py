@@ -25,10 +25,14 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
     job_id, status, first_start, run_start, last_ts = None, "pending", None, None, None
     run_done_samples = 0
     ended: set[tuple[int, int]] = set()  # (partition, stage) completed or skipped in the current run
+    latest: dict[str, Optional[dict[str, Any]]] = {"RESOURCE_USAGE": None, "PERFORMANCE_METRIC": None}
     for ev in events:
         et, pid, ts = ev.get("event_type"), ev.get("partition_id"), ev.get("timestamp")
         job_id = job_id or ev.get("job_id")
         last_ts = ts or last_ts
+        if et in latest:
+            latest[et] = ev
+            continue
         if et in RUN_STARTS:
             status, run_start, run_done_samples = "running", ts, 0
             first_start = first_start or ts
@@ -78,8 +82,17 @@ def progress(events: Iterable[dict[str, Any]], plan: Optional[dict[str, Any]], n
             p["checkpoints_saved"] += 1
             checkpoints.append({"partition_id": pid, "op_idx": ev.get("op_idx"), "op_name": ev.get("op_name"),
                                 "path": ev.get("checkpoint_path"), "time": ev.get("time"), "timestamp": ts})
-    return _overall(job_id, status, parts, ops, checkpoints, first_start, run_start, last_ts, run_done_samples,
+    data = _overall(job_id, status, parts, ops, checkpoints, first_start, run_start, last_ts, run_done_samples,
                     plan, now)
+    usage, perf = latest["RESOURCE_USAGE"], latest["PERFORMANCE_METRIC"]
+    data["resource_usage"] = {k: usage.get(k) for k in RESOURCE_FIELDS} if usage else None
+    data["performance"] = {k: perf.get(k) for k in PERFORMANCE_FIELDS} if perf else None  # the last finished run's
+    return data
+
+
+RESOURCE_FIELDS = ("time", "rss_mb", "peak_rss_mb", "cpu_percent", "processes", "system_available_mb")
+PERFORMANCE_FIELDS = ("time", "wall_s", "rows_per_s", "rows_in", "rows_out", "partitions_processed",
+                      "partitions_skipped", "op_time_s", "checkpoint_saves", "checkpoint_save_s", "retries", "peak_rss_mb")
 
 
 def _overall(job_id, status, parts, ops, checkpoints, first_start, run_start, last_ts, run_done, plan, now):

@@ -193,3 +193,17 @@ def test_only_jobs_whose_driver_verifiably_runs_are_listed(fake_job):
     assert [j["job_id"] for j in jobs] == [live.job_id]
     assert jobs[0]["pid"] == os.getpid() and jobs[0]["partitions"]["total"] == 4
     assert jobs[0]["progress_percentage"] == 25.0
+
+
+def test_a_running_job_shows_its_latest_resource_sample(fake_job):
+    job = running_job(fake_job)
+    now = time.time()
+    job.append(event("RESOURCE_USAGE", now - 8, rss_mb=300.0, peak_rss_mb=310.0, cpu_percent=150.0, processes=3),
+               event("RESOURCE_USAGE", now - 1, rss_mb=512.4, peak_rss_mb=530.0, cpu_percent=198.6, processes=3,
+                     time="2026-11-29T20:15:07.123+00:00"))
+    out = io.StringIO()
+    data = JobProgressMonitor(job.job_id, str(job.base_dir)).display_progress(
+        console=Console(file=out, width=140, force_terminal=False))
+    assert data["resource_usage"]["rss_mb"] == 512.4 and data["performance"] is None
+    assert "RSS 512 MB (peak 530 MB), CPU 199%, 3 processes, at 20:15:07" in out.getvalue()
+    assert "Last run" not in out.getvalue()

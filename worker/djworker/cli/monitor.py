@@ -136,6 +136,14 @@ def overview(data: dict[str, Any]) -> RenderableType:
             ("ETA", _duration(o["eta_seconds"]) if o["eta_seconds"] is not None else "-"),
             ("Driver", f"pid {driver['pid']} on {driver['host']}: {driver['state']}" if driver["pid"] else "-"),
             ("Event log", v.get("event_log_dir") or "-")]
+    usage, perf = data.get("resource_usage"), data.get("performance")
+    if usage and o["job_status"] == "running":
+        cpu = f", CPU {usage['cpu_percent']:.0f}%" if usage.get("cpu_percent") is not None else ""
+        rows.append(("Resources", f"RSS {usage['rss_mb']:,.0f} MB (peak {usage['peak_rss_mb']:,.0f} MB){cpu}, "
+                                  f"{usage['processes']} processes, at {usage['time'][11:19]}"))
+    if perf and o["job_status"] != "running":
+        rows.append(("Last run", f"{perf['rows_per_s']:,.0f} rows/s, {_num(perf['rows_in'])} rows in "
+                                 f"{_duration(perf['wall_s'])}, {perf['checkpoint_saves']} checkpoints saved"))
     if v.get("error") and o["job_status"] in ("failed", "interrupted"):
         rows.append(("Error", Text(str(v["error"]), style="red")))
     if o["job_status"] in ("failed", "stopped", "interrupted") and v.get("resumption_command"):

@@ -149,11 +149,15 @@ class LocalExecutor:
 
         Workers ignore SIGTERM, so the pool's own clean-up cannot terminate them, and one killed
         while waiting for work leaves the task queue's read lock held: its peers would wait on
-        that lock forever. No task is running when this is called, so killing loses nothing."""
+        that lock forever. No task is running when this is called, so killing loses nothing.
+        shutdown() runs on a thread of its own: from Python 3.12 a broken pool's manager holds
+        the shutdown lock until its SIGTERMed workers exit, which ours do only once killed here."""
         pool, self.pool = self.pool, None
         workers = list((pool._processes or {}).values())
         manager = pool._executor_manager_thread
-        pool.shutdown(wait=False, cancel_futures=True)
+        closing = threading.Thread(target=pool.shutdown, kwargs={"wait": False, "cancel_futures": True},
+                                   name="dj-pool-shutdown", daemon=True)
+        closing.start()
         alive = {w.sentinel: w for w in workers}
         deadline = time.monotonic() + grace_s
         while alive and (left := deadline - time.monotonic()) > 0:
@@ -161,6 +165,7 @@ class LocalExecutor:
                 alive.pop(sentinel)
         for worker in alive.values():
             worker.kill()
+        closing.join(timeout=10)
         if manager is not None:
             manager.join(timeout=10)
 
