@@ -81,7 +81,8 @@ def snapshot(ref: str, dest: Path) -> Path:
     return dest / "worker"
 
 
-def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per_partition: int, np: int) -> Path:
+def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per_partition: int, np: int,
+                 intermediate: Optional[dict[str, str]] = None) -> Path:
     data = root / "input.jsonl"
     if not data.exists():
         write_input(data, partitions * rows_per_partition)
@@ -92,6 +93,7 @@ def write_recipe(root: Path, name: str, executor: str, partitions: int, rows_per
         "checkpoint": {"strategy": "every_n_ops", "n_ops": 2},
         "retry": {"max_retries": 5, "base_delay_s": 0.05, "max_delay_s": 0.5},
         "process": OPS,
+        "intermediate_storage": intermediate or {},
     }
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
@@ -321,12 +323,13 @@ class Run:
 class Chaos:
     def __init__(self, root: Path, executor: str, partitions: int, rows_per_partition: int, np: int,
                  seed: int, kinds: tuple[str, ...], first: tuple[str, ...], log: Callable[[str], None],
-                 code: Optional[Path] = None):
+                 code: Optional[Path] = None, intermediate: Optional[dict[str, str]] = None):
         self.root, self.executor, self.np, self.kinds, self.log, self.code = root, executor, np, kinds, log, code
+        self.intermediate = intermediate
         self.rng = random.Random(seed)
         self.first = list(first)  # kinds to use first, in order, until each has landed once
         self.partitions, self.rows_per_partition = partitions, rows_per_partition
-        self.recipe = write_recipe(root, "chaos", executor, partitions, rows_per_partition, np)
+        self.recipe = write_recipe(root, "chaos", executor, partitions, rows_per_partition, np, intermediate)
         self.watcher = Watcher()
         self.tally = Tally(executor, partitions, partitions * rows_per_partition, seed)
         self.temps: list[str] = []
@@ -367,7 +370,8 @@ class Chaos:
 
     # -- one reference run, uninterrupted --
     def reference(self) -> Path:
-        recipe = write_recipe(self.root, "reference", self.executor, self.partitions, self.rows_per_partition, self.np)
+        recipe = write_recipe(self.root, "reference", self.executor, self.partitions, self.rows_per_partition, self.np,
+                              self.intermediate)
         t0 = time.time()
         code = self.finish(self.start("reference", recipe))
         self.tally.runs -= 1  # not a chaos run
@@ -494,14 +498,15 @@ class Chaos:
 
 def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300, rows_per_partition: int = 10,
           np: int = 2, seed: int = 0, kinds: tuple[str, ...] = KINDS, first: tuple[str, ...] = (),
-          log: Callable[[str], None] = print, code: Optional[Path] = None) -> Tally:
+          log: Callable[[str], None] = print, code: Optional[Path] = None,
+          intermediate: Optional[dict[str, str]] = None) -> Tally:
     """Run the chaos harness under root (a fresh directory); return the tally.
 
     Orphans are checked last: every process any run started (its tree while it ran, and its
     session after) must be gone, allowing 15 s (90 s on Ray, whose workers notice a dead raylet
     on their own); survivors are reported, then killed."""
     t0 = time.time()
-    harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code)
+    harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code, intermediate)
     try:
         reference = harness.reference()
         job_no, idle = 0, 0
@@ -538,6 +543,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--kinds", default=",".join(KINDS), help=f"comma list of {', '.join(KINDS)}")
     p.add_argument("--dir", help="work here (kept); default a temporary directory, removed on success")
     p.add_argument("--code", metavar="GIT_REF", help="run dj-process from worker/ as of this git ref (default: the tree)")
+    p.add_argument("--intermediate", metavar="FORMAT[:CODEC]", help="intermediate_storage format and compression, "
+                   "e.g. jsonl:gzip (default: the recipe default, parquet:zstd)")
     a = p.parse_args(argv)
     seed = a.seed if a.seed is not None else random.randrange(1 << 30)
     kinds = tuple(k for k in a.kinds.split(",") if k)
@@ -547,8 +554,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     root = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="dj-chaos-"))
     root.mkdir(parents=True, exist_ok=True)
     code = snapshot(a.code, root / "code") if a.code else None
-    print(f"chaos: {a.kills} kills, executor {a.executor}, seed {seed}, in {root}" + (f", code at {a.code}" if code else ""))
-    tally = chaos(root, a.kills, a.executor, a.partitions, a.rows_per_partition, a.np, seed, kinds, code=code)
+    print(f"chaos: {a.kills} kills, executor {a.executor}, seed {seed}, in {root}" + (f", code at {a.code}" if code else "")
+          + (f", intermediate {a.intermediate}" if a.intermediate else ""))
+    intermediate = None
+    if a.intermediate:
+        fmt, _, codec = a.intermediate.partition(":")
+        intermediate = {"format": fmt, **({"compression": codec} if codec else {})}
+    tally = chaos(root, a.kills, a.executor, a.partitions, a.rows_per_partition, a.np, seed, kinds, code=code,
+                  intermediate=intermediate)
     print(tally.render())
     if tally.ok and not a.dir:
         shutil.rmtree(root, ignore_errors=True)
