@@ -5,6 +5,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
 import psutil
 import pytest
@@ -50,3 +51,27 @@ def test_shutdown_returns_after_an_idle_worker_was_killed(victim):
     closer.join(timeout=30)
     assert not closer.is_alive(), "shutdown hung"
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+
+
+def test_a_dead_worker_gets_its_peers_killed_at_once_and_the_next_submit_gets_a_fresh_pool(monkeypatch):
+    """From Python 3.12 a broken pool holds the lock submit() needs until its SIGTERMed workers exit;
+    ours ignore SIGTERM, so without the executor's watch a submit after a worker died would block."""
+    monkeypatch.setattr(local, "run_partition", _echo)
+    ex = LocalExecutor(2, lambda event: None)
+    try:
+        first = sorted(ex.worker_pids())
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in first):
+            assert time.monotonic() < deadline, "the surviving worker was not killed"
+            time.sleep(0.05)
+        ex.on_failure(BrokenProcessPool("a worker died"))  # what the scheduler does with the failed partition
+        results: list[str] = []
+        submitted = threading.Thread(target=lambda: results.append(ex.submit("p1").result(timeout=30)), daemon=True)
+        submitted.start()
+        submitted.join(timeout=30)
+        assert not submitted.is_alive(), "submit blocked on the broken pool"
+        assert results == ["p1"]
+        assert not set(ex.worker_pids()) & set(first)
+    finally:
+        ex.shutdown()

@@ -63,7 +63,7 @@ class LocalExecutor:
         self._tokens = itertools.count()
         self._lock = threading.Lock()
         import djworker.ops._load_all  # noqa: F401  (workers inherit the registered ops)
-        self._pool().submit(int)  # forks the workers now; they warm up while the driver plans
+        self._pool()  # forks the workers now; they warm up while the driver plans
         self._drainer = self._drain_in_background(self.events)
 
     def _drain_in_background(self, events: Any) -> threading.Thread:
@@ -109,7 +109,19 @@ class LocalExecutor:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.np, mp_context=self.ctx, initializer=_init_worker,
                                             initargs=(self.events, self.stop_flag, self.warm))
+            self.pool.submit(int)  # a fork pool starts all its workers at the first submit
+            threading.Thread(target=self._watch, args=(self.pool,), name="dj-pool-watch", daemon=True).start()
         return self.pool
+
+    def _watch(self, pool: ProcessPoolExecutor) -> None:
+        """A worker that dies breaks the pool: kill its peers at once. They ignore SIGTERM, and from
+        Python 3.12 the pool's manager thread holds the lock that submit() and shutdown() take
+        until the peers it SIGTERMed have exited. Their partitions fail (and are retried) either way."""
+        workers = list((pool._processes or {}).values())
+        mp.connection.wait([w.sentinel for w in workers])
+        if self.pool is pool:  # not one of our own closes
+            for worker in workers:
+                worker.kill()
 
     def submit(self, task: PartitionTask) -> Future:
         token = next(self._tokens)
