@@ -85,9 +85,14 @@ def test_kill_mid_checkpoint_then_resume_on_s3_gives_identical_output(tmp_path, 
     torn = {n[: -len(".parquet")] for n in names if n.endswith(".parquet")} - manifested
     assert torn, "the kill landed between a data object and its manifest"
     assert not fs.exists(f"{s3_bucket}/out/result.jsonl")
+    fs.pipe_file(f"{root}/partitions/partition_000001.parquet.tmp-0123abcd", b"half")  # what a killed writer leaves
+    fs.pipe_file(f"{root}/notes.tmp-keep", b"not ours")
 
     resumed = dj_process(recipe, "s3k")
     assert resumed.returncode == 0, resumed.stderr
+    [cleaned] = [e for e in events(tmp_path, "s3k") if "temp files" in e.get("message", "")]
+    assert cleaned["removed"] == [f"s3://{root}/partitions/partition_000001.parquet.tmp-0123abcd"]
+    assert not fs.exists(f"{root}/partitions/partition_000001.parquet.tmp-0123abcd") and fs.exists(f"{root}/notes.tmp-keep")
     assert s3_rows(fs, f"{s3_bucket}/out/result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
     evs = events(tmp_path, "s3k")
     after = evs[event_types(evs).index("JOB_RESUMED"):]
