@@ -182,8 +182,8 @@ class Driver:
                 raise InputError(f"{rej.file}:{rej.record}: {rej.reason}; fix the record or set malformed_records: reject")
 
         plan = build_plan(self.storage, self.job_id, r.dataset_path, r.text_key, rows, max_mb, self.paths.data_dir,
-                          self.paths.rejects, on_reject, compression=r.intermediate_storage.compression
-                          if r.intermediate_storage.compression != "gzip" else "gzip", fmt=r.intermediate_format)
+                          self.paths.rejects, on_reject, compression=r.intermediate_storage.compression,
+                          fmt=r.intermediate_format)
         save_plan(self.storage, self.paths.mapping, plan)
         if rejected:
             log.emit(EventType.WARNING, message=f"{rejected} malformed records rejected; see {plan.rejects_path}",
