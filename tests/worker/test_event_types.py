@@ -100,3 +100,28 @@ def test_performance_folds_only_the_runs_own_final_stage_events():
     assert perf["op_time_s"] == {"a": 1.5} and perf["checkpoint_saves"] == 1 and perf["checkpoint_save_s"] == 0.25
     assert (perf["partitions_processed"], perf["rows_in"], perf["rows_out"]) == (1, 10, 5)
     assert perf["retries"] == 1 and perf["wall_s"] == 10 and perf["rows_per_s"] == 1.0
+
+
+def test_the_drivers_incremental_fold_reports_what_a_full_refold_does(tmp_path):
+    """The driver folds events as they come (keeping none) and learns the plan late; the monitor
+    re-folds the whole log with the plan. Both must report the same progress."""
+    import json
+
+    from djworker.progress import ProgressFold, compact, progress
+
+    recipe = make_recipe(tmp_path, rows=600, process=[{"slow_mapper": {"seconds": 0.05}}, {"clean_links_mapper": {}}])
+    assert dj_process(recipe, "f", env={"DJ_FAILPOINTS": "partition_done=3"}).returncode != 0  # killed mid-run
+    assert dj_process(recipe, "f").returncode == 0
+    evs = events(tmp_path, "f")
+    plan = json.loads((tmp_path / "jobs" / "f" / "metadata" / "dataset_mapping.json").read_text())
+    resumed_at = event_types(evs).index("JOB_RESUMED")
+    for cut in (resumed_at + 3, resumed_at + 20, len(evs) - 1, len(evs)):  # mid-run and after the end
+        fold = ProgressFold(history=False)
+        for ev in evs[:resumed_at + 1]:  # the earlier run's events and this run's start, before the plan is read
+            fold.add(ev)
+        fold.seed(plan)
+        for ev in evs[resumed_at + 1:cut]:
+            fold.add(ev)
+        now = evs[cut - 1]["timestamp"] + 1
+        assert compact(fold.result(plan, now)) == compact(progress(evs[:cut], plan, now))
+    assert fold.ops == [] and fold.checkpoints == [] and fold.checkpoint_count == event_types(evs).count("CHECKPOINT_SAVE")

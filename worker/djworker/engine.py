@@ -25,11 +25,11 @@ from .events import EventLog, EventType, read_events
 from .executors import make_executor
 from .export import StreamingExport, can_stream, export
 from .jobs.common import MARKER_ENV, driver_marker
-from .metrics import ResourceSampler, performance
+from .metrics import ResourceSampler, RunMetrics
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
                    resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
-from .progress import compact, progress
+from .progress import ProgressFold, compact
 from .run import PartitionTask, done_root, is_done, result_store
 from .scheduler import RetryPolicy, Scheduler
 from .stages import Decision, decide, stage_ends
@@ -62,7 +62,10 @@ class Driver:
     def __post_init__(self) -> None:
         self.storage = Storage(StorageOptions.from_recipe(self.recipe))
         self.paths = JobPaths.of(self.recipe, self.job_id)
-        self.events_seen: list[dict[str, Any]] = []
+        # Folded as they come, never kept: a big job's events would not fit, nor re-fold per poll.
+        self.fold = ProgressFold(history=False)  # every run's events: what the job has done
+        self.run_metrics = RunMetrics()  # this run's events: its PERFORMANCE_METRIC
+        self._fold_lock = threading.Lock()  # the driver's thread, the event drainer and the progress server
         self.plan: Optional[Plan] = None
         self.summary: dict[str, Any] = {}
         self.executor: Any = None
@@ -71,13 +74,18 @@ class Driver:
 
     # ---- bookkeeping ------------------------------------------------------
     def _record(self, event: dict[str, Any]) -> None:
-        self.events_seen.append(event)
+        with self._fold_lock:
+            self.fold.add(event)
+            self.run_metrics.add(event)
         if self.on_event:
             self.on_event(event)
 
     def live_progress(self) -> dict[str, Any]:
-        plan = self.plan.model_dump() if self.plan else None
-        return progress(list(self.events_seen), plan, time.time())
+        """The compact progress (what /progress serves and job_summary.json keeps)."""
+        totals = {"total_samples": self.plan.total_samples, "rejected_samples": self.plan.rejected_samples} \
+            if self.plan else None
+        with self._fold_lock:
+            return compact(self.fold.result(totals, time.time()))
 
     def _update_summary(self, **fields: Any) -> None:
         self.summary.update(fields)
@@ -96,7 +104,8 @@ class Driver:
                        self.recipe.event_logging.debug)
         log.listeners.append(self._record)
         if previous:  # fold the earlier runs in, so live progress knows what is done
-            self.events_seen.extend(read_events(self.paths.event_dir))
+            for event in read_events(self.paths.event_dir):
+                self.fold.add(event)
         self.log = log
         server = self._serve_progress()
         outcome = JobOutcome(self.job_id, "failed", self.paths)
@@ -222,6 +231,9 @@ class Driver:
             log.emit(EventType.WARNING, message=note)
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
+        with self._fold_lock:
+            self.fold.seed({"partitions": [{"partition_id": p.partition_id, "sample_count": p.sample_count}
+                                           for p in plan.partitions]})
         # After the input check (a refused resume changes nothing), before any worker writes.
         if self.summary["attempts"] > 1 and self.recipe.intermediate_storage.cleanup_temp_files:
             removed = retention.remove_temp_files(self.storage, self.paths, self.recipe.export_path)
@@ -369,7 +381,7 @@ class Driver:
             fields.update(error=message, stack_trace=trace)
         perf = None
         if "run_start_time" in self.summary:
-            perf = performance(self.events_seen, self.summary["run_start_time"], time.time())
+            perf = self.run_metrics.result(self.summary["run_start_time"], time.time())
             log.emit(EventType.PERFORMANCE_METRIC, **perf, peak_rss_mb=round(self.sampler.peak_rss / 2**20, 1),
                      message=f"{perf['rows_per_s']:.0f} rows/s: {perf['rows_in']} rows in {perf['wall_s']:.2f} s "
                              f"({perf['partitions_processed']} partitions processed, {perf['partitions_skipped']} skipped)")
@@ -377,7 +389,7 @@ class Driver:
         now = time.time()
         self._update_summary(status=status, end_time=now, duration_s=now - self.summary.get("start_time", now),
                              error=message if status != "completed" else None, exit_code=code,
-                             export=export, progress=compact(self.live_progress()), performance=perf)
+                             export=export, progress=self.live_progress(), performance=perf)
         if status != "completed":
             retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=False)
         return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)
@@ -425,7 +437,7 @@ class Driver:
             return None
         from .progress_server import serve
 
-        return serve(self.progress_port, lambda: compact(self.live_progress()))
+        return serve(self.progress_port, self.live_progress)
 
 
 def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,

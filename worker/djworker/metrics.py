@@ -1,8 +1,8 @@
 """What a run cost: PERFORMANCE_METRIC (a fold over the run's events) and
 RESOURCE_USAGE (samples of the driver's process tree: driver + local workers).
 
-`performance` is pure; `ResourceSampler` is the psutil shell the driver calls
-between scheduling steps."""
+`performance`/`RunMetrics` are pure; `ResourceSampler` is the psutil shell the
+driver calls between scheduling steps."""
 from __future__ import annotations
 
 import os
@@ -14,41 +14,53 @@ import psutil
 
 
 def performance(events: Iterable[dict[str, Any]], run_start: float, now: float) -> dict[str, Any]:
-    """Throughput and where the time went, for the events of one run (timestamp >= run_start).
+    """Throughput and where the time went, for the events of one run (timestamp >= run_start)."""
+    fold = RunMetrics()
+    for ev in events:
+        if (ev.get("timestamp") or 0) >= run_start:
+            fold.add(ev)
+    return fold.result(run_start, now)
+
+
+class RunMetrics:
+    """The PERFORMANCE_METRIC fold, one event at a time (a driver adds its run's events as they come).
 
     Op and checkpoint times are summed over partitions, so with np workers they can exceed the wall."""
-    op_time: dict[str, float] = defaultdict(float)
-    done = skipped = rows_in = rows_out = saves = loads = retries = 0
-    save_s = 0.0
-    for ev in events:
-        if (ev.get("timestamp") or 0) < run_start:
-            continue
+
+    def __init__(self) -> None:
+        self.op_time: dict[str, float] = defaultdict(float)
+        self.done = self.skipped = self.rows_in = self.rows_out = self.saves = self.loads = self.retries = 0
+        self.save_s = 0.0
+
+    def add(self, ev: dict[str, Any]) -> None:
         et = ev.get("event_type")
         if et == "OP_COMPLETE":
-            op_time[ev.get("op_name") or "?"] += ev.get("duration_s") or 0.0
+            self.op_time[ev.get("op_name") or "?"] += ev.get("duration_s") or 0.0
         elif et == "CHECKPOINT_SAVE":
-            saves += 1
-            save_s += ev.get("duration_s") or 0.0
+            self.saves += 1
+            self.save_s += ev.get("duration_s") or 0.0
         elif et == "CHECKPOINT_LOAD":
-            loads += 1
+            self.loads += 1
         elif et == "PARTITION_SKIPPED":
-            skipped += 1
+            self.skipped += 1
         elif et == "PARTITION_FAILED" and not ev.get("final"):
-            retries += 1
+            self.retries += 1
         elif et == "PARTITION_COMPLETE":  # rows in: read from the input; rows out: through the last stage
             stage, stages = ev.get("stage") or 0, ev.get("stages") or 1
-            rows_in += (ev.get("rows_in") or 0) if stage == 0 else 0
+            self.rows_in += (ev.get("rows_in") or 0) if stage == 0 else 0
             if stage == stages - 1:
-                done += 1
-                rows_out += ev.get("rows_out") or 0
-    wall = max(now - run_start, 1e-9)
-    return {
-        "wall_s": round(wall, 3), "partitions_processed": done, "partitions_skipped": skipped,
-        "rows_in": rows_in, "rows_out": rows_out, "rows_per_s": round(rows_in / wall, 1),
-        "op_time_s": {name: round(t, 3) for name, t in op_time.items()},
-        "checkpoint_saves": saves, "checkpoint_save_s": round(save_s, 3), "checkpoint_loads": loads,
-        "retries": retries,
-    }
+                self.done += 1
+                self.rows_out += ev.get("rows_out") or 0
+
+    def result(self, run_start: float, now: float) -> dict[str, Any]:
+        wall = max(now - run_start, 1e-9)
+        return {
+            "wall_s": round(wall, 3), "partitions_processed": self.done, "partitions_skipped": self.skipped,
+            "rows_in": self.rows_in, "rows_out": self.rows_out, "rows_per_s": round(self.rows_in / wall, 1),
+            "op_time_s": {name: round(t, 3) for name, t in self.op_time.items()},
+            "checkpoint_saves": self.saves, "checkpoint_save_s": round(self.save_s, 3), "checkpoint_loads": self.loads,
+            "retries": self.retries,
+        }
 
 
 class ResourceSampler:
