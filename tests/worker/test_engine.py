@@ -264,3 +264,29 @@ def test_a_resume_lists_each_stage_once_not_once_per_partition(tmp_path, monkeyp
     assert outcome.status == "completed"
     assert sum(1 for e in events(tmp_path, "l") if e["event_type"] == "PARTITION_SKIPPED") == 8
     assert len([uri for uri in listed if "/results" in uri]) == 1
+
+
+def test_workers_take_their_checkpoint_keys_from_the_drivers_one_listing(tmp_path, monkeypatch):
+    """A local checkpoint directory lists in O(files): one listing per partition would make a
+    job of n partitions cost O(n^2). The driver lists once per stage and hands each task its keys."""
+    recipe = make_recipe(tmp_path, rows=800, partition={"size": 100}, checkpoint={"strategy": "every_op"})
+    killed = dj_process(recipe, "w", env={"DJ_FAILPOINTS": "op_done=12"})  # some partitions keep op checkpoints
+    assert killed.returncode == -signal.SIGKILL
+    monkeypatch.delenv(MARKER_ENV, raising=False)
+    record = tmp_path / "listed.txt"
+    real = Storage.listdir
+
+    def listdir(self, uri, prefix=""):  # the pool forks inside run_job, so its workers record here too
+        with open(record, "a") as fh:
+            fh.write(f"{os.getpid()}|{uri}|{prefix}\n")
+        return real(self, uri, prefix)
+
+    monkeypatch.setattr(Storage, "listdir", listdir)
+    outcome = run_job(load_recipe(str(recipe)), "w")
+    assert outcome.status == "completed"
+    assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
+    listed = [line.split("|") for line in record.read_text().splitlines()]
+    ckpt_root = str(tmp_path / "ckpt" / "w")
+    assert [pid for pid, uri, _ in listed if uri == ckpt_root] == [str(os.getpid())]  # the driver, once
+    assert not [p for _, _, p in listed if p.startswith("checkpoint_partition_")]  # no worker listed
+    assert any(e["event_type"] == "CHECKPOINT_LOAD" for e in events(tmp_path, "w"))  # and they still resumed

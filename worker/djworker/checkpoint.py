@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from hashlib import sha256
-from typing import Any, NamedTuple, Optional, Sequence, Union
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import orjson
 import pyarrow as pa
@@ -178,6 +178,16 @@ def schema_from_b64(text: str) -> pa.Schema:
     return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
+def keys_by_partition(names: Iterable[str]) -> dict[int, set[str]]:
+    """Checkpoint keys per partition id, from a listing of a checkpoint directory (manifests only)."""
+    keys: dict[int, set[str]] = {}
+    for name in names:
+        if name.startswith("checkpoint_partition_") and name.endswith(".json"):
+            key = name[len("checkpoint_"):-len(".json")]
+            keys.setdefault(int(key[len("partition_"):].split("_", 1)[0]), set()).add(key)
+    return keys
+
+
 def manifest_name(key: str) -> str:
     """A checkpoint exists exactly when this file does (it is written last)."""
     return f"checkpoint_{key}.json"
@@ -222,7 +232,7 @@ class Checkpoints:
     def keys_for(self, partition_id: int) -> set[str]:
         """Keys with a manifest for this partition (one listing; data is verified on load)."""
         prefix = f"checkpoint_{partition_name(partition_id)}_"
-        return {n[len("checkpoint_"):-len(".json")] for n in self.storage.listdir(self.root, prefix) if n.endswith(".json")}
+        return keys_by_partition(self.storage.listdir(self.root, prefix)).get(partition_id, set())
 
     def verified_bytes(self, key: str) -> bytes:
         """The data of a checkpoint whose content hash matches its manifest, else ValueError."""

@@ -18,7 +18,7 @@ import orjson
 from loguru import logger
 
 from . import retention
-from .checkpoint import compression_note
+from .checkpoint import compression_note, keys_by_partition
 from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
@@ -273,6 +273,9 @@ class Driver:
         if len(pending) < len(tasks):
             log.emit(EventType.INFO, message=f"resuming: {len(tasks) - len(pending)} of {len(tasks)} partitions already done",
                      skipped=len(tasks) - len(pending), stage=tasks[0].stage)
+        saved = keys_by_partition(self.storage.listdir(self.paths.checkpoint_root))  # once, not once per partition
+        for task in pending:
+            task.checkpoint_keys = frozenset(saved.get(task.partition.partition_id, ()))
         failed = self._schedule(log, pending, lock)
         save_plan(self.storage, self.paths.mapping, self.plan)
         if self.stop_requested:

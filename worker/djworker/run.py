@@ -64,6 +64,9 @@ class PartitionTask:
     result_format: str = "parquet"  # the export's format: jsonl or parquet
     export_stats: bool = False
     batch_rows: Optional[int] = None  # intermediate_storage.use_arrow_batches: ops see at most this many rows at once
+    # This partition's checkpoint keys from the driver's one listing at stage start (None: list here).
+    # A listing per partition would cost O(partitions) each; a retry lists anyway (it may have saved some).
+    checkpoint_keys: Optional[frozenset[str]] = None
 
     @property
     def stop_at(self) -> int:
@@ -118,7 +121,8 @@ def is_done(task: PartitionTask, names: set[str]) -> bool:
 
 def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[int, Optional[pa.Table]]:
     """The longest op prefix with a verified checkpoint; invalid ones are reported and discarded."""
-    keys = store.keys_for(task.partition.partition_id)
+    known = task.checkpoint_keys if task.attempt == 0 else None
+    keys = known if known is not None else store.keys_for(task.partition.partition_id)
     for upto in range(task.stop_at, 0, -1):
         key = task.key(upto)
         if key not in keys:
