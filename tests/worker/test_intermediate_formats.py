@@ -136,7 +136,7 @@ def test_encoded_files_round_trip_as_partitions(tmp_path, fmt):
         planned = slice_table(lines[part * 100:(part + 1) * 100], "text")
         for compression in COMPRESSIONS:
             path = tmp_path / f"p{part}_{compression}.{resolve_codec(fmt, compression).suffix}"
-            path.write_bytes(encode_table(planned, fmt, compression)[0])
+            path.write_bytes(encode_table(planned, fmt, compression))
             got = read_partition(Storage(), str(path))
             assert got.schema == planned.schema and got.equals(planned), (part, compression)
 
@@ -242,7 +242,7 @@ def test_memory_mapped_arrow_checkpoints_are_used_in_place_and_still_verified(tm
 def test_memory_mapped_arrow_partitions_are_used_in_place(tmp_path):
     table = pa.Table.from_pylist(list(demo_rows(500)))
     path = tmp_path / "partition_000000.arrow"
-    path.write_bytes(encode_table(table, "arrow", "none")[0])
+    path.write_bytes(encode_table(table, "arrow", "none"))
     unmapped = read_partition(Storage(), str(path))
     assert not is_mapped(path)
     mapped = read_partition(Storage(), str(path), memory_map=True)

@@ -108,17 +108,17 @@ def format_of(path: str) -> tuple[str, str]:
     raise ValueError(f"{path}: not a .parquet, .arrow or .jsonl[.gz|.zst] file")
 
 
-def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> tuple[bytes, str]:
-    """(bytes, the codec they really use): a faithful round trip through decode_table."""
+def encode_table(table: pa.Table, fmt: str, compression: str = "zstd") -> bytes:
+    """The table in fmt, with the codec resolve_codec picks: a faithful round trip through decode_table."""
     codec = resolve_codec(fmt, compression).compression
     if fmt == "jsonl":
-        return compressed(b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist()), codec), codec
+        return compressed(b"".join(orjson.dumps(row, default=str) + b"\n" for row in table.to_pylist()), codec)
     buf = io.BytesIO()
     if fmt == "parquet":
         pq.write_table(table, buf, compression=codec)
     else:
         feather.write_feather(table, buf, compression="uncompressed" if codec == "none" else codec)
-    return buf.getvalue(), codec
+    return buf.getvalue()
 
 
 def compressed(data: bytes, codec: str) -> bytes:
@@ -212,7 +212,7 @@ class Checkpoints:
 
     def write(self, key: str, table: pa.Table, partition_id: int, upto: int, op_names: list[str]) -> str:
         """Data first, manifest last; returns the manifest path."""
-        data, _ = encode_table(table, self.fmt, self.compression)
+        data = encode_table(table, self.fmt, self.compression)
         return self.write_encoded(key, data, table.num_rows, table.schema, partition_id, upto, op_names)
 
     def write_encoded(self, key: str, data: bytes, rows: int, schema: pa.Schema, partition_id: int, upto: int,

@@ -17,7 +17,6 @@ import io
 import os
 import threading
 import time
-import uuid
 from typing import Any, Iterator, Optional
 
 import orjson
@@ -29,7 +28,7 @@ from .errors import InputError
 from .faults import failpoint
 from .ops.base import STATS_COLUMN
 from .sources import EXTRA_JSON_COLUMN
-from .storage import Storage, is_remote
+from .storage import Storage, is_remote, temp_path
 
 
 def json_lines(table: pa.Table) -> Iterator[bytes]:
@@ -64,7 +63,7 @@ def export(storage: Storage, results: Any, keys: list[str], export_path: str, jo
            export_stats: bool = False) -> dict[str, Any]:
     """Concatenate verified shards (in partition order) into export_path atomically."""
     fmt = export_format(export_path)
-    tmp = f"{export_path}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp = temp_path(export_path)
     rows = 0
     if not is_remote(export_path):
         os.makedirs(os.path.dirname(os.path.abspath(export_path)), exist_ok=True)

@@ -94,7 +94,7 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
             continue
         pid = len(partitions)
         path = join(data_dir, "partitions", f"{partition_name(pid)}.{suffix}")
-        storage.put_bytes(path, encode_table(table, fmt, compression)[0])
+        storage.put_bytes(path, encode_table(table, fmt, compression))
         partitions.append(Partition(
             partition_id=pid, path=path, sample_count=table.num_rows, bytes=sl.nbytes, checksum=sl.checksum,
             source={"first": list(sl.first or ()), "last": list(sl.last or ())},

@@ -114,7 +114,7 @@ class ProgressFold:
                 self.checkpoints.append(self.last_checkpoint)
 
     def result(self, plan: Optional[dict[str, Any]], now: float) -> dict[str, Any]:
-        self.seed(plan)
+        """plan gives the totals; its partitions are taken by seed() (at creation, or once known)."""
         data = _overall(self.job_id, self.status, self.parts, self.ops, self.checkpoint_count, self.last_checkpoint,
                         self.first_start, self.run_start, self.last_ts, self.run_done_samples, plan, now)
         usage, perf = self.latest["RESOURCE_USAGE"], self.latest["PERFORMANCE_METRIC"]

@@ -14,7 +14,6 @@ report and the event log are never removed by retention."""
 from __future__ import annotations
 
 import posixpath
-import re
 import time
 from typing import Any, Optional
 
@@ -23,7 +22,7 @@ from loguru import logger
 from .errors import DJError
 from .export import can_stream, partial_export_paths
 from .jobs import JobPaths, is_alive, read_summary
-from .storage import Storage, join
+from .storage import Storage, is_temp_file, join
 
 
 # ---- pure core --------------------------------------------------------------
@@ -40,14 +39,6 @@ def is_expired(summary: dict[str, Any], max_age_days: Optional[float], now: floa
         return False
     ended = next((summary[k] for k in ("end_time", "run_start_time", "start_time") if summary.get(k) is not None), None)
     return ended is not None and now - float(ended) >= max_age_days * 86400
-
-
-# What a writer killed mid-write leaves: `<name>.tmp-XXXXXXXX` (storage.put_bytes, export) and write probes.
-TEMP_FILE = re.compile(r"(\.tmp-[0-9a-f]{8}|^\.dj-write-probe-[0-9a-f]{8})$")
-
-
-def is_temp_file(name: str) -> bool:
-    return TEMP_FILE.search(posixpath.basename(name)) is not None
 
 
 def intermediate_dirs(paths: JobPaths) -> list[str]:

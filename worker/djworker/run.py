@@ -194,7 +194,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         if task.intermediate_root:
             name = f"op_{idx:03d}_{op.op_name}.{resolve_codec(task.fmt, task.compression).suffix}"
             storage.put_bytes(join(task.intermediate_root, partition_name(pid), name),
-                              encode_table(table, task.fmt, task.compression)[0])
+                              encode_table(table, task.fmt, task.compression))
         last = idx == len(ops) - 1
         stopping = not last and should_stop()
         if should_checkpoint(task.strategy, idx, len(ops), op.op_name, task.n_ops, task.op_names) or \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -54,11 +55,26 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def _fs_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
 def local_path(uri: str) -> Optional[str]:
     """The filesystem path of a local uri (what mmap needs), or None for object storage."""
-    if is_remote(uri):
-        return None
-    return uri[len("file://"):] if uri.startswith("file://") else uri
+    return None if is_remote(uri) else _fs_path(uri)
+
+
+# A writer names what it has not finished so; a killed one leaves it behind (cleanup_temp_files).
+TEMP_NAME = re.compile(r"(\.tmp-[0-9a-f]{8}|^\.dj-write-probe-[0-9a-f]{8})$")
+
+
+def temp_path(path: str) -> str:
+    """Where a whole file is written before it is renamed (or copied) into place at path."""
+    return f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+
+
+def is_temp_file(name: str) -> bool:
+    return TEMP_NAME.search(posixpath.basename(name)) is not None
 
 
 class Storage:
@@ -91,7 +107,7 @@ class Storage:
                 "skip_instance_cache": True, "use_listings_cache": False}
 
     def _path(self, uri: str) -> str:
-        return uri[len("file://"):] if uri.startswith("file://") else uri
+        return _fs_path(uri)
 
     def endpoint(self, uri: str) -> str:
         """Where requests for uri go, for messages (never credentials)."""
@@ -184,7 +200,7 @@ class Storage:
             return
         path = self._path(uri)
         self.makedirs(os.path.dirname(path) or ".")
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp = temp_path(path)
         def write() -> None:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -207,7 +223,7 @@ class Storage:
         """Fail before any work if a directory or bucket cannot take writes (missing bucket, bad keys).
 
         Writes and removes one small probe object; nothing else is touched."""
-        probe = join(uri, f".dj-write-probe-{uuid.uuid4().hex[:8]}")
+        probe = join(uri, f".dj-write-probe-{uuid.uuid4().hex[:8]}")  # is_temp_file knows this name
         try:
             self.put_bytes(probe, b"ok")
         except BucketNotFound as err:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import DJError
-from ..jobs.common import DEFAULT_BASE_DIR
+from ..jobs import DEFAULT_WORK_DIR
 from ..jobs.monitor import JobProgressMonitor, is_finished
 
 STYLE = {"completed": "green", "running": "cyan", "processing": "cyan", "failed": "red", "stopped": "yellow",
@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dj-monitor", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id", help="the job to show")
-    p.add_argument("--base-dir", "--base_dir", dest="base_dir", default=DEFAULT_BASE_DIR,
+    p.add_argument("--base-dir", "--base_dir", dest="base_dir", default=DEFAULT_WORK_DIR,
                    help="the recipe's work_dir holding {job_id}/ (default %(default)s)")
     p.add_argument("--detailed", action="store_true", help="add per-op metrics and every partition")
     p.add_argument("--watch", action="store_true", help="redraw until the job ends")

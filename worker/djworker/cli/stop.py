@@ -20,7 +20,8 @@ from loguru import logger
 from rich.console import Console
 from rich.table import Table
 
-from ..jobs.common import DEFAULT_BASE_DIR, list_running_jobs
+from ..jobs import DEFAULT_WORK_DIR
+from ..jobs.common import list_running_jobs
 from ..jobs.stopper import JobStopper, stop_job
 
 EXIT = {"stopped": 0, "killed": 0, "not_found": 1, "not_running": 2, "refused": 3, "requested": 3}
@@ -29,7 +30,7 @@ EXIT = {"stopped": 0, "killed": 0, "not_found": 1, "not_running": 2, "refused": 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dj-stop", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job_id", nargs="?", help="the job to stop (omit with --list)")
-    p.add_argument("--base-dir", "--base_dir", dest="base_dir", default=DEFAULT_BASE_DIR,
+    p.add_argument("--base-dir", "--base_dir", dest="base_dir", default=DEFAULT_WORK_DIR,
                    help="the recipe's work_dir holding {job_id}/ (default %(default)s)")
     p.add_argument("--force", action="store_true", help="kill at once (SIGKILL), skipping the cooperative stop")
     p.add_argument("--timeout", type=float, default=30.0,

@@ -21,7 +21,6 @@ from ..progress import progress
 from ..storage import Storage, join
 from . import DEFAULT_WORK_DIR, LOCK_TTL_S
 
-DEFAULT_BASE_DIR = DEFAULT_WORK_DIR
 MARKER_ENV = "DJ_JOB_DRIVER"  # set by a driver; inherited by every process it starts
 START_TIME_TOLERANCE_S = 0.01  # psutil reports Linux start times in clock ticks
 
@@ -106,7 +105,7 @@ class JobUtils:
 
     def __init__(self, job_id: str, base_dir: Optional[str] = None, storage: Optional[Storage] = None):
         self.job_id = job_id
-        self.base_dir = base_dir or DEFAULT_BASE_DIR
+        self.base_dir = base_dir or DEFAULT_WORK_DIR
         self.storage = storage or Storage()
         self.job_dir = join(self.base_dir, job_id)
 
@@ -146,7 +145,7 @@ class JobUtils:
         summary = self.load_job_summary()
         if summary is None and not self.exists():
             raise JobNotFound(f"job {self.job_id} not found: no {self.summary_path}; pass --base-dir "
-                              f"(the recipe's work_dir, default {DEFAULT_BASE_DIR})")
+                              f"(the recipe's work_dir, default {DEFAULT_WORK_DIR})")
         return summary or {}
 
     def load_event_logs(self, summary: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
@@ -183,7 +182,7 @@ class JobUtils:
 
 def job_ids(base_dir: Optional[str] = None, storage: Optional[Storage] = None) -> Iterator[str]:
     storage = storage or Storage()
-    base = base_dir or DEFAULT_BASE_DIR
+    base = base_dir or DEFAULT_WORK_DIR
     for name in storage.listdir(base):
         if storage.exists(join(base, name, "job_summary.json")):
             yield name
