@@ -229,6 +229,8 @@ class Driver:
         note = compression_note(self.recipe.intermediate_format, self.recipe.intermediate_storage.compression)
         if note:
             log.emit(EventType.WARNING, message=note)
+        for message in self.recipe.compat_warnings:  # DataJuicer keys accepted without effect
+            log.emit(EventType.WARNING, message=message)
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         with self._fold_lock:
