@@ -46,7 +46,7 @@ def models_needed(name: str, args: Optional[dict[str, Any]] = None) -> str:
     args = args or {}
     if name in MODEL_OPS:
         return MODEL_OPS[name]
-    if args.get("tokenization"):
+    if args.get("tokenization") is True:
         if name == "alphanumeric_filter":
             return f"a Hugging Face tokenizer ({args.get('hf_tokenizer', 'EleutherAI/pythia-6.9b-deduped')})"
         return f"a SentencePiece model ({args.get('lang', 'en')}.sp.model)"
@@ -115,9 +115,11 @@ def op_status(name: str, args: dict[str, Any], where: str, text_key: Optional[st
             return Item("op", name, "invalid", str(err), models)
         return Item("op", name, "native", "", models)
     registry = datajuicer_registry()
+    if name in MODEL_OPS:  # refused before the adapter is asked: the models are never downloaded
+        return Item("op", name, "missing", "needs a model file that this engine does not download", models)
     if registry is not None and name in registry.modules and dj and dj["type"] in ("mapper", "filter"):
         return Item("op", name, "adapted", "runs DataJuicer's own op through the adapter", models)
-    if name in MODEL_OPS or dj:
+    if dj:
         return Item("op", name, "missing", missing_reason(name), models)
     hint = difflib.get_close_matches(name, list(registered_ops()) + list(datajuicer_ops()), n=1)
     return Item("op", name, "unknown", "neither this engine nor DataJuicer has this op"
@@ -219,8 +221,15 @@ def compat_markdown() -> str:
     out.append(f"## Text ops ({len(text_ops)})\n")
     out.append("| op | type | status | needs |")
     out.append("|---|---|---|---|")
+    from .ops import registered_ops
+
+    native = registered_ops()
     for op in text_ops:
-        out.append(f"| `{op['name']}` | {op['type']} | {op_doc_status(op['name'])} | {models_needed(op['name'])} |")
+        name = op["name"]
+        needs = models_needed(name)
+        if name in native:
+            needs = "a tokenizer with `tokenization: true`" if "tokenization" in native[name].model_fields else ""
+        out.append(f"| `{name}` | {op['type']} | {op_doc_status(name)} | {needs} |")
     media = [o for o in ops.values() if o["modality"] != "text"]
     out.append(f"\n## Image, video, audio and multimodal ops ({len(media)})\n")
     out.append("None is native. A recipe using them fails before any work, naming them; mappers and "
@@ -232,14 +241,14 @@ def compat_markdown() -> str:
                "effect is reported once per run as a WARNING event saying why.\n")
     out.append("| key | status | notes |")
     out.append("|---|---|---|")
-    native = set(Recipe.model_fields)
+    native_keys = set(Recipe.model_fields)
     for key in DJ_TYPES:
         section, _, sub = key.rpartition(".")
         if section:
             fields = set(Recipe.model_fields[section].annotation.model_fields)
             item = Item("key", key, "native") if sub in fields else key_status(key, None, set())
         else:
-            item = key_status(key, REFUSED.get(key, (None,))[0], native)
+            item = key_status(key, REFUSED.get(key, (None,))[0], native_keys)
         status = {"native": "implemented", "mapped": "implemented", "ignored": "accepted, no effect",
                   "refused": "refused when set"}[item.status]
         if key in REFUSED:
