@@ -197,16 +197,22 @@ and op, and whether the recipe can run.
 
 Op status: **native** (implemented here, DataJuicer-exact), **adapter** (runs DataJuicer's own op
 when the `datajuicer` extra is installed: `pip install -c requirements-lock.txt -e '.[datajuicer]'`),
-**not supported** (DataJuicer's whole-dataset ops other than the native deduplicators).
+**not supported** (DataJuicer's whole-dataset ops other than the native deduplicators),
+**refused (needs a model)** (model-based ops: refused before any work, since models are never
+downloaded here).
 """
 
 
 def op_doc_status(name: str) -> str:
     from .ops import registered_ops
 
+    from .ops.base import MODEL_OPS
+
     dj = datajuicer_ops()[name]
     if name in registered_ops():
         return "native"
+    if name in MODEL_OPS:
+        return "refused (needs a model)"
     if dj["type"] in ("mapper", "filter"):
         return "adapter"
     return "not supported"
