@@ -15,6 +15,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The lock pins the boto stack together; unpinned, pip backtracks for many minutes.
   .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[ray,operator,test,datajuicer]'
+  # py-data-juicer installs its own `dj-process` script; ours must be the one on PATH.
+  .venv/bin/python -m pip install -q --no-deps --force-reinstall -e .
   echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--k8s" ]; then

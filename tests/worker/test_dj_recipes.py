@@ -86,9 +86,12 @@ ALL = sorted(str(p.relative_to(RECIPES)) for p in RECIPES.rglob("*.yaml"))
 
 def adapted_when_installed() -> set[str]:
     """Ops the adapter runs when py-data-juicer is installed (then they no longer block)."""
+    from djworker.ops import registered_ops
+
     if datajuicer_registry() is None:
         return set()
-    return {n for n, op in datajuicer_ops().items() if op["type"] in ("mapper", "filter") and n not in MODEL_OPS}
+    return {n for n, op in datajuicer_ops().items()
+            if op["type"] in ("mapper", "filter") and n not in MODEL_OPS and n not in registered_ops()}
 
 
 def test_every_copied_recipe_is_either_runnable_or_pending():
