@@ -141,8 +141,14 @@ def check_recipe(path: str, overrides: Optional[dict[str, Any]] = None) -> Repor
     """Classify every key and op of a recipe without running anything."""
     from .config import Recipe, deep_merge, load_recipe
 
-    text = Path(path).read_text(encoding="utf-8")
-    raw = yaml_load(text) or {}
+    import yaml
+
+    if not Path(path).is_file():
+        raise RecipeError(f"recipe file {path!r} does not exist; check the --check-recipe path")
+    try:
+        raw = yaml_load(Path(path).read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path!r} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {path!r} must be a mapping of settings, got {type(raw).__name__}")
     data = deep_merge(raw, overrides or {})

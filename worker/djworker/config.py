@@ -343,8 +343,8 @@ def refuse_media_ops(recipe: Recipe) -> None:
     from .ops.dj_adapter import datajuicer_registry
 
     catalogue, native = datajuicer_ops(), registered_ops()
-    registry = datajuicer_registry()
     media = [name for name, _ in recipe.ops if name not in native and catalogue.get(name, {}).get("modality") in MEDIA]
+    registry = datajuicer_registry() if media else None  # importing DataJuicer takes seconds: only when needed
     if registry is not None:
         media = [name for name in media if name not in registry.modules]
     if media:
