@@ -120,6 +120,9 @@ def test_custom_operator_paths_register_ops_that_run(tmp_path):
     assert done.returncode == 0, done.stderr
     out = [json.loads(line)["text"] for line in (tmp_path / "out" / "result.jsonl").read_text().splitlines()]
     assert len(out) == 40 and all(t == t.upper() for t in out)
+    done = subprocess.run([str(DJ_PROCESS), "--check-recipe", str(path)], env=env_with(), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "native   shout_mapper" in done.stdout, done.stdout + done.stderr
     with pytest.raises(RecipeError, match="does not exist"):
         load_recipe(make_recipe(tmp_path, name="r2", custom_operator_paths=[str(tmp_path / "nope.py")]))
 

@@ -161,6 +161,13 @@ def check_recipe(path: str, overrides: Optional[dict[str, Any]] = None) -> Repor
                              else key_status(f"{key}.{sub}", v, set()) for sub, v in value.items()]
         elif key != "process":
             report.items.append(key_status(key, value, native))
+    custom = data.get("custom_operator_paths")
+    if custom:  # their ops must be registered before the ops are classified
+        from .custom_ops import load_custom_operators
+        try:
+            load_custom_operators([custom] if isinstance(custom, str) else list(custom))
+        except RecipeError as err:
+            report.problems.append(str(err))
     text_keys = data.get("text_keys", "text")
     text_key = text_keys if isinstance(text_keys, str) else (text_keys or ["text"])[0]
     for i, entry in enumerate(data.get("process") or []):
