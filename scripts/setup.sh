@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up on a fresh Debian machine (idempotent; fast when already done):
-# a venv in .venv with the project and its pinned dependencies.
+# a venv in .venv with the project and its pinned dependencies, DataJuicer's extra included
+# (so CI runs the adapter tests; it adds about 15 s to a cold install).
 # `scripts/setup.sh --k8s` also builds/caches kube-apiserver v1.20.2 + etcd for the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +14,9 @@ want=$(cat pyproject.toml requirements-lock.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The lock pins the boto stack together; unpinned, pip backtracks for many minutes.
-  .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[ray,operator,test]'
+  .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[ray,operator,test,datajuicer]'
+  # py-data-juicer installs its own `dj-process` script; ours must be the one on PATH.
+  .venv/bin/python -m pip install -q --no-deps --force-reinstall -e .
   echo "$want" > "$stamp"
 fi
 if [ "${1:-}" = "--k8s" ]; then

@@ -36,3 +36,40 @@ def test_datajuicer_auto_install_is_disabled():
 
     with pytest.raises(RuntimeError, match="auto-install is disabled"):
         LazyLoader._install_package("some-package")
+
+
+# An op DataJuicer has and this engine does not implement natively, and that needs no model.
+ADAPTED_OP = "pii_redaction_mapper"
+
+
+@pytest.mark.skipif(datajuicer_registry() is None, reason="py-data-juicer (optional extra) is not installed")
+def test_adapted_op_runs_partitioned_checkpointed_and_resumes_after_a_kill(tmp_path):
+    import signal
+
+    from djworker.ops import registered_ops
+    from tests.support.engine import dj_process, event_types, events, expected_rows, make_recipe, output_rows
+
+    assert ADAPTED_OP not in registered_ops(), "pick another op: this one became native"
+    recipe = make_recipe(tmp_path, rows=500, partition={"size": 100}, checkpoint={"strategy": "every_op"},
+                         process=[{ADAPTED_OP: {}}, {"text_length_filter": {"min_len": 50}}])
+    killed = dj_process(recipe, "a", env={"DJ_FAILPOINTS": "op_done=5"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert not (tmp_path / "out" / "result.jsonl").exists()
+    done = dj_process(recipe, "a")
+    assert done.returncode == 0, done.stderr
+    evs = events(tmp_path, "a")
+    types = event_types(evs)
+    assert "JOB_RESUMED" in types and types[-1] == "JOB_COMPLETE"
+    saved = {(e["partition_id"], e["op_idx"]) for e in evs if e["event_type"] == "CHECKPOINT_SAVE"}
+    assert {p for p, _ in saved} == set(range(5)) and {o for _, o in saved} >= {0}
+    assert output_rows(tmp_path / "out" / "result.jsonl") == expected_rows(recipe)
+
+
+@pytest.mark.skipif(datajuicer_registry() is None, reason="py-data-juicer (optional extra) is not installed")
+def test_model_op_fails_before_any_work_naming_the_model(tmp_path):
+    from tests.support.engine import dj_process, make_recipe
+
+    recipe = make_recipe(tmp_path, rows=50, process=[{"language_id_score_filter": {"lang": "en"}}])
+    done = dj_process(recipe, "m")
+    assert done.returncode == 2 and "lid.176.bin" in done.stderr
+    assert not (tmp_path / "jobs" / "m").exists() and not (tmp_path / "out").exists()

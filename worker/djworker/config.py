@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from .djkeys import DJ_TYPES, SECTIONS, normalize, yaml_load
 from .errors import RecipeError
 from .jobs import DEFAULT_WORK_DIR
 
@@ -94,6 +95,11 @@ class S3Config(Strict):
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
     anon: bool = False
+    # Explicit credentials (DataJuicer's dataset / export_aws_credentials); unset, the usual
+    # AWS environment and config files apply.
+    key: Optional[str] = Field(None, repr=False)
+    secret: Optional[str] = Field(None, repr=False)
+    token: Optional[str] = Field(None, repr=False)
 
 
 class StorageConfig(Strict):
@@ -140,6 +146,23 @@ class Recipe(Strict):
     process: list[dict[str, Optional[dict[str, Any]]]]
     malformed_records: Literal["reject", "fail"] = "reject"
     export_stats: bool = False
+    # DataJuicer's global keys implemented here (the rest: djkeys.IGNORED / MAPPED).
+    keep_stats_in_res_ds: bool = False
+    suffixes: list[str] = Field(default_factory=list)
+    export_shard_size: int = Field(0, ge=0)
+    custom_operator_paths: list[str] = Field(default_factory=list)
+
+    _compat_warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @field_validator("suffixes", "custom_operator_paths", mode="before")
+    @classmethod
+    def _str_or_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else ([] if value is None else value)
+
+    @property
+    def compat_warnings(self) -> list[str]:
+        """One message per DataJuicer key this recipe sets that has no effect here."""
+        return list(self._compat_warnings)
 
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     event_logging: EventLoggingConfig = Field(default_factory=EventLoggingConfig)
@@ -247,7 +270,7 @@ def parse_overrides(argv: list[str]) -> dict[str, Any]:
                 raise RecipeError(f"override --{key} has no value")
             value, i = argv[i + 1], i + 1
         i += 1
-        parsed = yaml.safe_load(value) if value != "" else ""
+        parsed = yaml_load(value) if value != "" else ""
         if key.endswith("op_names") and isinstance(parsed, str):
             parsed = [v.strip() for v in parsed.split(",") if v.strip()]
         node = out
@@ -269,8 +292,10 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_recipe(path: str | os.PathLike[str] | None, overrides: dict[str, Any] | None = None,
-                raw: dict[str, Any] | None = None) -> Recipe:
-    """Read, merge overrides, validate; every problem becomes one RecipeError naming the key."""
+                raw: dict[str, Any] | None = None, check_ops: bool = True) -> Recipe:
+    """Read, merge overrides, validate; every problem becomes one RecipeError naming the key.
+
+    check_ops=False skips building the ops (the compatibility report classifies them itself)."""
     if raw is None:
         if path is None:
             raise RecipeError("no recipe given; pass --config path/to/recipe.yaml")
@@ -278,17 +303,24 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
         if not p.is_file():
             raise RecipeError(f"recipe file {str(p)!r} does not exist; check the --config path")
         try:
-            raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            raw = yaml_load(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise RecipeError(f"recipe {str(p)!r} is not valid YAML: {err}") from None
         if not isinstance(raw, dict):
             raise RecipeError(f"recipe {str(p)!r} must be a mapping of settings, got {type(raw).__name__}")
     data = deep_merge(raw, overrides or {})
+    sections = {name: set(Recipe.model_fields[name].annotation.model_fields) for name in SECTIONS}
+    data, warnings = normalize(data, set(Recipe.model_fields), sections)
     try:
         recipe = Recipe(**data)
     except ValidationError as err:
         raise RecipeError(describe(err)) from None
-    validate_ops(recipe)
+    recipe._compat_warnings = warnings
+    if recipe.custom_operator_paths:
+        from .custom_ops import load_custom_operators
+        load_custom_operators(recipe.custom_operator_paths)
+    if check_ops:
+        validate_ops(recipe)
     return recipe
 
 
@@ -296,11 +328,30 @@ def validate_ops(recipe: Recipe) -> None:
     """Build every op once so a bad op or parameter fails before any work starts."""
     from .ops import build_op
 
+    refuse_media_ops(recipe)
     build_ops(recipe, build_op)
     names = {name for name, _ in recipe.ops}
     missing = [n for n in recipe.checkpoint.op_names if n not in names]
     if recipe.checkpoint.effective == Strategy.manual and missing:
         raise RecipeError(f"checkpoint.op_names: {missing} are not ops of this recipe; choose from {sorted(names)}")
+
+
+def refuse_media_ops(recipe: Recipe) -> None:
+    """An image/video/audio recipe fails here, naming every such op at once, not the first one."""
+    from .compat import MEDIA, datajuicer_ops
+    from .ops import registered_ops
+    from .ops.dj_adapter import datajuicer_registry
+
+    catalogue, native = datajuicer_ops(), registered_ops()
+    media = [name for name, _ in recipe.ops if name not in native and catalogue.get(name, {}).get("modality") in MEDIA]
+    registry = datajuicer_registry() if media else None  # importing DataJuicer takes seconds: only when needed
+    if registry is not None:
+        media = [name for name in media if name not in registry.modules]
+    if media:
+        raise RecipeError(f"process: this engine processes text; the recipe uses DataJuicer's image/video/audio ops "
+                          f"{list(dict.fromkeys(media))}, which are not native here. Install the DataJuicer extra "
+                          "(pip install 'datajuicer-ft[datajuicer]') and those ops' own dependencies to run them "
+                          "through the adapter, or remove them from the recipe")
 
 
 def build_ops(recipe: Recipe, build_op: Any = None) -> list[Any]:
@@ -327,7 +378,10 @@ def describe(err: ValidationError) -> str:
                 inner = getattr(field, "annotation", None) if field else None
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
                     model = inner
-            hint = difflib.get_close_matches(loc[-1], list(model.model_fields), n=1)
+            known = list(model.model_fields)
+            prefix = ".".join(loc[:-1])
+            known += [k.rsplit(".", 1)[-1] for k in DJ_TYPES if k.rpartition(".")[0] == prefix]
+            hint = difflib.get_close_matches(loc[-1], known, n=1)
             tip = f" (did you mean {'.'.join(loc[:-1] + [hint[0]])!r}?)" if hint else ""
             parts.append(f"unknown key {key!r}{tip}")
         elif e["type"] == "missing":

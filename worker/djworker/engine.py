@@ -23,7 +23,7 @@ from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
 from .executors import make_executor
-from .export import StreamingExport, can_stream, export
+from .export import StreamingExport, can_stream, export, export_sharded
 from .jobs.common import MARKER_ENV, driver_marker
 from .metrics import ResourceSampler, RunMetrics
 from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
@@ -192,7 +192,7 @@ class Driver:
 
         plan = build_plan(self.storage, self.job_id, r.dataset_path, r.text_key, rows, max_mb, self.paths.data_dir,
                           self.paths.rejects, on_reject, compression=r.intermediate_storage.compression,
-                          fmt=r.intermediate_format)
+                          fmt=r.intermediate_format, suffixes=r.suffixes)
         save_plan(self.storage, self.paths.mapping, plan)
         if rejected:
             log.emit(EventType.WARNING, message=f"{rejected} malformed records rejected; see {plan.rejects_path}",
@@ -209,7 +209,8 @@ class Driver:
         result_format = export_format(r.export_path) if r.export_path else "parquet"
         # Result shards are encoded for the export: a resume that changes the export's format
         # (or asks for stats) must not reuse shards made for the old one.
-        results_root = join(p.results, result_format + ("-stats" if r.export_stats else ""))
+        results_root = join(p.results, result_format + ("-stats" if r.export_stats else "")
+                            + ("-keepstats" if r.keep_stats_in_res_ds else ""))
         return [PartitionTask(
             job_id=self.job_id, partition=part, ops=ops, strategy=r.checkpoint.effective, n_ops=r.checkpoint.n_ops,
             op_names=r.checkpoint.op_names, checkpoint_root=p.checkpoint_root, results_root=results_root,
@@ -217,7 +218,7 @@ class Driver:
             storage_options=self.storage.options, fmt=r.intermediate_format,
             compression=r.intermediate_storage.compression, memory_map_arrow=r.memory_map_arrow,
             end=end, stage=stage, stages=stages,
-            result_format=result_format, export_stats=r.export_stats, batch_rows=r.arrow_batch_rows,
+            result_format=result_format, export_stats=r.export_stats, keep_stats=r.keep_stats_in_res_ds, batch_rows=r.arrow_batch_rows,
             decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
             for part in plan.partitions]
 
@@ -229,6 +230,8 @@ class Driver:
         note = compression_note(self.recipe.intermediate_format, self.recipe.intermediate_storage.compression)
         if note:
             log.emit(EventType.WARNING, message=note)
+        for message in self.recipe.compat_warnings:  # DataJuicer keys accepted without effect
+            log.emit(EventType.WARNING, message=message)
         self._executor(log, ops)  # workers start (and warm up) before the driver's planning threads run
         plan = self.plan = self._plan(log)
         with self._fold_lock:
@@ -244,7 +247,7 @@ class Driver:
         decisions: dict[int, Decision] = {}
         for stage, end in enumerate(ends):
             tasks = self._tasks(plan, ops, end, decisions, stage, len(ends))
-            if end == len(ops) and can_stream(self.recipe.export_path):
+            if end == len(ops) and can_stream(self.recipe.export_path) and not self.recipe.export_shard_size:
                 self.streaming = StreamingExport(self.storage, result_store(tasks[0], self.storage),
                                                  [t.key(len(t.ops)) for t in tasks], self.recipe.export_path, self.job_id)
             self._run_stage(log, tasks, lock)
@@ -355,6 +358,10 @@ class Driver:
         if self.streaming is not None:
             reused = self.streaming.reused
             result, self.streaming = self.streaming.finish(self.recipe.export_stats), None
+        elif self.recipe.export_shard_size:
+            result = export_sharded(self.storage, result_store(tasks[0], self.storage), [t.key(len(t.ops)) for t in tasks],
+                                    self.recipe.export_path, self.job_id, self.recipe.export_shard_size,
+                                    self.recipe.export_stats)
         else:
             keys = [t.key(len(t.ops)) for t in tasks]
             result = export(self.storage, result_store(tasks[0], self.storage), keys, self.recipe.export_path,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
+import re
 import threading
 import time
 from typing import Any, Iterator, Optional
@@ -39,13 +41,15 @@ def json_lines(table: pa.Table) -> Iterator[bytes]:
         yield orjson.dumps(row, default=str) + b"\n"
 
 
-def shard_bytes(table: pa.Table, fmt: str, with_stats: bool) -> tuple[bytes, Optional[bytes]]:
-    """A partition's result as the user will see it (stats split off), plus its stats lines."""
+def shard_bytes(table: pa.Table, fmt: str, with_stats: bool, keep_stats: bool = False) -> tuple[bytes, Optional[bytes]]:
+    """A partition's result as the user will see it (stats split off unless keep_stats, as
+    DataJuicer's keep_stats_in_res_ds), plus its stats lines."""
     stats = None
     if STATS_COLUMN in table.column_names:
         if with_stats:
             stats = b"".join(orjson.dumps(s, default=str) + b"\n" for s in table.column(STATS_COLUMN).to_pylist())
-        table = table.drop_columns([STATS_COLUMN])
+        if not keep_stats:
+            table = table.drop_columns([STATS_COLUMN])
     elif with_stats:
         stats = b"{}\n" * table.num_rows
     if fmt == "jsonl":
@@ -95,15 +99,111 @@ def export(storage: Storage, results: Any, keys: list[str], export_path: str, jo
 
 
 def _write_manifest(storage: Storage, results: Any, keys: list[str], export_path: str, job_id: str, fmt: str,
-                    rows: int, export_stats: bool) -> dict[str, Any]:
+                    rows: int, export_stats: bool, extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     manifest = {"job_id": job_id, "path": export_path, "format": fmt, "rows": rows,
-                "partitions": len(keys), "committed_at": time.time()}
+                "partitions": len(keys), "committed_at": time.time(), **(extra or {})}
     if export_stats:
         stats_path = _stats_path(export_path)
         storage.put_bytes(stats_path, b"".join(storage.read_bytes(stats_shard_path(results, k)) for k in keys))
         manifest["stats_path"] = stats_path
     storage.put_bytes(export_path + ".manifest.json", orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return manifest
+
+
+def shard_paths(export_path: str, count: int) -> list[str]:
+    """DataJuicer's shard names: <dir>/<name>-<i>-of-<n>.<suffix>, numbers zero-padded alike."""
+    head, _, base = export_path.rpartition("/")
+    stem, suffix = base.split(".", 1) if "." in base else (base, "jsonl")
+    fmt = f"%0{len(str(count)) + 1}d"
+    return [f"{head + '/' if head else ''}{stem}-{fmt % i}-of-{fmt % count}.{suffix}" for i in range(count)]
+
+
+def is_shard_name(name: str, export_path: str) -> bool:
+    """Whether a file name is one of export_path's shards (any count), finished or not."""
+    stem = posixpath.basename(export_path).split(".", 1)[0]
+    return re.match(rf"{re.escape(stem)}-\d+-of-\d+\.", posixpath.basename(name)) is not None
+
+
+def _split_jsonl(data: bytes, limit: int) -> Iterator[bytes]:
+    """Line-aligned pieces of at most `limit` bytes (a single longer line is its own piece)."""
+    start = 0
+    while start < len(data):
+        end = start + limit
+        if end >= len(data):
+            yield data[start:]
+            return
+        cut = data.rfind(b"\n", start, end) + 1
+        if cut <= start:
+            cut = data.find(b"\n", end) + 1 or len(data)
+        yield data[start:cut]
+        start = cut
+
+
+def export_sharded(storage: Storage, results: Any, keys: list[str], export_path: str, job_id: str,
+                   shard_size: int, export_stats: bool = False) -> dict[str, Any]:
+    """export_shard_size: rows in input order across files of about shard_size bytes each.
+
+    JSON lines are cut at line boundaries; Parquet files hold whole partitions (a partition
+    bigger than shard_size is one file). Every file is written under a temporary name first
+    and renamed only when all are complete; the manifest, written last, lists them. A resumed
+    run rewrites the same names with the same bytes, and removes files a previous manifest of
+    this export listed that this one does not, so no stale shard survives."""
+    fmt = export_format(export_path)
+    if export_path.endswith(".gz"):
+        raise InputError(f"export_path {export_path!r}: a sharded export (export_shard_size) is written uncompressed; "
+                         "drop the .gz suffix or set export_shard_size: 0")
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for key in keys:
+        data = results.verified_bytes(key)
+        pieces = list(_split_jsonl(data, shard_size)) if fmt == "jsonl" else [data]
+        for piece in pieces:
+            if groups[-1] and size + len(piece) > shard_size:
+                groups.append([])
+                size = 0
+            groups[-1].append(piece)
+            size += len(piece)
+    paths = shard_paths(export_path, len(groups))
+    if not is_remote(export_path):
+        os.makedirs(os.path.dirname(os.path.abspath(export_path)), exist_ok=True)
+    temps = [temp_path(p) for p in paths]
+    rows = 0
+    try:
+        for group, tmp in zip(groups, temps):
+            failpoint("export_mid_write")
+            with storage.open(tmp, "wb") as out:
+                if fmt == "jsonl":
+                    for piece in group:
+                        out.write(piece)
+                        rows += piece.count(b"\n")
+                    continue
+                tables = [pq.ParquetFile(io.BytesIO(piece)).read() for piece in group]
+                schema = pa.unify_schemas([t.schema for t in tables], promote_options="permissive") if tables \
+                    else pa.schema([])
+                with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+                    for table in tables:
+                        rows += table.num_rows
+                        writer.write_table(_conform(table, schema))
+        for tmp, final in zip(temps, paths):
+            _commit(storage, tmp, final)
+    finally:
+        for tmp in temps:
+            if storage.exists(tmp):
+                storage.remove(tmp)
+    _remove_stale_shards(storage, export_path, paths)
+    manifest = _write_manifest(storage, results, keys, export_path, job_id, fmt, rows, export_stats,
+                               extra={"shards": paths, "export_shard_size": shard_size})
+    return manifest
+
+
+def _remove_stale_shards(storage: Storage, export_path: str, keep: list[str]) -> None:
+    try:
+        old = orjson.loads(storage.read_bytes(export_path + ".manifest.json")).get("shards") or []
+    except (FileNotFoundError, OSError, orjson.JSONDecodeError):
+        return
+    for path in old:
+        if path not in keep and storage.exists(path):
+            storage.remove(path)
 
 
 def can_stream(export_path: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import orjson
 import xxhash
@@ -68,14 +68,14 @@ def partition_name(pid: int) -> str:
 
 def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, rows: int, max_mb: float,
                data_dir: str, rejects_path: str, on_reject: Callable[[Reject], None],
-               compression: str = "zstd", fmt: str = "parquet") -> Plan:
+               compression: str = "zstd", fmt: str = "parquet", suffixes: Sequence[str] = ()) -> Plan:
     """Stream the input once, writing each slice as partitions/partition_XXXXXX.<suffix> in fmt.
 
     Checksums hash the raw input lines, so checkpoint keys do not depend on fmt."""
     from .checkpoint import encode_table, resolve_codec  # checkpoint imports this module
 
     suffix = resolve_codec(fmt, compression).suffix
-    files = input_files(storage, dataset_path)
+    files = input_files(storage, dataset_path, suffixes)
     partitions: list[Partition] = []
     rejects = io.BytesIO()
     n_rejected = 0

@@ -115,6 +115,10 @@ def remove_temp_files(storage: Storage, paths: JobPaths, export_path: Optional[s
         directory, name = posixpath.split(export_path)
         temp += [join(directory or ".", n) for n in storage.listdir(directory or ".", prefix=name + ".tmp-")
                  if is_temp_file(n)]
+        from .export import is_shard_name  # export_shard_size: shards are written beside the export path
+        stem = name.split(".", 1)[0]
+        temp += [join(directory or ".", n) for n in storage.listdir(directory or ".", prefix=stem + "-")
+                 if is_temp_file(n) and is_shard_name(n, export_path)]
     for uri in temp:
         storage.remove(uri)
     return temp

@@ -63,6 +63,7 @@ class PartitionTask:
     stages: int = 1
     result_format: str = "parquet"  # the export's format: jsonl or parquet
     export_stats: bool = False
+    keep_stats: bool = False  # keep_stats_in_res_ds: the result rows keep their __dj__stats__ column
     batch_rows: Optional[int] = None  # intermediate_storage.use_arrow_batches: ops see at most this many rows at once
     # This partition's checkpoint keys from the driver's one listing at stage start (None: list here).
     # A listing per partition would cost O(partitions) each; a retry lists anyway (it may have saved some).
@@ -207,7 +208,7 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         return _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics)
     results = result_store(task, storage)
     key = task.key(len(ops))
-    data, stats = shard_bytes(table, task.result_format, task.export_stats)
+    data, stats = shard_bytes(table, task.result_format, task.export_stats, task.keep_stats)
     if stats is not None:
         storage.put_bytes(stats_shard_path(results, key), stats)
     results.write_encoded(key, data, table.num_rows, table.schema, pid, len(ops), [op.op_name for op in ops])

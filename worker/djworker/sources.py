@@ -9,7 +9,7 @@ import gzip
 import posixpath
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import io
 import re
@@ -64,9 +64,12 @@ class Slice:
         return digest.hexdigest()
 
 
-def input_files(storage: Storage, uri: str) -> list[dict[str, Any]]:
+def input_files(storage: Storage, uri: str, suffixes: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The data files behind a dataset path (a file, a directory or a glob), in sorted order,
-    with the size and version facts that fingerprint the input."""
+    with the size and version facts that fingerprint the input.
+
+    `suffixes` (DataJuicer's key: 'jsonl' or '.jsonl' alike) narrows a directory or glob to
+    files with those suffixes."""
     fs = storage.fs(uri)
     path = uri.split("://", 1)[1] if is_remote(uri) else uri
     try:
@@ -80,6 +83,12 @@ def input_files(storage: Storage, uri: str) -> list[dict[str, Any]]:
             paths = []
     except FileNotFoundError:
         paths = []
+    wanted = tuple("." + s.lstrip(".") for s in suffixes)
+    if wanted and paths != [path]:  # a directory or glob; a file named outright is always read
+        paths = [p for p in paths if p.endswith(wanted)]
+        if not paths:
+            raise InputError(f"dataset_path {uri!r} holds no files with the suffixes {list(suffixes)}; "
+                             "check suffixes")
     if not paths:
         raise InputError(f"dataset_path {uri!r} does not exist or holds no .jsonl/.jsonl.gz/.parquet files; check the path")
     prefix = uri.split("://", 1)[0] + "://" if is_remote(uri) else ""

@@ -11,7 +11,7 @@ import os
 import posixpath
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import fsspec
@@ -38,11 +38,15 @@ class StorageOptions:
     endpoint_url: Optional[str] = None
     region: Optional[str] = None
     anon: bool = False
+    key: Optional[str] = field(default=None, repr=False)
+    secret: Optional[str] = field(default=None, repr=False)
+    token: Optional[str] = field(default=None, repr=False)
 
     @classmethod
     def from_recipe(cls, recipe: Any) -> "StorageOptions":
         s3 = recipe.storage.s3
-        return cls(endpoint_url=s3.endpoint_url, region=s3.region, anon=s3.anon)
+        return cls(endpoint_url=s3.endpoint_url, region=s3.region, anon=s3.anon, key=s3.key, secret=s3.secret,
+                   token=s3.token)
 
 
 def is_remote(uri: str) -> bool:
@@ -103,8 +107,10 @@ class Storage:
         config = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
         # No listings cache: workers write results the driver listed earlier (a stale
         # listing would hide them at export).
+        creds = {k: v for k, v in (("key", self.options.key), ("secret", self.options.secret),
+                                   ("token", self.options.token)) if v}
         return {"anon": self.options.anon, "client_kwargs": client, "config_kwargs": config,
-                "skip_instance_cache": True, "use_listings_cache": False}
+                "skip_instance_cache": True, "use_listings_cache": False, **creds}
 
     def _path(self, uri: str) -> str:
         return _fs_path(uri)

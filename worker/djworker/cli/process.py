@@ -25,6 +25,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--job_id", "--job-id", dest="job_id", help="job id; an existing job id resumes that job")
     p.add_argument("--progress-port", type=int, help="serve live progress JSON on this port")
     p.add_argument("--list-ops", action="store_true", help="list the available ops and exit")
+    p.add_argument("--check-recipe", metavar="FILE",
+                   help="report which keys and ops of a DataJuicer recipe are native, adapted or missing (and the "
+                        "models they need), without running anything; exits 2 if the recipe cannot run")
     p.add_argument("--cleanup", action="store_true",
                    help="apply intermediate_storage.max_retention_days to old jobs in work_dir and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -43,6 +46,11 @@ def main(argv: Optional[list[str]] = None) -> int:
             for name, cls in sorted(registered_ops().items()):
                 print(f"{name:40s} {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
             return 0
+        if args.check_recipe:
+            from ..compat import check_recipe, render
+            report = check_recipe(args.check_recipe, parse_overrides(rest))
+            print(render(report, args.check_recipe), end="")
+            return 0 if report.runnable else 2
         recipe = load_recipe(args.config, parse_overrides(rest))
         if args.cleanup:
             from ..retention import cleanup_old_jobs
