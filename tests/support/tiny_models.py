@@ -97,6 +97,7 @@ def build_hf_tokenizer(folder: Path, name: str = HF_TOKENIZER) -> Path:
     # What transformers needs to load the folder as a fast tokenizer (DataJuicer does).
     (path / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast", '
                                                 '"unk_token": "[UNK]"}\n')
+    (path / "config.json").write_text('{"model_type": "gpt_neox"}\n')
     return path
 
 
