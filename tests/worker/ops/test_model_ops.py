@@ -159,11 +159,13 @@ def test_a_model_is_loaded_once_per_process(model_dir):
     assert len(pickle.dumps(a)) < 10_000
 
 
-def test_dj_process_runs_model_ops_end_to_end(model_dir, tmp_path):
+@pytest.mark.parametrize("executor", ["default", pytest.param("ray", marks=pytest.mark.ray)])
+def test_dj_process_runs_model_ops_end_to_end(model_dir, tmp_path, executor):
     rows = EN + ZH + GIBBERISH
     process = [{"language_id_score_filter": {"lang": "en", "min_score": 0.5}},
-               {"perplexity_filter": {"lang": "en", "max_ppl": 100}}]
-    path = recipe_file(tmp_path, process, rows, models_dir=str(model_dir))
+               {"perplexity_filter": {"lang": "en", "max_ppl": 100}},
+               {"stopwords_filter": {"tokenization": True, "min_ratio": 0.0}}]
+    path = recipe_file(tmp_path, process, rows, models_dir=str(model_dir), executor_type=executor)
     result = dj_process(path, "models-e2e", env={"DATA_JUICER_MODELS_CACHE": str(tmp_path / "none")})
     assert result.returncode == 0, result.stderr
     out = [json.loads(l) for l in (tmp_path / "out" / "result.jsonl").read_text().splitlines()]
@@ -172,6 +174,7 @@ def test_dj_process_runs_model_ops_end_to_end(model_dir, tmp_path):
     assert all(s["lang"] == "en" and s["lang_score"] >= 0.5 and s["perplexity"] < 100 for s in stats), stats
 
 
+@pytest.mark.s3
 def test_models_dir_on_s3_is_copied_to_a_local_cache(model_dir, tmp_path, s3_bucket, monkeypatch):
     import s3fs
 
