@@ -190,3 +190,22 @@ def test_models_dir_on_s3_is_copied_to_a_local_cache(model_dir, tmp_path, s3_buc
     kept = op.process(pa.table({"text": EN + GIBBERISH})).column("text").to_pylist()
     assert kept == EN
     assert Path(location.cache).read_bytes() == (model_dir / "en.arpa.bin").read_bytes()
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, "~/.cache/data_juicer/models"),
+    ({"CACHE_HOME": "/c"}, "/c/data_juicer/models"),
+    ({"DATA_JUICER_CACHE_HOME": "/dj", "CACHE_HOME": "/c"}, "/dj/models"),
+    ({"DATA_JUICER_MODELS_CACHE": "/m", "DATA_JUICER_CACHE_HOME": "/dj"}, "/m"),
+])
+def test_models_cache_follows_datajuicers_variables(env, expected):
+    assert models.dj_models_cache(env) == str(Path(expected).expanduser())
+
+
+def test_an_unreadable_model_fails_the_op_instead_of_dropping_rows(tmp_path):
+    (tmp_path / "en.sp.model").write_bytes(b"not a model")
+    (tmp_path / "en.arpa.bin").write_bytes(b"not a model either")
+    with models.search_context(str(tmp_path)):
+        op = build_op("perplexity_filter", {}, "p")
+    with pytest.raises(Exception):
+        op.process(pa.table({"text": EN}))
