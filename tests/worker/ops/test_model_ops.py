@@ -16,7 +16,6 @@ from djworker.config import load_recipe
 from djworker.errors import RecipeError
 from djworker.ops.base import build_op
 from tests.support.engine import dj_process, env_with
-from tests.support.tiny_models import chinese_lines, english_lines
 
 EN = ["the quick brown fox jumps over a lazy dog", "people walk to school every morning"]
 ZH = ["我们今天去学校读书", "天气很好人们每天早上走路"]

@@ -18,7 +18,6 @@ from .text_utils import (
     refine_words,
     require_text,
     special_character_set,
-    split_words,
 )
 from .uses_models import ModelOp, SentencePieceWords
 
