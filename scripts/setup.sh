@@ -12,9 +12,13 @@ fi
 stamp=.venv/.dj-installed
 want=$(cat pyproject.toml requirements-lock.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  # fasttext and kenlm (the models extra) compile from source.
+  if ! command -v g++ >/dev/null || ! command -v cmake >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq g++ cmake >/dev/null
+  fi
   .venv/bin/python -m pip install -q --upgrade pip
   # The lock pins the boto stack together; unpinned, pip backtracks for many minutes.
-  .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[ray,operator,test,datajuicer]'
+  .venv/bin/python -m pip install -q -c requirements-lock.txt -e '.[ray,operator,test,datajuicer,models]'
   # py-data-juicer installs its own `dj-process` script; ours must be the one on PATH.
   .venv/bin/python -m pip install -q --no-deps --force-reinstall -e .
   echo "$want" > "$stamp"

@@ -41,7 +41,7 @@ def test_partition_section_retries_sit_between_retry_section_and_flat_keys():
     ({"process": []}, "no ops"),
     ({"process": [{"text_length_filter": {"min_length": 3}}]}, "unknown parameter 'min_length' (did you mean 'min_len'?)"),
     ({"process": [{"text_lenght_filter": {}}]}, "did you mean 'text_length_filter'?"),
-    ({"process": [{"perplexity_filter": {}}]}, "needs a KenLM"),
+    ({"process": [{"perplexity_filter": {"lang": "xx"}}]}, "KenLM language model 'xx.arpa.bin' not found"),
     ({"process": [{"text_length_filter": {"min_len": "abc"}}]}, "process[0].text_length_filter: min_len"),
     ({"checkpoint": {"strategy": "manual", "op_names": ["nope"]}}, "'nope'"),
     ({"executor_type": "spark"}, "executor_type"),

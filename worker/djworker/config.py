@@ -146,6 +146,7 @@ class Recipe(Strict):
     process: list[dict[str, Optional[dict[str, Any]]]]
     malformed_records: Literal["reject", "fail"] = "reject"
     export_stats: bool = False
+    models_dir: Optional[str] = None  # where model-based ops look first (local or s3://); see docs/models.md
     # DataJuicer's global keys implemented here (the rest: djkeys.IGNORED / MAPPED).
     keep_stats_in_res_ds: bool = False
     suffixes: list[str] = Field(default_factory=list)
@@ -357,12 +358,16 @@ def refuse_media_ops(recipe: Recipe) -> None:
 def build_ops(recipe: Recipe, build_op: Any = None) -> list[Any]:
     if build_op is None:
         from .ops import build_op
+    from .models import search_context
+    from .storage import StorageOptions
+
     ops = []
-    for i, (name, args) in enumerate(recipe.ops):
-        args = dict(args)
-        if "text_key" not in args and recipe.text_key != "text":
-            args["text_key"] = recipe.text_key
-        ops.append(build_op(name, args, where=f"process[{i}]"))
+    with search_context(recipe.models_dir, StorageOptions.from_recipe(recipe)):
+        for i, (name, args) in enumerate(recipe.ops):
+            args = dict(args)
+            if "text_key" not in args and recipe.text_key != "text":
+                args["text_key"] = recipe.text_key
+            ops.append(build_op(name, args, where=f"process[{i}]"))
     return ops
 
 

@@ -114,16 +114,18 @@ def test_model_op_is_refused_with_the_model_it_needs(name):
 @pytest.mark.parametrize(
     "name,args,needs",
     [
-        ("words_num_filter", {"tokenization": True}, "SentencePiece"),
-        ("word_repetition_filter", {"tokenization": True}, "SentencePiece"),
-        ("flagged_words_filter", {"tokenization": True}, "SentencePiece"),
-        ("stopwords_filter", {"tokenization": True}, "SentencePiece"),
-        ("alphanumeric_filter", {"tokenization": True}, "Hugging Face tokenizer"),
-        ("document_minhash_deduplicator", {"tokenization": "sentencepiece"}, "SentencePiece"),
+        ("words_num_filter", {"tokenization": True, "lang": "xx"}, "SentencePiece model 'xx.sp.model' not found"),
+        ("word_repetition_filter", {"tokenization": True, "lang": "xx"}, "SentencePiece model 'xx.sp.model' not found"),
+        ("flagged_words_filter", {"tokenization": True, "lang": "xx"}, "SentencePiece model 'xx.sp.model' not found"),
+        ("stopwords_filter", {"tokenization": True, "lang": "xx"}, "SentencePiece model 'xx.sp.model' not found"),
+        ("alphanumeric_filter", {"tokenization": True}, "Hugging Face tokenizer .* not found"),
+        ("document_minhash_deduplicator", {"tokenization": "sentencepiece"}, "SentencePiece.*which this engine does not download"),
     ],
 )
-def test_option_that_needs_a_model_is_refused_up_front(name, args, needs):
-    with pytest.raises(RecipeError, match=f"{needs}.*which this engine does not download"):
+def test_option_that_needs_a_model_is_refused_up_front(name, args, needs, monkeypatch, tmp_path):
+    monkeypatch.setenv("DATA_JUICER_MODELS_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(RecipeError, match=needs):
         build_op(name, args, "process[0]")
 
 

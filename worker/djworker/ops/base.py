@@ -22,9 +22,6 @@ _REGISTRY: dict[str, type["Op"]] = {}
 # Ops that exist in DataJuicer but need a downloaded model; we refuse them at
 # validation time instead of failing mid-run.
 MODEL_OPS = {
-    "language_id_score_filter": "a fastText language-id model (lid.176.bin)",
-    "perplexity_filter": "a KenLM language model and a SentencePiece tokenizer",
-    "token_num_filter": "a Hugging Face tokenizer",
     "text_action_filter": "a spaCy model",
     "text_entity_dependency_filter": "a spaCy model",
     "sentence_split_mapper": "an NLTK punkt model",

@@ -11,25 +11,20 @@ from typing import ClassVar, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from .. import models
 from .base import register
 from .text_utils import (
     StatFilter,
     refine_words,
-    refuse_tokenization,
     require_text,
     special_character_set,
-    split_words,
 )
+from .uses_models import ModelOp, SentencePieceWords
 
 
-SENTENCEPIECE = "a SentencePiece model (<lang>.sp.model from DataJuicer's model hub)"
-
-
-class WordStatFilter(StatFilter):
-    """A stat filter over words; tokenization=True needs a downloaded model, so it is refused up front."""
-
-    tokenization: bool = False
-    _no_model = refuse_tokenization(SENTENCEPIECE)
+class WordStatFilter(SentencePieceWords, StatFilter):
+    """A stat filter over words: whitespace-split, or with tokenization=True the pieces of
+    the `<lang>.sp.model` SentencePiece model."""
 
 
 @functools.cache
@@ -71,12 +66,15 @@ class WordsNumFilter(WordStatFilter):
         return self.min_num, self.max_num
 
     def stat_of(self, text: str) -> int:
-        return len(refine_words(split_words(text)))
+        return len(refine_words(self.raw_words(text)))
 
 
 @register("alphanumeric_filter")
-class AlphanumericFilter(StatFilter):
-    """Share of code points with str.isalnum(), Unicode-wide (dj-ops.md §2.3)."""
+class AlphanumericFilter(ModelOp, StatFilter):
+    """Share of code points with str.isalnum(), Unicode-wide (dj-ops.md §2.3).
+
+    With tokenization=True the stat is alpha_token_ratio instead: isalpha() code points per
+    token of DataJuicer's fixed Hugging Face tokenizer (EleutherAI/pythia-6.9b-deduped)."""
 
     tokenization: bool = False
     min_ratio: float = 0.25
@@ -87,12 +85,22 @@ class AlphanumericFilter(StatFilter):
     non_alnum: ClassVar[re.Pattern] = re.compile(r"[\W_]+")
     ascii_non_alnum: ClassVar[bytes] = bytes(c for c in range(128) if not chr(c).isalnum())
 
-    _no_model = refuse_tokenization("the Hugging Face tokenizer EleutherAI/pythia-6.9b-deduped")
+    def required_models(self) -> dict[str, models.ModelFile]:
+        if not self.tokenization:
+            return {}
+        return {"tokenizer": models.ModelFile("hf_tokenizer", models.DEFAULT_HF_TOKENIZER)}
+
+    @property
+    def stat_key(self) -> str:  # type: ignore[override]
+        return "alpha_token_ratio" if self.tokenization else "alnum_ratio"
 
     def bounds(self):
         return self.min_ratio, self.max_ratio
 
     def stat_of(self, text: str) -> float:
+        if self.tokenization:
+            tokens = len(self.model("tokenizer").tokenize(text))
+            return sum(1 for ch in text if ch.isalpha()) / tokens if tokens else 0.0
         if not text:
             return 0.0
         if text.isascii():
@@ -176,7 +184,7 @@ class WordRepetitionFilter(WordStatFilter):
 
     def stat_of(self, text: str) -> float:
         n = self.rep_len
-        words = refine_words(split_words(text), lowercase=True)
+        words = refine_words(self.raw_words(text), lowercase=True)
         counts = Counter(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
         total = sum(counts.values())
         return sum(f for f in counts.values() if f > 1) / total if total else 0.0

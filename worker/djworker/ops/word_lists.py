@@ -1,13 +1,16 @@
 """Word-list filters: flagged words and stop words (dj-ops.md §2.9-2.10).
 
-DataJuicer downloads its lists on first use; this engine never downloads. By default
-it uses the small sample lists bundled in ops/assets/ (the ones the DJ vectors were
-measured with: a few words for `en` and `zh`). Point `flagged_words_dir` /
-`stopwords_dir` at a folder holding your own `*flagged_words*.json` /
-`*stopwords*.json` files ({"lang": [words...]}) for real filtering."""
+DataJuicer downloads its lists on first use; this engine never downloads. It bundles
+the ROOTS filtering lists of BigScience's data-preparation repository (every language
+they cover; provenance and licence in ops/assets/NOTICE.md). As in DataJuicer, a
+folder of `*flagged_words*.json` / `*stopwords*.json` files ({"lang": [words...]})
+overrides them: `flagged_words_dir` / `stopwords_dir` first, else the assets cache
+named by `DATA_JUICER_ASSETS_CACHE` (or `DATA_JUICER_CACHE_HOME`/assets) when it holds
+such files."""
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar, Optional
@@ -15,12 +18,28 @@ from typing import ClassVar, Optional
 from pydantic import PrivateAttr, model_validator
 
 from .base import register
-from .text_utils import StatFilter, refine_words, refuse_tokenization, split_words
+from .text_utils import StatFilter, refine_words
+from .uses_models import SentencePieceWords
+
+
+def assets_cache(env: Optional[dict[str, str]] = None) -> Optional[Path]:
+    """DataJuicer's assets cache when the environment names one (never the implicit default,
+    so a stray DataJuicer download cannot change what a recipe keeps here)."""
+    env = os.environ if env is None else env
+    if env.get("DATA_JUICER_ASSETS_CACHE"):
+        return Path(env["DATA_JUICER_ASSETS_CACHE"]).expanduser()
+    if env.get("DATA_JUICER_CACHE_HOME"):
+        return Path(env["DATA_JUICER_CACHE_HOME"]).expanduser() / "assets"
+    return None
 
 
 def load_word_lists(kind: str, directory: Optional[str]) -> dict[str, frozenset[str]]:
-    """Every `*<kind>*.json` in `directory` (relative to the CWD), or the bundled sample
-    list; lists of one language are concatenated and an 'all' union is added (as DJ does)."""
+    """Every `*<kind>*.json` in `directory` (relative to the CWD), else in the assets cache,
+    else the bundled list; lists of one language are concatenated and an 'all' union is
+    added (as DJ does)."""
+    cache = assets_cache() if directory is None else None
+    if cache is not None and cache.is_dir() and any(kind in p.name for p in cache.glob("*.json")):
+        directory = str(cache)
     if directory is None:
         files = [resources.files(__package__).joinpath(f"assets/{kind}.json")]
     else:
@@ -42,8 +61,9 @@ def load_word_lists(kind: str, directory: Optional[str]) -> dict[str, frozenset[
     return {lang: frozenset(words) for lang, words in lists.items()}
 
 
-class WordListFilter(StatFilter):
-    """Ratio of words (plus optional joined n-grams) that are in the `lang` list."""
+class WordListFilter(SentencePieceWords, StatFilter):
+    """Ratio of words (plus optional joined n-grams) that are in the `lang` list; with
+    tokenization=True the words are the pieces of the `<lang>.sp.model` SentencePiece model."""
 
     lang: str = "en"
     tokenization: bool = False
@@ -54,8 +74,6 @@ class WordListFilter(StatFilter):
     list_kind: ClassVar[str] = ""
     dir_field: ClassVar[str] = ""
     _words: frozenset[str] = PrivateAttr(default=frozenset())
-
-    _no_model = refuse_tokenization("a SentencePiece model (<lang>.sp.model from DataJuicer's model hub)")
 
     @model_validator(mode="after")
     def _load_list(self):
@@ -69,7 +87,7 @@ class WordListFilter(StatFilter):
     def words(self, text: str) -> list[str]:
         sizes = self.words_aug_group_sizes if self.use_words_aug else ()
         join = self.words_aug_join_char
-        return refine_words(split_words(text), lowercase=True, aug_group_sizes=sizes, aug_join_char=join)
+        return refine_words(self.raw_words(text), lowercase=True, aug_group_sizes=sizes, aug_join_char=join)
 
     def stat_of(self, text: str) -> float:
         words, listed = self.words(text), self._words  # a private attr costs a pydantic lookup per access
@@ -87,7 +105,7 @@ class FlaggedWordsFilter(WordListFilter):
 
     min_ratio: float = 0.0
     max_ratio: float = 0.045
-    flagged_words_dir: Optional[str] = None  # None: the bundled sample list
+    flagged_words_dir: Optional[str] = None  # None: the assets cache, else the bundled ROOTS list
 
     stat_key: ClassVar[str] = "flagged_words_ratio"
     list_kind: ClassVar[str] = "flagged_words"
@@ -100,7 +118,7 @@ class StopwordsFilter(WordListFilter):
 
     min_ratio: float = 0.3
     max_ratio: float = 1.0
-    stopwords_dir: Optional[str] = None  # None: the bundled sample list
+    stopwords_dir: Optional[str] = None  # None: the assets cache, else the bundled ROOTS list
 
     stat_key: ClassVar[str] = "stopwords_ratio"
     list_kind: ClassVar[str] = "stopwords"
