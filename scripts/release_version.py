@@ -7,8 +7,9 @@
 
 The console scripts and the operator's default job image read the version from the installed
 package's metadata, so only files are checked and stamped here: the chart's version and
-appVersion, its default image.repository, the example jobs' spec.image, the README's
-`helm install --version` and the CHANGELOG's entry. The release workflow runs `check` with the
+appVersion, its default image.repository, the example jobs' spec.image, every image tag and
+`helm install --version` in README.md, docs/deploy.md, SECURITY.md and scripts/kind-e2e.sh,
+and the CHANGELOG's entry. The release workflow runs `check` with the
 pushed tag and the GitHub owner before it publishes anything."""
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SEMVER = re.compile(r"\d+\.\d+\.\d+")  # a PEP 440 and a SemVer 2 version alike (pip and Helm)
 CHART = Path("charts/datajuicer-operator")
+# Text that names the release image or chart version by hand: stamped and checked as a whole.
+TEXT_FILES = ("README.md", "docs/deploy.md", "SECURITY.md", "scripts/kind-e2e.sh")
+IMAGE_TAG = re.compile(r"(datajuicer-ft:)(\d+\.\d+\.\d+)")
+CHART_VERSION = re.compile(r"(charts/datajuicer-operator\s+--version\s+)(\d+\.\d+\.\d+)")
 HELM_INSTALL = re.compile(r"oci://(ghcr\.io/[^/\s]+)/charts/datajuicer-operator\s+--version\s+(\S+)")
 
 
@@ -82,6 +87,15 @@ def disagreements(root: Path, tag: str | None = None, owner: str | None = None) 
         if named != version or registry != repository.rsplit("/", 1)[0]:
             out.append(f"README.md: helm install names {registry} --version {named}, "
                        f"want {repository.rsplit('/', 1)[0]} --version {version}")
+    for rel in TEXT_FILES:
+        if not (root / rel).exists():
+            continue
+        text = (root / rel).read_text()
+        for pattern in (IMAGE_TAG, CHART_VERSION):
+            for match in pattern.finditer(text):
+                if match.group(2) != version:
+                    line = text.count("\n", 0, match.start()) + 1
+                    out.append(f"{rel}:{line}: {match.group(0)!r} names {match.group(2)}, not {version}")
     if f"## [{version}]" not in (root / "CHANGELOG.md").read_text():
         out.append(f"CHANGELOG.md: no '## [{version}]' entry")
     return out
@@ -104,7 +118,12 @@ def stamp(root: Path, new: str) -> None:
     sub(CHART / "Chart.yaml", r"^appVersion: .*$", f'appVersion: "{new}"', 1)
     for rel in job_images(root):
         sub(rel, re.escape(repository) + r":[\w.\-]+", f"{repository}:{new}")
-    sub("README.md", r"(/charts/datajuicer-operator\s+--version\s+)\S+", rf"\g<1>{new}")
+    for rel in TEXT_FILES:
+        if (root / rel).exists():
+            text = (root / rel).read_text()
+            for pattern in (IMAGE_TAG, CHART_VERSION):
+                text = pattern.sub(rf"\g<1>{new}", text)
+            (root / rel).write_text(text)
     if f"## [{new}]" not in (root / "CHANGELOG.md").read_text():
         sub("CHANGELOG.md", r"^## \[", f"## [{new}]\n\n(write this release's changes)\n\n## [", 1)
     print(f"stamped {new} (was {old}); reinstall the package (pip install -e .) so --version agrees")

@@ -56,7 +56,7 @@ def test_every_command_the_operator_default_and_the_files_carry_pyprojects_versi
 @pytest.fixture
 def tree(tmp_path: Path) -> Path:
     """The files release_version.py reads and stamps, copied so they can be broken."""
-    for rel in ("pyproject.toml", "README.md", "CHANGELOG.md", "worker/djworker/version.py",
+    for rel in ("pyproject.toml", "README.md", "CHANGELOG.md", "worker/djworker/version.py", "docs/deploy.md",
                 "charts/datajuicer-operator/Chart.yaml", "charts/datajuicer-operator/values.yaml", "configs"):
         src, dst = REPO / rel, tmp_path / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -69,6 +69,8 @@ def test_check_names_each_disagreement_and_stamp_brings_every_file_to_one_versio
     chart.write_text(chart.read_text().replace('appVersion: "0.1.0"', 'appVersion: "0.0.9"'))
     job = tree / "configs/job.yaml"
     job.write_text(job.read_text().replace(f"{IMAGE_REPOSITORY}:", "datajuicer-ft:"))
+    deploy = tree / "docs/deploy.md"
+    deploy.write_text(deploy.read_text().replace("--version 0.1.0", "--version 0.0.9", 1))
     done = release_version("check", "--tag", "v9.9.9", "--owner", "SomeoneElse", root=tree)
     assert done.returncode == 1
     problems = done.stderr.splitlines()
@@ -76,7 +78,8 @@ def test_check_names_each_disagreement_and_stamp_brings_every_file_to_one_versio
     assert any("ghcr.io/someoneelse/datajuicer-ft" in p for p in problems), "GHCR names are lower-case"
     assert any(p.startswith("charts/datajuicer-operator/Chart.yaml: appVersion '0.0.9'") for p in problems)
     assert any(p.startswith("configs/job.yaml: spec.image 'datajuicer-ft:") for p in problems)
-    assert len(problems) == 4, problems
+    assert any(p.startswith("docs/deploy.md:") and "names 0.0.9" in p for p in problems)
+    assert len(problems) == 5, problems
 
     job.write_text((REPO / "configs/job.yaml").read_text())
     assert release_version("stamp", "0.2.0", root=tree).returncode == 0
@@ -85,7 +88,9 @@ def test_check_names_each_disagreement_and_stamp_brings_every_file_to_one_versio
     assert yaml.safe_load(chart.read_text())["version"] == "0.2.0"
     spec = next(d for d in yaml.safe_load_all(job.read_text()) if d and d["kind"] == "DataJuicerJob")["spec"]
     assert spec["image"] == f"{IMAGE_REPOSITORY}:0.2.0"
-    assert "--version 0.2.0" in (tree / "README.md").read_text()
+    readme = (tree / "README.md").read_text()
+    assert "--version 0.2.0" in readme and "0.1.0" not in readme
+    assert "datajuicer-ft:0.1.0" not in (tree / "docs/deploy.md").read_text()
     assert release_version("stamp", "2.0", root=tree).returncode != 0, "Helm needs X.Y.Z"
 
 
