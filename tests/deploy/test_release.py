@@ -115,6 +115,10 @@ def test_release_workflow_runs_on_version_tags_with_pinned_actions_and_least_pri
         for step in job["steps"]:
             if "uses" in step:
                 assert PINNED.fullmatch(step["uses"]), f"job {name}: {step['uses']} is not pinned to a SHA or an exact tag"
+    for line in WORKFLOW.read_text().splitlines():
+        sha = re.search(r"uses: \S+@[0-9a-f]{40}(.*)", line)
+        if sha:
+            assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", sha.group(1)), f"say which release a SHA is: {line.strip()}"
     writes = {name: {k for k, v in job["permissions"].items() if v == "write"} for name, job in jobs.items()}
     assert writes == {"verify": set(), "dist": set(), "image": {"packages"}, "chart": {"packages"},
                       "pypi": {"id-token"}, "github": {"contents"}}
