@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 readonly CLUSTER="${DJ_KIND_CLUSTER:-dj-e2e}"
 readonly KUBECONFIG_FILE="${DJ_E2E_KUBECONFIG:-$HOME/.kube/$CLUSTER.kubeconfig}"
-readonly IMAGE="${DJ_IMAGE:-datajuicer-ft:0.1.0}"  # configs/job.yaml's spec.image and the chart's default
+readonly IMAGE="${DJ_IMAGE:-ghcr.io/datajuicer-ft/datajuicer-ft:0.1.0}"  # configs/job.yaml's spec.image and the chart's default, built here
 readonly KUBERAY_VERSION="${KUBERAY_VERSION:-1.4.2}"
 readonly KIND_DIR=tests/e2e/kind
 export KUBECONFIG="$KUBECONFIG_FILE"

@@ -8,6 +8,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from djworker.version import add_version_flag, release_image
+
 ENV_PREFIX = "DJ_OPERATOR_"
 
 
@@ -18,7 +20,7 @@ class Settings(BaseModel):
     liveness: Optional[str] = "http://0.0.0.0:8080/healthz"
     peering: Optional[str] = None  # None: standalone, the default for a single replica
     interval: float = Field(10.0, gt=0)  # seconds between reconciles of an active job
-    image: str = "datajuicer-ft:0.1.0"  # the driver and Ray image when spec.image is unset
+    image: str = Field(default_factory=release_image)  # driver and Ray image when spec.image is unset
     driver_command: tuple[str, ...] = ("dj-process",)
     progress_port: int = 8000
     progress_timeout: float = Field(2.0, gt=0)
@@ -42,6 +44,7 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
         return env.get(ENV_PREFIX + name.upper(), default)
 
     p = argparse.ArgumentParser(prog="dj-operator", description="Reconciles DataJuicerJob resources.")
+    add_version_flag(p)
     scope = p.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", dest="namespaces",
                        help="watch only this namespace (repeatable); env DJ_OPERATOR_NAMESPACES=a,b")

@@ -59,7 +59,7 @@ def test_default_deployment_is_one_recreated_non_root_read_only_pod_with_a_liven
     assert pod["serviceAccountName"] == "datajuicer-operator"
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
     container = operator_container(manifests)
-    assert container["image"] == "datajuicer-ft:0.1.0" and container["command"] == ["dj-operator"]
+    assert container["image"] == "ghcr.io/datajuicer-ft/datajuicer-ft:0.1.0" and container["command"] == ["dj-operator"]
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import DJError
+from ..version import add_version_flag
 from ..jobs import DEFAULT_WORK_DIR
 from ..jobs.monitor import JobProgressMonitor, is_finished
 
@@ -38,7 +39,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="redraw until the job ends")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between redraws (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the data as JSON (one line per update with --watch)")
-    return p
+    return add_version_flag(p)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -16,6 +16,7 @@ from typing import Optional
 from loguru import logger
 
 from ..config import load_recipe, parse_overrides
+from ..version import add_version_flag
 from ..errors import DJError
 
 
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cleanup", action="store_true",
                    help="apply intermediate_storage.max_retention_days to old jobs in work_dir and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    return p
+    return add_version_flag(p)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

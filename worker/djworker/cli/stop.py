@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..jobs import DEFAULT_WORK_DIR
+from ..version import add_version_flag
 from ..jobs.common import list_running_jobs
 from ..jobs.stopper import JobStopper, stop_job
 
@@ -37,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
                    help="seconds to wait for a cooperative stop before killing (default %(default)s)")
     p.add_argument("--list", action="store_true", help="list the running jobs under --base-dir and exit")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    return p
+    return add_version_flag(p)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
