@@ -28,7 +28,6 @@ MODEL_OPS = {
     "text_action_filter": "a spaCy model",
     "text_entity_dependency_filter": "a spaCy model",
     "sentence_split_mapper": "an NLTK punkt model",
-    "chinese_convert_mapper": "OpenCC conversion tables",
 }
 
 
