@@ -85,7 +85,8 @@ class Op(BaseModel):
 
 
 class Mapper(Op):
-    """Rewrites the text column; subclasses give either map_text or map_column."""
+    """Rewrites the text column; subclasses give either map_text or map_column. One that
+    changes the row count (one sample into several) overrides process instead."""
 
     def map_text(self, text: str) -> str:
         raise NotImplementedError
