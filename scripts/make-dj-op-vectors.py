@@ -201,6 +201,12 @@ def main() -> None:
     (VECTORS / "assets" / "python_file_mapper_functions.py").write_text(PYTHON_FILE, "utf-8")
     os.chdir(VECTORS)  # the python_file_mapper args name the file relative to this folder
     from data_juicer.ops.base_op import OPERATORS
+    from data_juicer.utils.lazy_loader import LazyLoader
+
+    def refuse_install(*args, **kwargs):
+        raise RuntimeError(f"DataJuicer tried to install {args[1:] or kwargs} at run time; install it beforehand")
+
+    LazyLoader._install_package = classmethod(refuse_install)  # as for the first vectors: nothing installs mid-run
 
     texts = corpus()
     for name, tag, args in SPECS:

@@ -181,3 +181,37 @@ def test_word_list_folder_is_resolved_against_the_cwd(tmp_path, monkeypatch):
 
     out = op.process(pa.table({"text": ["zebra zebra", "the the"]}))
     assert out.column("text").to_pylist() == ["zebra zebra"]
+
+
+@pytest.mark.parametrize(
+    "source,args,message",
+    [
+        ("def other(s):\n    return s\n", {}, "function 'process_single' not found"),
+        ("process_single = 3\n", {}, "'process_single' .* is not callable"),
+        ("def process_single(a, b):\n    return a\n", {}, "must take exactly one argument, not 2"),
+    ],
+)
+def test_python_file_mapper_checks_the_file_when_the_recipe_is_built(tmp_path, source, args, message):
+    (tmp_path / "fn.py").write_text(source)
+    with pytest.raises(RecipeError, match=rf"process\[0\]\.python_file_mapper: .*{message}"):
+        build_op("python_file_mapper", {"file_path": str(tmp_path / "fn.py"), **args}, "process[0]")
+
+
+def test_python_file_mapper_refuses_a_file_that_is_not_python(tmp_path):
+    (tmp_path / "fn.txt").write_text("def process_single(s):\n    return s\n")
+    with pytest.raises(RecipeError, match=r"file_path: .*fn.txt' is not a Python file"):
+        build_op("python_file_mapper", {"file_path": str(tmp_path / "fn.txt")}, "process[0]")
+
+
+def test_python_file_mapper_travels_without_its_file_and_keys_checkpoints_by_its_source(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "fn.py"
+    path.write_text("def process_single(s):\n    return {'text': s['text'] + '!'}\n")
+    op = build_op("python_file_mapper", {"file_path": str(path)}, "process[0]")
+    path.write_text("def process_single(s):\n    return {'text': s['text'] + '?'}\n")
+    edited = build_op("python_file_mapper", {"file_path": str(path)}, "process[0]")
+    assert op.params() != edited.params()  # an edited file never reuses a stale checkpoint
+    path.unlink()
+    shipped = pickle.loads(pickle.dumps(op))
+    assert shipped.process(pa.table({"text": ["a"]})).column("text").to_pylist() == ["a!"]
