@@ -61,6 +61,18 @@ EXPECTED = {
         "tokenization": "space", "window_size": 5, "lowercase": True, "ignore_pattern": None, "num_permutations": 256,
         "jaccard_threshold": 0.7, "num_bands": None, "num_rows_per_band": None, "tokenizer_model": None,
     },
+    "expand_macro_mapper": {},
+    "remove_words_with_incorrect_substrings_mapper": {"lang": "en", "tokenization": False, "substrings": None},
+    "replace_content_mapper": {"pattern": None, "repl": ""},
+    "remove_non_chinese_character_mapper": {"keep_alphabet": True, "keep_number": True, "keep_punc": True},
+    "chinese_convert_mapper": {"mode": "s2t"},
+    "text_chunk_mapper": {
+        "max_len": None, "split_pattern": r"\n\n", "overlap_len": 0, "tokenizer": None, "trust_remote_code": False,
+    },
+    "python_lambda_mapper": {"lambda_str": "", "batched": False},
+    "python_file_mapper": {"file_path": "", "function_name": "process_single", "batched": False},
+    "specified_numeric_field_filter": {"field_key": "", "min_value": -MAX, "max_value": MAX},
+    "general_field_filter": {"filter_condition": ""},
 }  # fmt: skip
 BASE = {"text_key", "batch_size", "num_proc", "skip_op_error", "accelerator", "cpu_required", "mem_required"}
 FILTER_BASE = BASE | {"min_closed_interval", "max_closed_interval", "reversed_range"}
@@ -141,6 +153,20 @@ def test_option_that_needs_a_model_is_refused_up_front(name, args, needs, monkey
         ("remove_repeat_sentences_mapper", {"tokenizer": "print('hi')"}, "one-argument lambda"),
         ("clean_links_mapper", {"pattern": "r'(unclosed'"}, "pattern"),
         ("document_minhash_deduplicator", {"ignore_pattern": "[a-"}, "ignore_pattern"),
+        ("chinese_convert_mapper", {"mode": "s2x"}, r"chinese_convert_mapper: mode: .*'s2t'.*\(got 's2x'\)"),
+        ("replace_content_mapper", {"pattern": ["a", "b"], "repl": ["x"]}, "repl has 1 entries for 2 patterns"),
+        ("replace_content_mapper", {"pattern": ["a", "(b"]}, r"pattern: .*'\(b' is not a valid regex"),
+        ("remove_words_with_incorrect_substrings_mapper", {"tokenization": True}, "tokenization=True needs"),
+        ("text_chunk_mapper", {"split_pattern": None}, "max_len and split_pattern cannot both be None"),
+        ("text_chunk_mapper", {"max_len": 5, "overlap_len": 5}, r"overlap_len \(5\) must be less than max_len"),
+        ("text_chunk_mapper", {"max_len": 0}, r"max_len: .*greater than 0"),
+        ("text_chunk_mapper", {"tokenizer": "gpt2"}, "tokenizer='gpt2' needs a Hugging Face tokenizer"),
+        ("text_chunk_mapper", {"split_pattern": "(x"}, "split_pattern: not a valid regex"),
+        ("python_lambda_mapper", {"lambda_str": "print('x')"}, "lambda_str: must be the text of a lambda"),
+        ("python_lambda_mapper", {"lambda_str": "lambda a, b: a"}, "exactly one argument"),
+        ("python_lambda_mapper", {"lambda_str": "lambda s: {"}, "lambda_str: invalid lambda function"),
+        ("python_file_mapper", {"file_path": "/nonexistent/fn.py"}, "file_path: '/nonexistent/fn.py' does not exist"),
+        ("general_field_filter", {"filter_condition": "num >"}, "filter_condition: invalid filter condition"),
     ],
 )
 def test_bad_argument_is_refused_at_build_time(name, args, message):
@@ -157,3 +183,37 @@ def test_word_list_folder_is_resolved_against_the_cwd(tmp_path, monkeypatch):
 
     out = op.process(pa.table({"text": ["zebra zebra", "the the"]}))
     assert out.column("text").to_pylist() == ["zebra zebra"]
+
+
+@pytest.mark.parametrize(
+    "source,args,message",
+    [
+        ("def other(s):\n    return s\n", {}, "function 'process_single' not found"),
+        ("process_single = 3\n", {}, "'process_single' .* is not callable"),
+        ("def process_single(a, b):\n    return a\n", {}, "must take exactly one argument, not 2"),
+    ],
+)
+def test_python_file_mapper_checks_the_file_when_the_recipe_is_built(tmp_path, source, args, message):
+    (tmp_path / "fn.py").write_text(source)
+    with pytest.raises(RecipeError, match=rf"process\[0\]\.python_file_mapper: .*{message}"):
+        build_op("python_file_mapper", {"file_path": str(tmp_path / "fn.py"), **args}, "process[0]")
+
+
+def test_python_file_mapper_refuses_a_file_that_is_not_python(tmp_path):
+    (tmp_path / "fn.txt").write_text("def process_single(s):\n    return s\n")
+    with pytest.raises(RecipeError, match=r"file_path: .*fn.txt' is not a Python file"):
+        build_op("python_file_mapper", {"file_path": str(tmp_path / "fn.txt")}, "process[0]")
+
+
+def test_python_file_mapper_travels_without_its_file_and_keys_checkpoints_by_its_source(tmp_path):
+    import pyarrow as pa
+
+    path = tmp_path / "fn.py"
+    path.write_text("def process_single(s):\n    return {'text': s['text'] + '!'}\n")
+    op = build_op("python_file_mapper", {"file_path": str(path)}, "process[0]")
+    path.write_text("def process_single(s):\n    return {'text': s['text'] + '?'}\n")
+    edited = build_op("python_file_mapper", {"file_path": str(path)}, "process[0]")
+    assert op.params() != edited.params()  # an edited file never reuses a stale checkpoint
+    path.unlink()
+    shipped = pickle.loads(pickle.dumps(op))
+    assert shipped.process(pa.table({"text": ["a"]})).column("text").to_pylist() == ["a!"]

@@ -13,7 +13,10 @@ from djworker.ops.base import STATS_COLUMN, Deduplicator, Mapper, Op, build_op, 
 
 VECTORS = Path(__file__).resolve().parents[2] / "data" / "dj-op-vectors"
 VECTOR_FILES = sorted(VECTORS.glob("*.jsonl"))
-SINGLE_SAMPLE_FILTERS = {"stopwords_filter", "suffix_filter", "specified_field_filter"}
+SINGLE_SAMPLE_FILTERS = {
+    "stopwords_filter", "suffix_filter", "specified_field_filter", "specified_numeric_field_filter",
+    "general_field_filter",
+}  # fmt: skip
 
 
 def load(path: Path) -> list[dict[str, Any]]:
@@ -40,6 +43,10 @@ def sample_table(line: dict[str, Any], row: int) -> pa.Table:
 
 
 def mapper_mismatches(op: Mapper, lines: list[dict[str, Any]]) -> list[str]:
+    if "output_fields" in lines[0]:
+        return sample_mapper_mismatches(op, lines)
+    if isinstance(lines[0]["output"], list) or any("error" in l for l in lines):
+        return chunk_mismatches(op, lines)
     table = pa.table({"text": [l["input"] for l in lines], "row": range(len(lines))})
     out = op.process(table)
     assert out.column("row").to_pylist() == list(range(len(lines))), "a mapper must pass other columns through"
@@ -49,6 +56,37 @@ def mapper_mismatches(op: Mapper, lines: list[dict[str, Any]]) -> list[str]:
         for i, (l, g) in enumerate(zip(lines, got))
         if g != l["output"]
     ]
+
+
+def sample_mapper_mismatches(op: Mapper, lines: list[dict[str, Any]]) -> list[str]:
+    """Mappers that see whole samples: the file as one table with each line's fields; the
+    output sample (text and every other field) is compared per line."""
+    rows = [{"text": l["input"], **l["fields"]} for l in lines]
+    out = op.process(pa.Table.from_pylist(rows)).to_pylist()
+    if len(out) != len(lines):
+        return [f"{len(lines)} samples in, {len(out)} out"]
+    bad = []
+    for i, (l, got) in enumerate(zip(lines, out)):
+        expected = {"text": l["output"], **l["output_fields"]}
+        if got != expected:
+            bad.append(f"line {i}: {l['input']!r}\n  expected {expected!r}\n  got      {got!r}")
+    return bad
+
+
+def chunk_mismatches(op: Mapper, lines: list[dict[str, Any]]) -> list[str]:
+    """Mappers whose output per sample is a list of rows (text_chunk_mapper): the file as one
+    table; rows are grouped back by a row marker. A line with `error` must raise alone."""
+    ok = [(i, l) for i, l in enumerate(lines) if "error" not in l]
+    table = pa.table({"text": [l["input"] for _, l in ok], "row": [i for i, _ in ok]})
+    out = op.process(table)
+    got: dict[int, list[str]] = {}
+    for row, text in zip(out.column("row").to_pylist(), out.column("text").to_pylist()):
+        got.setdefault(row, []).append(text)
+    bad = [f"line {i}: {l['input']!r}\n  expected {l['output']!r}\n  got      {got.get(i, [])!r}"
+           for i, l in ok if got.get(i, []) != l["output"]]
+    if out.column("row").to_pylist() != sorted(out.column("row").to_pylist()):
+        bad.append("chunks are not in sample order")
+    return bad
 
 
 def filter_mismatches(op: Op, lines: list[dict[str, Any]], single_sample: bool) -> list[str]:

@@ -25,7 +25,6 @@ MODEL_OPS = {
     "text_action_filter": "a spaCy model",
     "text_entity_dependency_filter": "a spaCy model",
     "sentence_split_mapper": "an NLTK punkt model",
-    "chinese_convert_mapper": "OpenCC conversion tables",
 }
 
 
@@ -83,7 +82,8 @@ class Op(BaseModel):
 
 
 class Mapper(Op):
-    """Rewrites the text column; subclasses give either map_text or map_column."""
+    """Rewrites the text column; subclasses give either map_text or map_column. One that
+    changes the row count (one sample into several) overrides process instead."""
 
     def map_text(self, text: str) -> str:
         raise NotImplementedError
