@@ -12,7 +12,7 @@ import time
 
 from djworker.config import load_recipe
 from djworker.engine import run_job
-from djworker.jobs.common import MARKER_ENV
+from djworker.jobs.liveness import MARKER_ENV
 from djworker.progress import progress
 from tests.support.engine import event_types, events, make_recipe
 

@@ -14,7 +14,7 @@ import pytest
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from djworker.config import load_recipe
 from djworker.engine import run_job
-from djworker.jobs.common import MARKER_ENV
+from djworker.jobs.liveness import MARKER_ENV
 from djworker.storage import Storage
 from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
                                   summary, wait_exit)

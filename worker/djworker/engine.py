@@ -22,12 +22,11 @@ from .checkpoint import compression_note, keys_by_partition
 from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
-from .executors import make_executor
+from .executors import Executor, make_executor
 from .export import StreamingExport, can_stream, export
-from .jobs.common import MARKER_ENV, driver_marker
+from .jobs import (MARKER_ENV, JobLock, JobPaths, JobSummary, Retention, driver_marker, new_job_id,
+                   process_identity, read_summary, resumption_command, stop_request, write_summary)
 from .metrics import ResourceSampler, RunMetrics
-from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
-                   resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
 from .progress import ProgressFold, compact
 from .run import PartitionTask, done_root, is_done, result_store
@@ -53,6 +52,7 @@ class Driver:
     config_path: Optional[str] = None
     progress_port: Optional[int] = None
     on_event: Optional[Callable[[dict], None]] = None
+    overrides: Sequence[str] = ()  # the CLI's dotted overrides, repeated in the resumption command
     storage: Storage = field(init=False)
     paths: JobPaths = field(init=False)
     # A plain bool, not a threading.Event: the signal handler sets it, and a handler that takes
@@ -68,7 +68,7 @@ class Driver:
         self._fold_lock = threading.Lock()  # the driver's thread, the event drainer and the progress server
         self.plan: Optional[Plan] = None
         self.summary: dict[str, Any] = {}
-        self.executor: Any = None
+        self.executor: Optional[Executor] = None
         self.streaming: Optional[StreamingExport] = None
         self.sampler = ResourceSampler(self.recipe.event_logging.resource_usage_interval_s)
 
@@ -89,16 +89,21 @@ class Driver:
 
     def _update_summary(self, **fields: Any) -> None:
         self.summary.update(fields)
-        write_summary(self.storage, self.paths, self.summary)
+        write_summary(self.storage, self.paths, JobSummary.model_validate(self.summary))
 
     # ---- the job ----------------------------------------------------------
     def run(self) -> JobOutcome:
         ops = build_ops(self.recipe)
         self.storage.makedirs(self.paths.job_dir)
-        previous = read_summary(self.storage, self.paths)
+        found = read_summary(self.storage, self.paths)
+        previous = found.model_dump(exclude_none=True) if found else None
         lock = JobLock(self.storage, self.paths)
         lock.acquire()
-        self._clear_stale_stop_request(lock.identity["process_start_time"])
+        stop_request.clear_stale(self.storage, self.paths, lock.identity["process_start_time"])
+        os.makedirs(self.paths.event_dir, exist_ok=True)
+        # Held open for the whole run: what proves to a stopper that this pid is this job's driver.
+        driver_file = open(self.paths.driver_file, "w")
+        marker_before = os.environ.get(MARKER_ENV)
         log = EventLog(self.paths.event_dir, self.job_id, self.recipe.event_logging.max_log_size_mb,
                        self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled,
                        self.recipe.event_logging.debug)
@@ -131,6 +136,11 @@ class Driver:
                 server.shutdown()
             lock.release()
             log.close()
+            driver_file.close()
+            if marker_before is None:  # the run's marker must not outlive it in this process
+                os.environ.pop(MARKER_ENV, None)
+            else:
+                os.environ[MARKER_ENV] = marker_before
         return outcome
 
     def _start(self, log: EventLog, previous: Optional[dict[str, Any]]) -> None:
@@ -142,14 +152,17 @@ class Driver:
             "config_path": self.config_path, "project_name": r.project_name,
             "dataset_path": r.dataset_path, "export_path": r.export_path, "executor_type": r.executor_type,
             "work_dir": r.work_dir, "job_dir": self.paths.job_dir, "data_dir": self.paths.data_dir,
-            "event_log_dir": self.paths.event_dir, "event_log_file": log.path,
+            "event_log_dir": self.paths.event_dir, "event_log_file": log.path if log.enabled else None,
+            "driver_file": self.paths.driver_file,
+            "retention": Retention(retention_policy=r.intermediate_storage.retention_policy,
+                                   max_retention_days=r.intermediate_storage.max_retention_days).model_dump(),
             "checkpoint_dir": self.paths.checkpoint_root, "checkpoint_strategy": r.checkpoint.effective.value,
             "start_time": (previous or {}).get("start_time") or time.time(), "run_start_time": time.time(),
             "end_time": None, "error": None, "process": process_identity(),
-            "resumption_command": resumption_command(self.config_path, self.job_id, argv_overrides()),
+            "resumption_command": resumption_command(self.config_path, self.job_id, self.overrides, r),
             "ops": [name for name, _ in r.ops],
         }
-        write_summary(self.storage, self.paths, self.summary)
+        write_summary(self.storage, self.paths, JobSummary.model_validate(self.summary))
         # Every process this run starts (pool workers, a local Ray) inherits the marker,
         # so dj-stop can find them even if they leave the process tree.
         os.environ[MARKER_ENV] = driver_marker(self.job_id, self.summary["process"])
@@ -254,7 +267,7 @@ class Driver:
         result = self._export(log, tasks)
         self._write_report(plan)
         outcome = self._finish(log, "completed", EventType.JOB_COMPLETE, "job completed", 0, export=result)
-        retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=True)
+        retention.apply_at_end(self.storage, self.paths, self.recipe, "completed")
         return outcome
 
     def _run_stage(self, log: EventLog, tasks: list[PartitionTask], lock: JobLock) -> None:
@@ -295,7 +308,7 @@ class Driver:
 
         def should_stop() -> bool:
             nonlocal announced
-            if not self.stop_requested and self._stop_file_present():
+            if not self.stop_requested and stop_request.is_requested(self.storage, self.paths):
                 self.request_stop()
             if self.stop_requested and not announced:
                 announced = True
@@ -325,12 +338,13 @@ class Driver:
         log.emit(EventType.RESOURCE_USAGE, message=f"{usage['processes']} processes, RSS {usage['rss_mb']:.0f} MB{cpu}",
                  scope="driver process tree (driver + local workers)", **usage)
 
-    def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Any:
+    def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Executor:
         """One pool (or Ray connection) per run, reused across stages."""
         if self.executor is None:
             self.executor = make_executor(self.recipe, log.write, ops)
-            if hasattr(self.executor, "describe"):  # where the Ray cluster runs, for dj-stop and people
-                self._update_summary(ray=self.executor.describe())
+            where = self.executor.describe()
+            if where is not None:  # where the Ray cluster runs, for dj-stop and people
+                self._update_summary(ray=where)
         return self.executor
 
     def _shutdown_executor(self) -> None:
@@ -394,7 +408,7 @@ class Driver:
                              error=message if status != "completed" else None, exit_code=code,
                              export=export, progress=self.live_progress(), performance=perf)
         if status != "completed":
-            retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=False)
+            retention.apply_at_end(self.storage, self.paths, self.recipe, status)
         return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)
 
     # ---- stopping ---------------------------------------------------------
@@ -403,23 +417,8 @@ class Driver:
         checkpoint at their very next op boundary instead of finishing the partition.
         The scheduler loop logs the stop and relays it to a Ray executor."""
         self.stop_requested = True
-        if self.executor is not None and not self.recipe.is_ray:  # Ray's flag is an actor call: not from a handler
+        if self.executor is not None and self.executor.stop_is_signal_safe:  # Ray's is an actor call
             self.executor.request_stop()
-
-    def _clear_stale_stop_request(self, started_at: float) -> None:
-        """A STOP left by a crashed stopper before this run began must not stop this run."""
-        try:
-            request = orjson.loads(self.storage.read_bytes(self.paths.stop_request))
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            request = {"requested_at": 0} if self._stop_file_present() else None
-        if request is not None and float(request.get("requested_at", 0)) < started_at:
-            self.storage.remove(self.paths.stop_request)
-
-    def _stop_file_present(self) -> bool:
-        try:
-            return self.storage.exists(self.paths.stop_request)
-        except DJError:
-            return False
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if threading.current_thread() is not threading.main_thread():
@@ -432,8 +431,7 @@ class Driver:
     def _restore_signal_handlers(self, old: dict[int, Any]) -> None:
         for sig, handler in old.items():
             signal.signal(sig, handler)
-        if self._stop_file_present():
-            self.storage.remove(self.paths.stop_request)
+        stop_request.clear(self.storage, self.paths)
 
     def _serve_progress(self) -> Any:
         if self.progress_port is None:
@@ -444,10 +442,11 @@ class Driver:
 
 
 def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,
-            progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None) -> JobOutcome:
+            progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None,
+            overrides: Sequence[str] = ()) -> JobOutcome:
     job_id = job_id or recipe.job_id or new_job_id(config_path)
     try:
         check_job_id(job_id)
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    return Driver(recipe, job_id, config_path, progress_port, on_event).run()
+    return Driver(recipe, job_id, config_path, progress_port, on_event, overrides).run()
