@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from djworker.ops.base import STATS_COLUMN, build_op
+from djworker.ops.base import STATS_COLUMN
+from djworker.ops.catalog import build_op
 
 
 def test_filters_stack_their_stats_in_one_struct_and_keep_other_columns():

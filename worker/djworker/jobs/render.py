@@ -21,9 +21,11 @@ ICON = {"completed": "✅", "processing": "🔄", "failed": "❌", "pending": "�
 MAX_ROWS = 40  # partitions listed without --detailed; the rest are summarised
 
 
-def watch(monitor: JobProgressMonitor, interval: float, detailed: bool = False,
+def watch(monitor: Any, interval: float, detailed: bool = False,
           console: Optional[Console] = None) -> dict[str, Any]:
-    """Redraw in place (rich Live, no `clear`) until the job ends; a pipe gets one frame per update."""
+    """Redraw in place (rich Live, no `clear`) until the job ends; a pipe gets one frame per update.
+
+    monitor: anything with get_progress_data(detailed), a JobProgressMonitor in practice."""
     console = console or Console()
     data = monitor.get_progress_data(detailed)
     if not console.is_terminal:
