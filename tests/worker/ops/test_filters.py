@@ -1,5 +1,5 @@
 """Filter mechanics shared by every stats filter: stats land in __dj__stats__ under
-DJ's keys, a present stat is trusted (dj-ops.md §0.1), other columns pass through."""
+DJ's keys, a present stat is trusted, other columns pass through."""
 
 from __future__ import annotations
 

@@ -82,7 +82,7 @@ class Filter(Op):
         raise NotImplementedError
 
     def in_range(self, values: pa.Array, lo: Optional[float], hi: Optional[float]) -> pa.Array:
-        """DataJuicer's keep rule (dj-ops.md §0.2): reversed flips closedness, then negates."""
+        """DataJuicer's keep rule: reversed flips closedness, then negates."""
         lo_closed, hi_closed = self.min_closed_interval, self.max_closed_interval
         if self.reversed_range:
             lo_closed, hi_closed = not lo_closed, not hi_closed
@@ -131,7 +131,7 @@ def merge_stats(table: pa.Table, stats: dict[str, pa.Array]) -> pa.Table:
         for i, field in enumerate(old.type):
             fields[field.name] = old.field(i)
     for key, values in stats.items():
-        fields.setdefault(key, values)  # DJ trusts a stat already present (dj-ops.md §0.1)
+        fields.setdefault(key, values)  # DJ trusts a stat already present
     struct = pa.StructArray.from_arrays(list(fields.values()), names=list(fields.keys()))
     if STATS_COLUMN in table.column_names:
         return table.set_column(table.column_names.index(STATS_COLUMN), STATS_COLUMN, struct)
