@@ -284,7 +284,7 @@ def accounting(root: Path, job: str, out_rows: int) -> list[str]:
     evs = read_events(root, job)
     plan = orjson.loads((root / "jobs" / job / "metadata" / "dataset_mapping.json").read_bytes())
     pids = [p["partition_id"] for p in plan["partitions"]]
-    fold = progress(evs, plan, time.time())
+    fold = progress(evs, plan, time.time()).model_dump()
     o = fold["overall_progress"]
     if o["job_status"] != "completed" or o["partitions"]["completed"] != len(pids) or o["partitions"]["total"] != len(pids):
         problems.append(f"{job}: final fold {o['job_status']} {o['partitions']}")
@@ -393,7 +393,7 @@ class Chaos:
         plan_path = self.root / "jobs" / job / "metadata" / "dataset_mapping.json"
         if not plan_path.exists():
             return 1.0
-        fold = progress(read_events(self.root, job), orjson.loads(plan_path.read_bytes()), time.time())
+        fold = progress(read_events(self.root, job), orjson.loads(plan_path.read_bytes()), time.time()).model_dump()
         parts = fold["overall_progress"]["partitions"]
         return max(0.05, 1 - parts["completed"] / max(parts["total"], 1))
 

@@ -12,7 +12,7 @@ import time
 
 from djworker.config import load_recipe
 from djworker.engine import run_job
-from djworker.jobs.common import MARKER_ENV
+from djworker.jobs.liveness import MARKER_ENV
 from djworker.progress import progress
 from tests.support.engine import event_types, events, make_recipe
 
@@ -30,7 +30,7 @@ def test_a_partition_start_that_lands_after_its_completion_does_not_reopen_it():
     log = [{"event_type": "JOB_START", "timestamp": 1, "job_id": "j"},
            ev("PARTITION_COMPLETE", rows_out=10), ev("PARTITION_START"), ev("OP_START", op_name="x"),
            {"event_type": "JOB_COMPLETE", "timestamp": 2, "job_id": "j"}]
-    fold = progress(log, PLAN, 3)
+    fold = progress(log, PLAN, 3).model_dump()
     assert fold["partition_status"]["0"]["status"] == "completed"
     assert fold["overall_progress"]["partitions"]["completed"] == 1 and fold["overall_progress"]["progress_percentage"] == 100
 
@@ -40,13 +40,13 @@ def test_a_partition_started_again_in_a_later_run_is_processing_again():
     log = [{"event_type": "JOB_START", "timestamp": 1, "job_id": "j"}, ev("PARTITION_COMPLETE", rows_out=10),
            {"event_type": "JOB_COMPLETE", "timestamp": 2, "job_id": "j"},
            {"event_type": "JOB_RESUMED", "timestamp": 3, "job_id": "j"}, ev("PARTITION_START")]
-    assert progress(log, PLAN, 4)["partition_status"]["0"]["status"] == "processing"
+    assert progress(log, PLAN, 4).model_dump()["partition_status"]["0"]["status"] == "processing"
 
 
 def test_the_next_stage_of_a_staged_job_starts_after_the_first_one_completed():
     log = [{"event_type": "JOB_START", "timestamp": 1, "job_id": "j"},
            ev("PARTITION_COMPLETE", stage=0, stages=2), ev("PARTITION_START", stage=1, stages=2)]
-    assert progress(log, PLAN, 2)["partition_status"]["0"]["status"] == "processing"
+    assert progress(log, PLAN, 2).model_dump()["partition_status"]["0"]["status"] == "processing"
 
 
 def test_a_partitions_worker_events_are_written_before_its_completion(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from djworker.config import load_recipe
 from djworker.engine import run_job
-from djworker.jobs.common import MARKER_ENV
+from djworker.jobs.liveness import MARKER_ENV
 from djworker.storage import Storage
 from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
                                   summary, wait_exit)
@@ -252,18 +252,18 @@ def test_resuming_with_a_changed_input_is_refused(tmp_path):
     assert proc.returncode == 3 and "changed since job ch was planned" in proc.stderr
 
 
-def test_a_resume_lists_each_stage_once_not_once_per_partition(tmp_path, monkeypatch):
-    """On object storage a listing per partition makes resuming n partitions cost O(n^2)."""
-    recipe = make_recipe(tmp_path, rows=800, partition={"size": 100})
-    run_ok(recipe, "l")
-    monkeypatch.delenv(MARKER_ENV, raising=False)  # the in-process driver sets it; leave pytest's env as it was
-    listed: list[str] = []
-    real = Storage.listdir
-    monkeypatch.setattr(Storage, "listdir", lambda self, uri, prefix="": listed.append(uri) or real(self, uri, prefix))
+def test_an_in_process_run_leaves_the_process_as_it_was(tmp_path):
+    """The job session restores what it took: the marker env, signal handlers, the STOP file and the lock."""
+    import signal as sig
+
+    recipe = make_recipe(tmp_path, rows=200, partition={"size": 100})
+    handlers = {s: sig.getsignal(s) for s in (sig.SIGTERM, sig.SIGINT)}
+    before = os.environ.get(MARKER_ENV)
     outcome = run_job(load_recipe(str(recipe)), "l")
     assert outcome.status == "completed"
-    assert sum(1 for e in events(tmp_path, "l") if e["event_type"] == "PARTITION_SKIPPED") == 8
-    assert len([uri for uri in listed if "/results" in uri]) == 1
+    assert os.environ.get(MARKER_ENV) == before
+    assert {s: sig.getsignal(s) for s in handlers} == handlers
+    assert not (tmp_path / "jobs" / "l" / "job.lock").exists() and not (tmp_path / "jobs" / "l" / "STOP").exists()
 
 
 def test_workers_take_their_checkpoint_keys_from_the_drivers_one_listing(tmp_path, monkeypatch):

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from djworker.export import partial_export_paths
-from djworker.jobs import JobPaths, process_identity
+from djworker.jobs import JobPaths, JobSummary, process_identity
 from djworker.retention import apply_at_end, cleanup_old_jobs, is_expired, should_clean
 from djworker.storage import Storage
 from tests.support.engine import REPO, dj_process, env_with, make_recipe, output_rows
@@ -32,17 +32,26 @@ def test_should_clean_follows_policy_and_cleanup_on_success(policy, on_success, 
     assert should_clean(policy, on_success, succeeded) is clean
 
 
-@pytest.mark.parametrize("summary, days, alive, expired", [
-    ({"end_time": 0.0}, 7, False, True),
-    ({"end_time": 6 * DAY}, 7, False, False),
-    ({"end_time": 0.0}, None, False, False),               # no max_retention_days: nothing expires
-    ({"end_time": 0.0}, 0, False, True),
-    ({"status": "running", "start_time": 0.0}, 7, True, False),   # a live run is never touched
-    ({"status": "running", "start_time": 0.0, "run_start_time": 1 * DAY}, 7, False, True),  # crashed long ago
-    ({}, 7, False, False),                                 # no times recorded: keep
+def summary_of(**fields) -> JobSummary:
+    return JobSummary(**{"status": "completed", **fields})
+
+
+@pytest.mark.parametrize("fields, default_days, expired", [
+    ({"end_time": 0.0, "retention": {"retention_policy": "keep_failed_only", "max_retention_days": 7}}, None, True),
+    ({"end_time": 6 * DAY, "retention": {"retention_policy": "keep_failed_only", "max_retention_days": 7}}, None, False),
+    ({"end_time": 0.0, "retention": {"retention_policy": "keep_failed_only", "max_retention_days": None}}, 1, False),
+    ({"end_time": 0.0, "retention": {"retention_policy": "keep_all", "max_retention_days": 7}}, 1, False),  # its own keep_all
+    ({"end_time": 0.0, "status": "failed", "retention": {"retention_policy": "keep_failed_only",
+                                                         "max_retention_days": 0}}, None, True),
+    ({"end_time": 0.0, "status": "stopped", "retention": {"retention_policy": "cleanup_all",
+                                                          "max_retention_days": 0}}, 0, False),  # a pause
+    ({"status": "running", "start_time": 0.0}, 0, False),   # maybe alive on another host: never touched
+    ({"end_time": 0.0}, 7, True),                          # an older summary: the caller's days stand in
+    ({"end_time": 0.0}, None, False),
+    ({}, 7, False),                                        # no times recorded: keep
 ])
-def test_is_expired_ages_jobs_from_their_last_run(summary, days, alive, expired):
-    assert is_expired(summary, days, now=8 * DAY, driver_alive=alive) is expired
+def test_is_expired_honours_each_jobs_own_settings_and_status(fields, default_days, expired):
+    assert is_expired(summary_of(**fields), now=8 * DAY, default_days=default_days) is expired
 
 
 # ---- shell over real directories ------------------------------------------------------
@@ -90,27 +99,33 @@ def kept_records(paths: JobPaths) -> bool:
 def test_apply_at_end_removes_only_intermediate_data(tmp_path, policy, on_success, status, succeeded, cleaned):
     recipe = fake_recipe(tmp_path, retention_policy=policy, cleanup_on_success=on_success)
     paths = fake_job(tmp_path, recipe, "j", status=status)
-    removed = apply_at_end(Storage(), paths, recipe, succeeded=succeeded)
+    removed = apply_at_end(Storage(), paths, recipe, status)
     assert (intermediate_left(paths) == []) is cleaned and bool(removed) is cleaned
     assert os.path.exists(paths.mapping) is not cleaned  # the plan goes with its partitions: a rerun plans again
     assert kept_records(paths)
 
 
-def test_old_jobs_lose_intermediate_data_by_age_wherever_their_summary_put_it(tmp_path):
+def test_cleanup_expires_finished_jobs_by_their_own_settings_wherever_their_summary_put_it(tmp_path):
     recipe = fake_recipe(tmp_path)
     now = time.time()
-    old = fake_job(tmp_path, recipe, "old", end_time=now - 10 * DAY)
-    recent = fake_job(tmp_path, recipe, "recent", end_time=now - 1 * DAY)
-    crashed = fake_job(tmp_path, recipe, "crashed", status="running", end_time=None, run_start_time=now - 9 * DAY,
-                       process={"pid": 999999, "host": "gone", "process_start_time": 0})
+    expiring = {"retention": {"retention_policy": "keep_failed_only", "max_retention_days": 7}}
+    old = fake_job(tmp_path, recipe, "old", status="failed", end_time=now - 10 * DAY, **expiring)
+    recent = fake_job(tmp_path, recipe, "recent", status="failed", end_time=now - 1 * DAY, **expiring)
+    keep_all = fake_job(tmp_path, recipe, "keep_all", end_time=now - 10 * DAY,
+                        retention={"retention_policy": "keep_all", "max_retention_days": 7})
+    forever = fake_job(tmp_path, recipe, "forever", end_time=now - 10 * DAY,
+                       retention={"retention_policy": "keep_failed_only", "max_retention_days": None})
+    stopped = fake_job(tmp_path, recipe, "stopped", status="stopped", end_time=now - 10 * DAY, **expiring)
+    elsewhere = fake_job(tmp_path, recipe, "elsewhere", status="running", end_time=None, run_start_time=now - 9 * DAY,
+                         process={"pid": 999999, "host": "another-node", "process_start_time": 0}, **expiring)
     live = fake_job(tmp_path, recipe, "live", status="running", end_time=None, run_start_time=now - 9 * DAY,
-                    process=process_identity())
-    moved = fake_recipe(tmp_path / "elsewhere")  # the recipe changed since: the summaries still know
-    cleanup_old_jobs(Storage(), recipe.work_dir, 7, moved, now=now)
-    assert intermediate_left(old) == [] and intermediate_left(crashed) == []
-    assert len(intermediate_left(recent)) == 6 and len(intermediate_left(live)) == 6
-    assert not os.path.exists(crashed.mapping) and os.path.exists(recent.mapping)
-    assert all(kept_records(p) for p in (old, recent, crashed, live))
+                    process=process_identity(), **expiring)
+    cleanup_old_jobs(Storage(), recipe.work_dir, now=now, default_days=1)
+    assert intermediate_left(old) == [] and not os.path.exists(old.mapping)
+    for kept in (recent, keep_all, forever, stopped, elsewhere, live):
+        assert len(intermediate_left(kept)) == 6, kept.job_id
+        assert os.path.exists(kept.mapping)
+    assert all(kept_records(p) for p in (old, recent, keep_all, forever, stopped, elsewhere, live))
 
 
 # ---- end to end -----------------------------------------------------------------------
@@ -137,19 +152,27 @@ def test_keep_failed_only_keeps_a_failed_jobs_data_and_cleans_after_it_succeeds(
     assert len(output_rows(tmp_path / "out" / "result.jsonl")) == 300
 
 
-def test_max_retention_days_sweeps_old_jobs_at_job_end_and_with_cleanup_flag(tmp_path):
-    recipe = make_recipe(tmp_path, rows=200)
-    assert dj_process(recipe, "first").returncode == 0
-    age(tmp_path, "first", days=10)
-    assert dj_process(recipe, "second").returncode == 0  # its end sweeps the work dir
-    assert ckpt_and_data(tmp_path, "first") == [] and len(ckpt_and_data(tmp_path, "second")) == 3
-    age(tmp_path, "second", days=3)
-    cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(recipe), "--cleanup",
-           "--intermediate_storage.max_retention_days", "2"]
+def test_a_jobs_end_never_touches_other_jobs_and_cleanup_honours_each_jobs_settings(tmp_path):
+    keep = make_recipe(tmp_path, rows=200, name="keep")  # keep_all, max_retention_days 7: the defaults
+    poison = tmp_path / "poison"
+    poison.touch()
+    failing = make_recipe(tmp_path, rows=200, name="failing", retry={"max_retries": 0},
+                          process=[{"flaky_mapper": {"state_dir": str(tmp_path / "fl"), "poison_file": str(poison),
+                                                     "first_ids": [100]}}, {"clean_links_mapper": {}}],
+                          intermediate_storage={"retention_policy": "keep_failed_only", "max_retention_days": 2})
+    assert dj_process(keep, "first").returncode == 0
+    assert dj_process(failing, "failed").returncode == 6
+    age(tmp_path, "first", days=30)
+    age(tmp_path, "failed", days=3)
+    assert dj_process(keep, "second").returncode == 0  # its end touches only its own data
+    assert len(ckpt_and_data(tmp_path, "first")) == 3 and ckpt_and_data(tmp_path, "failed") != []
+    cmd = [sys.executable, "-m", "djworker.cli.process", "--config", str(keep), "--cleanup",
+           "--intermediate_storage.max_retention_days", "0"]
     proc = subprocess.run(cmd, env=env_with(), capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert ckpt_and_data(tmp_path, "second") == [] and "ckpt/second" in proc.stdout
-    assert (tmp_path / "out" / "result.jsonl").exists() and (tmp_path / "jobs" / "second" / "job_summary.json").exists()
+    assert ckpt_and_data(tmp_path, "failed") == [] and "ckpt/failed" in proc.stdout  # its own 2 days are past
+    assert len(ckpt_and_data(tmp_path, "first")) == 3 and len(ckpt_and_data(tmp_path, "second")) == 3  # keep_all
+    assert (tmp_path / "out" / "result.jsonl").exists() and (tmp_path / "jobs" / "failed" / "job_summary.json").exists()
 
 
 def age(tmp: Path, job: str, days: float) -> None:

@@ -41,7 +41,7 @@ def datajuicer_version() -> str:
 
 def models_needed(name: str, args: Optional[dict[str, Any]] = None) -> str:
     """What model files an op needs, as far as its name and args tell ('' for none)."""
-    from .ops.base import MODEL_OPS
+    from .ops.catalog import MODEL_OPS
 
     args = args or {}
     if name in MODEL_OPS:
@@ -101,7 +101,7 @@ def key_status(key: str, value: Any, native: set[str]) -> Item:
 
 def op_status(name: str, args: dict[str, Any], where: str, text_key: Optional[str] = None) -> Item:
     from .ops import build_op, registered_ops
-    from .ops.base import MODEL_OPS
+    from .ops.catalog import MODEL_OPS
     from .ops.dj_adapter import datajuicer_registry
 
     models = models_needed(name, args)
@@ -219,7 +219,7 @@ downloaded here).
 def op_doc_status(name: str) -> str:
     from .ops import registered_ops
 
-    from .ops.base import MODEL_OPS
+    from .ops.catalog import MODEL_OPS
 
     dj = datajuicer_ops()[name]
     if name in registered_ops():

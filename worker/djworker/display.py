@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from loguru import logger
 
@@ -10,14 +10,15 @@ from .engine import JobOutcome, run_job
 
 
 def run_with_display(recipe: Any, job_id: Optional[str], config_path: Optional[str], progress_port: Optional[int],
-                     quiet: bool = False) -> JobOutcome:
+                     quiet: bool = False, overrides: Sequence[str] = ()) -> JobOutcome:
     if quiet or not sys.stdout.isatty():
         def plain(event: dict[str, Any]) -> None:
             if event["event_type"] in ("JOB_START", "JOB_RESUMED", "PARTITION_COMPLETE", "PARTITION_FAILED",
                                        "JOB_COMPLETE", "JOB_FAILED", "JOB_STOPPED", "PROCESSING_COMPLETE"):
                 from .events import describe
                 logger.info(describe(event))
-        return run_job(recipe, job_id, config_path, progress_port, on_event=None if quiet else plain)
+        return run_job(recipe, job_id, config_path, progress_port, on_event=None if quiet else plain,
+                       overrides=overrides)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -5,9 +5,7 @@ writes every event, keeps job_summary.json current, and always ends the job with
 exactly one of JOB_COMPLETE, JOB_FAILED or JOB_STOPPED."""
 from __future__ import annotations
 
-import os
 import posixpath
-import signal
 import threading
 import time
 import traceback
@@ -22,17 +20,16 @@ from .checkpoint import compression_note, keys_by_partition
 from .config import Recipe, build_ops, check_job_id, export_format
 from .errors import DJError, JobStopped, PartitionFailed, RecipeError
 from .events import EventLog, EventType, read_events
-from .executors import make_executor
+from .executors import Executor, make_executor
 from .export import StreamingExport, can_stream, export, export_sharded
-from .jobs.common import MARKER_ENV, driver_marker
+from .jobs import JobPaths, JobSummary, Retention, new_job_id, read_summary, resumption_command, write_summary
 from .metrics import ResourceSampler, RunMetrics
-from .jobs import (JobLock, JobPaths, argv_overrides, new_job_id, process_identity, read_summary,
-                   resumption_command, write_summary)
 from .plan import Plan, build_plan, check_input_unchanged, load_plan, save_plan
 from .progress import ProgressFold, compact
-from .run import PartitionTask, done_root, is_done, result_store
+from .run import PartitionTask, done_root, result_store
 from .scheduler import RetryPolicy, Scheduler
-from .stages import Decision, decide, stage_ends
+from .session import JobSession, job_session
+from .stages import Decision, decide, plan_stage, stage_ends
 from .storage import Storage, StorageOptions, join
 
 
@@ -53,6 +50,7 @@ class Driver:
     config_path: Optional[str] = None
     progress_port: Optional[int] = None
     on_event: Optional[Callable[[dict], None]] = None
+    overrides: Sequence[str] = ()  # the CLI's dotted overrides, repeated in the resumption command
     storage: Storage = field(init=False)
     paths: JobPaths = field(init=False)
     # A plain bool, not a threading.Event: the signal handler sets it, and a handler that takes
@@ -68,7 +66,8 @@ class Driver:
         self._fold_lock = threading.Lock()  # the driver's thread, the event drainer and the progress server
         self.plan: Optional[Plan] = None
         self.summary: dict[str, Any] = {}
-        self.executor: Any = None
+        self.session: Optional[JobSession] = None  # set while run() holds the job
+        self.executor: Optional[Executor] = None
         self.streaming: Optional[StreamingExport] = None
         self.sampler = ResourceSampler(self.recipe.event_logging.resource_usage_interval_s)
 
@@ -89,49 +88,41 @@ class Driver:
 
     def _update_summary(self, **fields: Any) -> None:
         self.summary.update(fields)
-        write_summary(self.storage, self.paths, self.summary)
+        write_summary(self.storage, self.paths, JobSummary.model_validate(self.summary))
 
     # ---- the job ----------------------------------------------------------
     def run(self) -> JobOutcome:
         ops = build_ops(self.recipe)
-        self.storage.makedirs(self.paths.job_dir)
-        previous = read_summary(self.storage, self.paths)
-        lock = JobLock(self.storage, self.paths)
-        lock.acquire()
-        self._clear_stale_stop_request(lock.identity["process_start_time"])
-        log = EventLog(self.paths.event_dir, self.job_id, self.recipe.event_logging.max_log_size_mb,
-                       self.recipe.event_logging.backup_count, self.recipe.event_logging.enabled,
-                       self.recipe.event_logging.debug)
-        log.listeners.append(self._record)
-        if previous:  # fold the earlier runs in, so live progress knows what is done
-            for event in read_events(self.paths.event_dir):
-                self.fold.add(event)
-        self.log = log
-        server = self._serve_progress()
-        outcome = JobOutcome(self.job_id, "failed", self.paths)
-        old_handlers = self._install_signal_handlers()
-        try:
-            self._start(log, previous)
-            outcome = self._execute(log, ops, lock)
-        except JobStopped as err:
-            outcome = self._finish(log, "stopped", EventType.JOB_STOPPED, str(err), err.exit_code)
-        except DJError as err:
-            outcome = self._finish(log, "failed", EventType.JOB_FAILED, str(err), err.exit_code,
-                                   trace=traceback.format_exc())
-        except BaseException as err:  # a bug or an interrupt: still leave an honest record
-            outcome = self._finish(log, "failed", EventType.JOB_FAILED, f"{type(err).__name__}: {err}", 1,
-                                   trace=traceback.format_exc())
-            if not isinstance(err, Exception):
-                raise
-        finally:
-            self._shutdown_executor()
-            self._close_streaming()
-            self._restore_signal_handlers(old_handlers)
-            if server:
-                server.shutdown()
-            lock.release()
-            log.close()
-        return outcome
+        found = read_summary(self.storage, self.paths)
+        previous = found.model_dump(exclude_none=True) if found else None
+        with job_session(self.storage, self.paths, self.request_stop, self.progress_port,
+                         self.live_progress) as session:
+            self.session = session
+            ev = self.recipe.event_logging
+            log = self.log = EventLog(self.paths.event_dir, self.job_id, ev.max_log_size_mb, ev.backup_count,
+                                      ev.enabled, ev.debug)
+            log.listeners.append(self._record)
+            if previous:  # fold the earlier runs in, so live progress knows what is done
+                for event in read_events(self.paths.event_dir):
+                    self.fold.add(event)
+            try:
+                self._start(log, previous)
+                return self._execute(log, ops)
+            except JobStopped as err:
+                return self._finish(log, "stopped", EventType.JOB_STOPPED, str(err), err.exit_code)
+            except DJError as err:
+                return self._finish(log, "failed", EventType.JOB_FAILED, str(err), err.exit_code,
+                                    trace=traceback.format_exc())
+            except BaseException as err:  # a bug or an interrupt: still leave an honest record
+                outcome = self._finish(log, "failed", EventType.JOB_FAILED, f"{type(err).__name__}: {err}", 1,
+                                       trace=traceback.format_exc())
+                if not isinstance(err, Exception):
+                    raise
+                return outcome
+            finally:
+                self._shutdown_executor()
+                self._close_streaming()
+                log.close()
 
     def _start(self, log: EventLog, previous: Optional[dict[str, Any]]) -> None:
         r = self.recipe
@@ -142,17 +133,17 @@ class Driver:
             "config_path": self.config_path, "project_name": r.project_name,
             "dataset_path": r.dataset_path, "export_path": r.export_path, "executor_type": r.executor_type,
             "work_dir": r.work_dir, "job_dir": self.paths.job_dir, "data_dir": self.paths.data_dir,
-            "event_log_dir": self.paths.event_dir, "event_log_file": log.path,
+            "event_log_dir": self.paths.event_dir, "event_log_file": log.path if log.enabled else None,
+            "driver_file": self.paths.driver_file,
+            "retention": Retention(retention_policy=r.intermediate_storage.retention_policy,
+                                   max_retention_days=r.intermediate_storage.max_retention_days).model_dump(),
             "checkpoint_dir": self.paths.checkpoint_root, "checkpoint_strategy": r.checkpoint.effective.value,
             "start_time": (previous or {}).get("start_time") or time.time(), "run_start_time": time.time(),
-            "end_time": None, "error": None, "process": process_identity(),
-            "resumption_command": resumption_command(self.config_path, self.job_id, argv_overrides()),
+            "end_time": None, "error": None, "process": self.session.identity,
+            "resumption_command": resumption_command(self.config_path, self.job_id, self.overrides, r),
             "ops": [name for name, _ in r.ops],
         }
-        write_summary(self.storage, self.paths, self.summary)
-        # Every process this run starts (pool workers, a local Ray) inherits the marker,
-        # so dj-stop can find them even if they leave the process tree.
-        os.environ[MARKER_ENV] = driver_marker(self.job_id, self.summary["process"])
+        write_summary(self.storage, self.paths, JobSummary.model_validate(self.summary))
         kind = EventType.JOB_RESUMED if previous else EventType.JOB_START
         log.emit(kind, message=f"attempt {attempts}", attempt=attempts, config_path=self.config_path,
                  executor_type=r.executor_type, checkpoint_strategy=r.checkpoint.effective.value)
@@ -222,7 +213,7 @@ class Driver:
             decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
             for part in plan.partitions]
 
-    def _execute(self, log: EventLog, ops: list[Any], lock: JobLock) -> JobOutcome:
+    def _execute(self, log: EventLog, ops: list[Any]) -> JobOutcome:
         for uri in {self.paths.checkpoint_root, self.paths.data_dir}:
             self.storage.check_writable(uri)
         if self.recipe.export_path:  # a missing bucket or unwritable directory fails now, not at the end
@@ -250,36 +241,32 @@ class Driver:
             if end == len(ops) and can_stream(self.recipe.export_path) and not self.recipe.export_shard_size:
                 self.streaming = StreamingExport(self.storage, result_store(tasks[0], self.storage),
                                                  [t.key(len(t.ops)) for t in tasks], self.recipe.export_path, self.job_id)
-            self._run_stage(log, tasks, lock)
+            self._run_stage(log, tasks)
             if end < len(ops):
                 decisions[end] = decide(self.storage, log, tasks, self.paths.checkpoint_root)
         self._shutdown_executor()
         result = self._export(log, tasks)
         self._write_report(plan)
         outcome = self._finish(log, "completed", EventType.JOB_COMPLETE, "job completed", 0, export=result)
-        retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=True)
+        retention.apply_at_end(self.storage, self.paths, self.recipe, "completed")
         return outcome
 
-    def _run_stage(self, log: EventLog, tasks: list[PartitionTask], lock: JobLock) -> None:
+    def _run_stage(self, log: EventLog, tasks: list[PartitionTask]) -> None:
         """Run one stage's partitions (skipping those already done); raise on stop or failure."""
-        pending = []
-        names = set(self.storage.listdir(done_root(tasks[0])))
-        for task in tasks:
-            if is_done(task, names):
-                log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
-                         rows_in=task.partition.sample_count, rows_out=task.partition.output_samples, stage=task.stage, stages=task.stages,
-                         message="already completed for this recipe")
-                task.partition.status = "completed"
-                self._result_ready(task)
-            else:
-                pending.append(task)
+        skip, pending = plan_stage(tasks, set(self.storage.listdir(done_root(tasks[0]))))
+        for task in skip:
+            log.emit(EventType.PARTITION_SKIPPED, partition_id=task.partition.partition_id,
+                     rows_in=task.partition.sample_count, rows_out=task.partition.output_samples, stage=task.stage,
+                     stages=task.stages, message="already completed for this recipe")
+            task.partition.status = "completed"
+            self._result_ready(task)
         if len(pending) < len(tasks):
             log.emit(EventType.INFO, message=f"resuming: {len(tasks) - len(pending)} of {len(tasks)} partitions already done",
                      skipped=len(tasks) - len(pending), stage=tasks[0].stage)
         saved = keys_by_partition(self.storage.listdir(self.paths.checkpoint_root))  # once, not once per partition
         for task in pending:
             task.checkpoint_keys = frozenset(saved.get(task.partition.partition_id, ()))
-        failed = self._schedule(log, pending, lock)
+        failed = self._schedule(log, pending)
         save_plan(self.storage, self.paths.mapping, self.plan)
         if self.stop_requested:
             raise JobStopped(f"job {self.job_id} stopped on request; resume with: {self.summary['resumption_command']}")
@@ -290,25 +277,22 @@ class Driver:
                 f"(first: partition {failed[0][0]}: {failed[0][1]}); the other partitions are kept, "
                 f"fix the cause and resume with: {self.summary['resumption_command']}")
 
-    def _schedule(self, log: EventLog, pending: list[PartitionTask], lock: JobLock) -> list[tuple[int, str]]:
+    def _schedule(self, log: EventLog, pending: list[PartitionTask]) -> list[tuple[int, str]]:
         """Run tasks np at a time with retries; return (pid, error) of permanent failures."""
         r, rr = self.recipe, self.recipe.retry
-        beat = {"last": time.time()}
         announced = False
 
         def should_stop() -> bool:
             nonlocal announced
-            if not self.stop_requested and self._stop_file_present():
+            if not self.stop_requested and self.session.stop_file_requested():
                 self.request_stop()
             if self.stop_requested and not announced:
                 announced = True
                 logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.job_id)
             return self.stop_requested
 
-        def tick() -> None:  # a live run keeps its lock fresh for readers on other hosts
-            if time.time() - beat["last"] > 10:
-                lock.heartbeat()
-                beat["last"] = time.time()
+        def tick() -> None:
+            self.session.tick(time.time())
             if self.sampler.due(time.time()):
                 self._sample_resources(log)
 
@@ -328,12 +312,13 @@ class Driver:
         log.emit(EventType.RESOURCE_USAGE, message=f"{usage['processes']} processes, RSS {usage['rss_mb']:.0f} MB{cpu}",
                  scope="driver process tree (driver + local workers)", **usage)
 
-    def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Any:
+    def _executor(self, log: EventLog, ops: Sequence[Any] = ()) -> Executor:
         """One pool (or Ray connection) per run, reused across stages."""
         if self.executor is None:
             self.executor = make_executor(self.recipe, log.write, ops)
-            if hasattr(self.executor, "describe"):  # where the Ray cluster runs, for dj-stop and people
-                self._update_summary(ray=self.executor.describe())
+            where = self.executor.describe()
+            if where is not None:  # where the Ray cluster runs, for dj-stop and people
+                self._update_summary(ray=where)
         return self.executor
 
     def _shutdown_executor(self) -> None:
@@ -401,7 +386,7 @@ class Driver:
                              error=message if status != "completed" else None, exit_code=code,
                              export=export, progress=self.live_progress(), performance=perf)
         if status != "completed":
-            retention.apply_at_end(self.storage, self.paths, self.recipe, succeeded=False)
+            retention.apply_at_end(self.storage, self.paths, self.recipe, status)
         return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)
 
     # ---- stopping ---------------------------------------------------------
@@ -410,51 +395,16 @@ class Driver:
         checkpoint at their very next op boundary instead of finishing the partition.
         The scheduler loop logs the stop and relays it to a Ray executor."""
         self.stop_requested = True
-        if self.executor is not None and not self.recipe.is_ray:  # Ray's flag is an actor call: not from a handler
+        if self.executor is not None and self.executor.stop_is_signal_safe:  # Ray's is an actor call
             self.executor.request_stop()
-
-    def _clear_stale_stop_request(self, started_at: float) -> None:
-        """A STOP left by a crashed stopper before this run began must not stop this run."""
-        try:
-            request = orjson.loads(self.storage.read_bytes(self.paths.stop_request))
-        except (FileNotFoundError, orjson.JSONDecodeError):
-            request = {"requested_at": 0} if self._stop_file_present() else None
-        if request is not None and float(request.get("requested_at", 0)) < started_at:
-            self.storage.remove(self.paths.stop_request)
-
-    def _stop_file_present(self) -> bool:
-        try:
-            return self.storage.exists(self.paths.stop_request)
-        except DJError:
-            return False
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        old = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old[sig] = signal.signal(sig, lambda *_: self.request_stop())
-        return old
-
-    def _restore_signal_handlers(self, old: dict[int, Any]) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if self._stop_file_present():
-            self.storage.remove(self.paths.stop_request)
-
-    def _serve_progress(self) -> Any:
-        if self.progress_port is None:
-            return None
-        from .progress_server import serve
-
-        return serve(self.progress_port, self.live_progress)
 
 
 def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,
-            progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None) -> JobOutcome:
+            progress_port: Optional[int] = None, on_event: Optional[Callable[[dict], None]] = None,
+            overrides: Sequence[str] = ()) -> JobOutcome:
     job_id = job_id or recipe.job_id or new_job_id(config_path)
     try:
         check_job_id(job_id)
     except ValueError as err:
         raise RecipeError(str(err)) from None
-    return Driver(recipe, job_id, config_path, progress_port, on_event).run()
+    return Driver(recipe, job_id, config_path, progress_port, on_event, overrides).run()

@@ -16,7 +16,6 @@ from typing import Any, Iterator, Optional
 
 import orjson
 from loguru import logger
-from pydantic import BaseModel, ConfigDict
 
 from .errors import StorageUnavailable
 
@@ -50,33 +49,12 @@ class EventType(str, Enum):
     DEBUG = "DEBUG"
 
 
-class Event(BaseModel):
-    """One state change. Optional fields are present only where they apply."""
-
-    model_config = ConfigDict(extra="allow", use_enum_values=True)
-
-    schema_version: int = SCHEMA_VERSION
-    event_type: EventType
-    job_id: str
-    timestamp: float
-    time: str
-    pid: int
-    host: str
-    message: str = ""
-    partition_id: Optional[int] = None
-    op_idx: Optional[int] = None
-    op_name: Optional[str] = None
-    rows_in: Optional[int] = None
-    rows_out: Optional[int] = None
-    duration_s: Optional[float] = None
-    checkpoint_path: Optional[str] = None
-    retry_count: Optional[int] = None
-    error: Optional[str] = None
-    stack_trace: Optional[str] = None
-
-
 def make_event(event_type: EventType | str, job_id: str, **fields: Any) -> dict[str, Any]:
-    """A plain-dict event stamped where it happened (worker pid/host), ready to ship to the driver."""
+    """A plain-dict event stamped where it happened (worker pid/host), ready to ship to the driver.
+
+    Every event has these stamped fields; the rest (partition_id, op_idx, op_name, rows_in, rows_out,
+    duration_s, checkpoint_path, retry_count, error, stack_trace, ...) appear only where they apply.
+    EventType(event_type) refuses an unknown type here, where the event is made."""
     now = time.time()
     return {
         "schema_version": SCHEMA_VERSION,

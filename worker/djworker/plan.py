@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from .errors import InputError
 from .sources import Reject, input_files, iter_slices, parse_slice
+from .codec import encode_table, resolve_codec
 from .storage import Storage, join
 
 PLAN_VERSION = 1
@@ -72,8 +73,6 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
     """Stream the input once, writing each slice as partitions/partition_XXXXXX.<suffix> in fmt.
 
     Checksums hash the raw input lines, so checkpoint keys do not depend on fmt."""
-    from .checkpoint import encode_table, resolve_codec  # checkpoint imports this module
-
     suffix = resolve_codec(fmt, compression).suffix
     files = input_files(storage, dataset_path, suffixes)
     partitions: list[Partition] = []

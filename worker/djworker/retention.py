@@ -7,10 +7,13 @@ restarts from scratch). cleanup_on_success removes it after success whatever the
 A *stopped* job always keeps it: a stop is a pause, and the resume needs it. The partition
 plan (metadata/dataset_mapping.json) goes with the partitions it names.
 
-max_retention_days is age-based: at every job end (and on `dj-process --cleanup`) the
-intermediate data of other finished jobs in the same work_dir whose last run ended
-longer ago than that is removed. The exported output, job_summary.json, the final
-report and the event log are never removed by retention."""
+max_retention_days is age-based and acts only on `dj-process --cleanup`: the intermediate
+data of finished (completed or failed) jobs in work_dir whose last run ended that long ago
+is removed, each job by the settings it recorded when it ran (its own retention_policy
+and max_retention_days; keep_all or null keeps it forever). A job's end touches only its
+own data. A running or stopped job is never touched: a stop is a pause, and a job that
+says it runs may be alive on another host. The exported output, job_summary.json, the
+final report and the event log are never removed by retention."""
 from __future__ import annotations
 
 import posixpath
@@ -21,8 +24,10 @@ from loguru import logger
 
 from .errors import DJError
 from .export import can_stream, partial_export_paths
-from .jobs import JobPaths, is_alive, read_summary
+from .jobs import JobPaths, JobSummary, read_summary
 from .storage import Storage, is_temp_file, join
+
+EXPIRABLE = ("completed", "failed")  # never running (maybe alive elsewhere) nor stopped (a pause)
 
 
 # ---- pure core --------------------------------------------------------------
@@ -32,36 +37,38 @@ def should_clean(policy: str, cleanup_on_success: bool, succeeded: bool) -> bool
     return {"keep_all": False, "keep_failed_only": succeeded, "cleanup_all": True}[policy]
 
 
-def is_expired(summary: dict[str, Any], max_age_days: Optional[float], now: float, driver_alive: bool) -> bool:
-    """Whether an old job's intermediate data is past retention. A job whose driver still
-    runs never is; a crashed one (status still 'running') ages from its last start."""
-    if max_age_days is None or driver_alive:
+def is_expired(summary: JobSummary, now: float, default_days: Optional[float] = None) -> bool:
+    """Whether a finished job's intermediate data is past retention, by that job's own settings.
+
+    default_days stands in only for a summary that recorded no settings (written by an older version)."""
+    if summary.status not in EXPIRABLE:
         return False
-    ended = next((summary[k] for k in ("end_time", "run_start_time", "start_time") if summary.get(k) is not None), None)
-    return ended is not None and now - float(ended) >= max_age_days * 86400
+    own = summary.retention
+    if own is not None and own.retention_policy == "keep_all":
+        return False
+    days = own.max_retention_days if own is not None else default_days
+    ended = next((t for t in (summary.end_time, summary.run_start_time, summary.start_time) if t is not None), None)
+    return days is not None and ended is not None and now - float(ended) >= days * 86400
 
 
 def intermediate_dirs(paths: JobPaths) -> list[str]:
-    return [paths.checkpoint_root, join(paths.data_dir, "partitions"), paths.results, paths.intermediate]
+    return [paths.checkpoint_root, paths.partitions, paths.results, paths.intermediate]
 
 
 # ---- shell ------------------------------------------------------------------
-def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, succeeded: bool, now: Optional[float] = None) -> list[str]:
-    """The recipe's retention for this job, then age-based retention for the others in work_dir.
+def apply_at_end(storage: Storage, paths: JobPaths, recipe: Any, status: str) -> list[str]:
+    """The recipe's retention for this job, and only this job (a stopped one keeps everything).
 
     Never raises: a storage problem during cleanup is logged and leaves data in place,
     so it cannot turn a job's honest outcome into a crash."""
     cfg = recipe.intermediate_storage
-    removed: list[str] = []
+    if status == "stopped" or not should_clean(cfg.retention_policy, cfg.cleanup_on_success, status == "completed"):
+        return []
     try:
-        status = (read_summary(storage, paths) or {}).get("status")
-        if status != "stopped" and should_clean(cfg.retention_policy, cfg.cleanup_on_success, succeeded):
-            removed += remove_intermediate(storage, paths, recipe.export_path)
-        if cfg.max_retention_days is not None:
-            removed += cleanup_old_jobs(storage, recipe.work_dir, cfg.max_retention_days, recipe, now, exclude={paths.job_id})
+        return remove_intermediate(storage, paths, recipe.export_path)
     except (DJError, OSError) as err:
         logger.warning("retention for job {} skipped: {}", paths.job_id, err)
-    return removed
+        return []
 
 
 def remove_intermediate(storage: Storage, paths: JobPaths, export_path: Optional[str] = None) -> list[str]:
@@ -79,28 +86,18 @@ def remove_intermediate(storage: Storage, paths: JobPaths, export_path: Optional
     return removed
 
 
-def job_paths(recipe: Any, job_id: str, summary: dict[str, Any]) -> JobPaths:
-    """Where an old job put its data: as its summary recorded it (the recipe may have changed since)."""
-    now = JobPaths.of(recipe, job_id)
-    return JobPaths(job_id, summary.get("job_dir") or now.job_dir, summary.get("data_dir") or now.data_dir,
-                    summary.get("checkpoint_dir") or now.checkpoint_root, summary.get("event_log_dir") or now.event_dir)
-
-
-def cleanup_old_jobs(storage: Storage, work_dir: str, max_age_days: Optional[float], recipe: Any,
-                     now: Optional[float] = None, exclude: frozenset[str] | set[str] = frozenset()) -> list[str]:
-    """Remove the intermediate data of jobs in work_dir whose last run ended max_age_days ago or more."""
+def cleanup_old_jobs(storage: Storage, work_dir: str, now: Optional[float] = None,
+                     default_days: Optional[float] = None) -> list[str]:
+    """`dj-process --cleanup`: remove the intermediate data of the finished jobs in work_dir that
+    their own retention settings expire, wherever their summaries say it is."""
     now = time.time() if now is None else now
     removed = []
     for job_id in storage.listdir(work_dir):
-        if job_id in exclude:
+        paths = JobPaths.recorded(work_dir, job_id)
+        summary = read_summary(storage, paths)
+        if summary is None or not is_expired(summary, now, default_days):
             continue
-        summary = read_summary(storage, JobPaths(job_id, join(work_dir, job_id), "", "", ""))
-        if not summary:
-            continue
-        alive = summary.get("status") == "running" and is_alive(summary.get("process") or {})
-        if not is_expired(summary, max_age_days, now, alive):
-            continue
-        removed += remove_intermediate(storage, job_paths(recipe, job_id, summary), summary.get("export_path"))
+        removed += remove_intermediate(storage, JobPaths.recorded(work_dir, job_id, summary), summary.export_path)
     return removed
 
 

@@ -20,13 +20,22 @@ import pyarrow.parquet as pq
 from .events import EventLog, EventType
 from .faults import failpoint
 from .ops.base import Deduplicator
-from .run import PartitionTask, hashes_path
+from .run import PartitionTask, hashes_path, is_done
 from .storage import Storage, join
 
 
 def stage_ends(ops: list[Any]) -> list[int]:
     """Where each stage stops: at every deduplicator, then at the end of the recipe."""
     return [i for i, op in enumerate(ops) if isinstance(op, Deduplicator)] + [len(ops)]
+
+
+def plan_stage(tasks: list[PartitionTask], done: set[str]) -> tuple[list[PartitionTask], list[PartitionTask]]:
+    """(skip, pending): the tasks whose stage product already exists for this recipe, and the rest.
+
+    `done` is one listing of the stage's product directory, shared by all its partitions."""
+    skip = [t for t in tasks if is_done(t, done)]
+    skipped = {id(t) for t in skip}
+    return skip, [t for t in tasks if id(t) not in skipped]
 
 
 @dataclass(frozen=True)

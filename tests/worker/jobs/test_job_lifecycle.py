@@ -21,7 +21,7 @@ ENV = {"DJ_EXTRA_OP_MODULES": "tests.support.test_ops,tests.support.slow_ops"}
 LAUNCHER = """\
 import os, sys
 from djworker.jobs import process_identity
-from djworker.jobs.common import MARKER_ENV, driver_marker
+from djworker.jobs.liveness import MARKER_ENV, driver_marker
 from djworker.cli.process import main
 
 if __name__ == "__main__":  # pool workers import this file as __mp_main__
@@ -75,7 +75,7 @@ def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_pat
     driver = start_dj_process(recipe, "slow", env=ENV)
     monitor = JobProgressMonitor("slow", base)
     wait_for(lambda: monitor.get_progress_data()["overall_progress"]["job_status"] == "running", 60, "job start", driver)
-    watcher = subprocess.Popen([sys.executable, "-m", "djworker.jobs.monitor", "slow", "--base-dir", base, "--watch",
+    watcher = subprocess.Popen([sys.executable, "-m", "djworker.cli.monitor", "slow", "--base-dir", base, "--watch",
                                 "--json", "--interval", "0.3"], env=env_with(ENV), stdout=subprocess.PIPE, text=True)
 
     # Running: totals from the plan, a real ETA once a partition is done.

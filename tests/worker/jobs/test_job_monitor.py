@@ -12,8 +12,9 @@ import pytest
 from rich.console import Console
 
 from djworker.cli import monitor as monitor_cli
-from djworker.jobs.common import JobNotFound, JobUtils, list_running_jobs
-from djworker.jobs.monitor import JobProgressMonitor, operation_summary, show_job_progress
+from djworker.jobs.common import JobNotFound, JobReader, list_running_jobs
+from djworker.jobs.monitor import JobProgressMonitor, show_job_progress
+from djworker.progress import operation_summary
 
 from tests.worker.jobs.jobfiles import event, partition_run
 
@@ -87,11 +88,10 @@ def test_failed_partitions_are_counted(fake_job):
 def test_event_log_is_found_through_the_summary_not_beside_the_job(fake_job):
     job = running_job(fake_job)
     assert not (job.job_dir / "event_logs").exists()
-    utils = JobUtils(job.job_id, str(job.base_dir))
-    assert utils.event_dir() == str(job.event_dir)
-    assert utils.load_event_logs()[0]["event_type"] == "JOB_START"
-    assert utils.get_partition_status()["0"]["status"] == "completed"
-    assert utils.load_job_summary()["status"] == "running"
+    reader = JobReader(job.job_id, str(job.base_dir))
+    assert reader.paths.event_dir == str(job.event_dir)
+    assert reader.events()[0]["event_type"] == "JOB_START"
+    assert reader.require().status == "running"
 
 
 @pytest.mark.parametrize("driver", ["gone", "reused"])

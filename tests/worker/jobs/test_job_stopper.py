@@ -14,7 +14,7 @@ import pytest
 
 from djworker.cli import stop as stop_cli
 from djworker.jobs import process_identity
-from djworker.jobs.common import MARKER_ENV, driver_marker
+from djworker.jobs.liveness import MARKER_ENV, driver_marker
 from djworker.jobs.stopper import JobStopper, catches_sigterm, stop_job
 
 from tests.worker.jobs.jobfiles import event
@@ -133,7 +133,7 @@ def test_is_job_running_checks_the_identity_not_the_pid(fake_job):
     job.write_summary(driver="reused")
     stopper = JobStopper(job.job_id, str(job.base_dir))
     assert not stopper.is_job_running()
-    assert stopper.get_job_summary()["process"]["pid"] == process_identity()["pid"]
+    assert stopper.get_job_summary().process["pid"] == process_identity()["pid"]
 
 
 def test_dj_stop_lists_running_jobs_with_pid_host_and_progress(fake_job, capsys):

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from djworker.ops.base import build_op
+from djworker.ops.catalog import build_op
 from tests.worker.ops.vectors import VECTORS, load
 
 DEDUP_FILES = sorted(VECTORS.glob("document_*deduplicator*.jsonl"))

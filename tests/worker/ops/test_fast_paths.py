@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from djworker.ops.base import build_op
+from djworker.ops.catalog import build_op
 from djworker.ops.ftfy_shortcut import shortcut
 from djworker.ops.normalize import ftfy_config
 from tests.worker.ops.vectors import VECTORS, load

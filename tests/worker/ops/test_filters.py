@@ -1,11 +1,12 @@
 """Filter mechanics shared by every stats filter: stats land in __dj__stats__ under
-DJ's keys, a present stat is trusted (dj-ops.md §0.1), other columns pass through."""
+DJ's keys, a present stat is trusted, other columns pass through."""
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from djworker.ops.base import STATS_COLUMN, build_op
+from djworker.ops.base import STATS_COLUMN
+from djworker.ops.catalog import build_op
 
 
 def test_filters_stack_their_stats_in_one_struct_and_keep_other_columns():

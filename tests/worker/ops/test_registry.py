@@ -11,10 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from djworker.errors import RecipeError
-from djworker.ops.base import MODEL_OPS, Deduplicator, Filter, Mapper, build_op, registered_ops
+from djworker.ops.base import Deduplicator, Filter, Mapper
+from djworker.ops.catalog import MODEL_OPS, build_op, registered_ops
 
 MAX = sys.maxsize
-# dj-ops.md: each op's own parameters and defaults. The word-list folders default to
+# DataJuicer: each op's own parameters and defaults. The word-list folders default to
 # None here (the bundled sample lists) where DJ defaults to its download cache.
 EXPECTED = {
     "clean_links_mapper": {"pattern": None, "repl": ""},

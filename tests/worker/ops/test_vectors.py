@@ -8,7 +8,8 @@ import pyarrow as pa
 import pytest
 
 from djworker.errors import RecipeError
-from djworker.ops.base import Deduplicator, Filter, Mapper, build_op
+from djworker.ops.base import Deduplicator, Filter, Mapper
+from djworker.ops.catalog import build_op
 from tests.worker.ops.vectors import (
     SINGLE_SAMPLE_FILTERS,
     VECTOR_FILES,

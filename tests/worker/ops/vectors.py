@@ -9,7 +9,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from djworker.ops.base import STATS_COLUMN, Deduplicator, Mapper, Op, build_op, merge_stats
+from djworker.ops.base import STATS_COLUMN, Deduplicator, Mapper, Op, merge_stats
+from djworker.ops.catalog import build_op
 
 VECTORS = Path(__file__).resolve().parents[2] / "data" / "dj-op-vectors"
 VECTOR_FILES = sorted(VECTORS.glob("*.jsonl"))

@@ -30,7 +30,8 @@ def parser() -> argparse.ArgumentParser:
                    help="report which keys and ops of a DataJuicer recipe are native, adapted or missing (and the "
                         "models they need), without running anything; exits 2 if the recipe cannot run")
     p.add_argument("--cleanup", action="store_true",
-                   help="apply intermediate_storage.max_retention_days to old jobs in work_dir and exit")
+                   help="remove the intermediate data of finished jobs in work_dir past their own "
+                        "max_retention_days, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return add_version_flag(p)
 
@@ -56,17 +57,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if args.cleanup:
             from ..retention import cleanup_old_jobs
             from ..storage import Storage, StorageOptions
+            # Each job expires by the settings it ran with; this recipe's stand in for older summaries only.
             days = recipe.intermediate_storage.max_retention_days
-            if days is None:
-                print("intermediate_storage.max_retention_days is not set: nothing expires")
-                return 0
-            removed = cleanup_old_jobs(Storage(StorageOptions.from_recipe(recipe)), recipe.work_dir, days, recipe)
+            removed = cleanup_old_jobs(Storage(StorageOptions.from_recipe(recipe)), recipe.work_dir, default_days=days)
             for uri in removed:
                 print(f"removed {uri}")
-            print(f"removed intermediate data of {len(removed)} directories older than {days} days")
+            print(f"removed intermediate data of {len(removed)} directories past their jobs' max_retention_days")
             return 0
         from ..display import run_with_display
-        outcome = run_with_display(recipe, args.job_id, args.config, args.progress_port, quiet=args.quiet)
+        outcome = run_with_display(recipe, args.job_id, args.config, args.progress_port, quiet=args.quiet,
+                                   overrides=rest)
     except DJError as err:
         logger.error("{}: {}", type(err).__name__, err)
         return err.exit_code

@@ -1,16 +1,12 @@
-"""Executors run PartitionTasks somewhere and report back; the driver owns scheduling.
-
-Contract (both local.py and ray.py):
-- `submit(task) -> Future` whose result is a PartitionResult or raises the worker's error;
-- worker events reach `on_event` as they happen;
-- `request_stop()` makes running partitions checkpoint and yield at their next op boundary;
-- `shutdown(kill)` leaves no process behind that the executor started."""
+"""make_executor: the recipe's executor (local process pool or Ray), held to base.Executor's contract."""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from .base import Executor
 
-def make_executor(recipe: Any, on_event: Callable[[dict], None], ops: Sequence[Any] = ()):
+
+def make_executor(recipe: Any, on_event: Callable[[dict], None], ops: Sequence[Any] = ()) -> Executor:
     if recipe.is_ray:
         from .ray import RayExecutor
 

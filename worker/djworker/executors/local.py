@@ -20,6 +20,7 @@ import pyarrow as pa
 from loguru import logger
 
 from ..run import PartitionTask, run_partition
+from .base import Executor
 
 _events: Any = None
 _stop: Any = None
@@ -46,7 +47,9 @@ def _run(task: PartitionTask, token: int) -> Any:
         _events.put({DONE: token})  # after every event of this task, on the same queue
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
+    stop_is_signal_safe = True  # a store into a shared byte
+
     def __init__(self, np: int, on_event: Callable[[dict], None], warm: Sequence[Any] = ()):
         self.np = np
         self.on_event = on_event

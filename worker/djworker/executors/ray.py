@@ -26,6 +26,7 @@ import psutil
 
 from ..errors import DJError
 from ..run import PartitionTask, run_partition
+from .base import Executor
 
 # Forwarded to workers of a remote cluster (a local Ray inherits the driver's env).
 # Credentials are not: worker pods get their own, and runtime_env is visible in Ray's dashboard.
@@ -122,7 +123,7 @@ def _connect(ray: Any, kwargs: dict[str, Any]) -> None:
             time.sleep(2 * attempt)
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     def __init__(self, recipe: Any, on_event: Callable[[dict], None]):
         ray = _ray()
         self.ray = ray

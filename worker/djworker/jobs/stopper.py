@@ -12,22 +12,21 @@ Order of business (see docs/job-management.md):
 4. After `timeout` seconds (at once with force): freeze the tree with SIGSTOP, then
    SIGKILL all of it, and record the stop the driver could not.
 5. Kill stragglers of the snapshot and check that none remain.
-Run as a module it is dj-stop: `python -m djworker.jobs.stopper JOB_ID [--force]`."""
+dj-stop is its CLI."""
 from __future__ import annotations
 
 import os
 import signal
-import socket
-import sys
 import time
 from typing import Any, Iterable, Optional
 
-import orjson
 import psutil
 
 from ..events import EventLog, EventType
-from .common import (MARKER_ENV, START_TIME_TOLERANCE_S, DriverState, JobNotFound, JobUtils, driver_marker,
-                     list_running_jobs)
+from . import stop_request
+from .common import JobNotFound, JobReader, list_running_jobs
+from .liveness import MARKER_ENV, START_TIME_TOLERANCE_S, DriverState, driver_marker, has_fresh_lock
+from .summary import JobSummary, write_summary
 
 POLL_S = 0.2
 CHILD_GRACE_S = 3.0  # for the driver's children to exit on their own once it has
@@ -118,17 +117,17 @@ def _quietly(fn: Any) -> None:
 
 
 class JobStopper:
-    """Stops one job under base_dir (the recipe's work_dir, default ./outputs)."""
+    """Stops one job under base_dir (the recipe's work_dir, default ./outputs/partition-checkpoint-eventlog)."""
 
     def __init__(self, job_id: str, base_dir: Optional[str] = None):
         self.job_id = job_id
-        self.utils = JobUtils(job_id, base_dir)
+        self.job = JobReader(job_id, base_dir)
 
-    def get_job_summary(self) -> Optional[dict[str, Any]]:
-        return self.utils.load_job_summary()
+    def get_job_summary(self) -> Optional[JobSummary]:
+        return self.job.reload()
 
     def is_job_running(self) -> bool:
-        return self.utils.is_running()
+        return self.job.is_running()
 
     def stop_job(self, force: bool = False, timeout: float = 30.0) -> dict[str, Any]:
         """Stop the job and return what happened: `outcome` is stopped | killed | not_running |
@@ -136,26 +135,25 @@ class JobStopper:
         summary = self.get_job_summary()
         if summary is None:
             return self._result("not_found", False, str(JobNotFound(
-                f"job {self.job_id} not found: no {self.utils.summary_path}; pass --base-dir "
+                f"job {self.job_id} not found: no {self.job.paths.summary}; pass --base-dir "
                 "(the recipe's work_dir)")))
-        state = self.utils.driver(summary)
+        state = self.job.driver()
         if state.state == "other_host":
             return self._stop_elsewhere(summary, state, force, timeout)
         if state.state == "unproven":  # never signal what cannot be proven to be the job's
-            self.utils.storage.put_bytes(self.utils.stop_request_path,
-                                         orjson.dumps({"requested_at": time.time(), "by_pid": os.getpid()}))
+            stop_request.request(self.job.storage, self.job.paths)
             return self._result("refused", False, f"job {self.job_id}: {state.detail}; nothing was signalled. "
                                 f"A stop request file was written instead: a live driver of this job stops at "
                                 f"its next check", pid=state.pid, host=state.host, reason="unproven")
         if not state.is_alive:
             return self._not_running(summary, state)
-        identity = summary["process"]
+        identity = summary.process or {}
         try:  # psutil pins this object to the start time it reads now: check it is still the driver's
             driver = psutil.Process(state.pid)
             if abs(driver.create_time() - float(identity["process_start_time"])) >= START_TIME_TOLERANCE_S:
                 raise psutil.NoSuchProcess(state.pid)
         except psutil.NoSuchProcess:
-            return self._not_running(summary, self.utils.driver(summary))
+            return self._not_running(summary, self.job.driver())
         leads_group = int(identity.get("pgid") or -1) == state.pid  # else the group is the launcher's
         tree = ProcessTree([driver], driver_marker(self.job_id, identity), state.pid if leads_group else None)
         tree.refresh(sweep=True)
@@ -168,7 +166,7 @@ class JobStopper:
                 method = "sigkill"
         killed = tree.kill() if is_live(driver) else self._reap_stragglers(tree)
         remaining = sorted(p.pid for p in tree.alive())
-        self._clear_stop_request()
+        stop_request.clear(self.job.storage, self.job.paths)  # outliving its run, it would stop the next resume
         final = self._record_end(summary, method, timeout, time.time() - t0)
         outcome = "stopped" if method == "graceful" else "killed"
         message = self._message(method, state, timeout, killed, remaining, final)
@@ -179,8 +177,7 @@ class JobStopper:
     # ---- steps ---------------------------------------------------------------
     def _request(self, driver: psutil.Process) -> None:
         """The cooperative request: the STOP file always, SIGTERM when the driver handles it."""
-        self.utils.storage.put_bytes(self.utils.stop_request_path,
-                                     orjson.dumps({"requested_at": time.time(), "by_pid": os.getpid()}))
+        stop_request.request(self.job.storage, self.job.paths)
         if catches_sigterm(driver.pid) is not False:
             _quietly(lambda: driver.send_signal(signal.SIGTERM))
 
@@ -201,49 +198,43 @@ class JobStopper:
         tree.refresh(sweep=True)
         return tree.kill() if tree.alive() else []
 
-    def _clear_stop_request(self) -> None:
-        """A STOP file outliving its run would stop the next resume at once."""
-        self.utils.storage.remove(self.utils.stop_request_path)
-
-    def _record_end(self, summary: dict[str, Any], method: str, timeout: float, took: float) -> Optional[str]:
+    def _record_end(self, summary: JobSummary, method: str, timeout: float, took: float) -> Optional[str]:
         """Write the JOB_STOPPED event and `status: stopped` that a killed driver could not write."""
         current = self.get_job_summary() or summary
-        if current.get("status") != "running":
-            return current.get("status")
+        if current.status != "running":
+            return current.status
         why = {"force": "force-stopped (SIGKILL) by dj-stop",
                "sigkill": f"killed (SIGKILL) by dj-stop after {timeout:g}s without a cooperative stop",
                "graceful": "exited on dj-stop's request without recording its end"}[method]
         message = f"job {self.job_id} {why}; in-flight partitions resume from their last checkpoint"
-        if current.get("resumption_command"):
-            message += f": {current['resumption_command']}"
-        log = EventLog(self.utils.event_dir(current), self.job_id)
+        if current.resumption_command:
+            message += f": {current.resumption_command}"
+        log = EventLog(self.job.paths.event_dir, self.job_id)
         try:
             log.emit(EventType.JOB_STOPPED, message=message, killed=True, method=method,
-                     stopped_pid=current.get("process", {}).get("pid"))
+                     stopped_pid=(current.process or {}).get("pid"))
         finally:
             log.close()
         now = time.time()
-        current.update(status="stopped", end_time=now, duration_s=now - (current.get("start_time") or now),
-                       error=message, exit_code=KILL_EXIT_CODE, stopped_by={"pid": os.getpid(), "method": method,
-                                                                           "after_s": round(took, 3)})
-        self.utils.storage.put_bytes(self.utils.summary_path, orjson.dumps(current, option=orjson.OPT_INDENT_2,
-                                                                         default=str))
+        write_summary(self.job.storage, self.job.paths, current.model_copy(update=dict(
+            status="stopped", end_time=now, duration_s=now - (current.start_time or now), error=message,
+            exit_code=KILL_EXIT_CODE, stopped_by={"pid": os.getpid(), "method": method, "after_s": round(took, 3)})))
         return "stopped"
 
-    def _not_running(self, summary: dict[str, Any], state: DriverState) -> dict[str, Any]:
+    def _not_running(self, summary: JobSummary, state: DriverState) -> dict[str, Any]:
         """Nothing to signal. Orphans that carry this run's marker are still cleaned up."""
         killed: list[int] = []
-        identity = summary.get("process")
+        identity = summary.process
         if identity and state.state in ("gone", "reused"):
             tree = ProcessTree([], driver_marker(self.job_id, identity), None)
             tree.refresh(sweep=True)
             killed = tree.kill() if tree.alive() else []
-        status = summary.get("status")
+        status = summary.status
         if state.state == "reused":
             message = f"job {self.job_id} is not running: {state.detail}; it was not signalled"
         elif status == "running":
             message = f"job {self.job_id} is not running: {state.detail} without recording an end; " \
-                      f"resume it with: {summary.get('resumption_command')}"
+                      f"resume it with: {summary.resumption_command}"
         else:
             message = f"job {self.job_id} is not running (status: {status}; {state.detail})"
         if killed:
@@ -251,29 +242,28 @@ class JobStopper:
         return self._result("not_running", False, message, pid=state.pid, host=state.host, killed=killed,
                             final_status=status, reason=state.state)
 
-    def _stop_elsewhere(self, summary: dict[str, Any], state: DriverState, force: bool,
+    def _stop_elsewhere(self, summary: JobSummary, state: DriverState, force: bool,
                         timeout: float) -> dict[str, Any]:
         """A driver on another host is never signalled; a live one can still be asked through STOP."""
-        if summary.get("status") != "running" or not self.utils.has_fresh_lock(state):
+        if summary.status != "running" or not has_fresh_lock(summary.process, self.job.lock_holder(), time.time()):
             return self._result("not_running", False, f"job {self.job_id} is not running here or elsewhere "
-                                f"(status: {summary.get('status')}; {state.detail}, no recent heartbeat); "
+                                f"(status: {summary.status}; {state.detail}, no recent heartbeat); "
                                 "nothing was signalled", pid=state.pid, host=state.host, reason="other_host")
         if force:
             return self._result("refused", False, f"job {self.job_id}: {state.detail}; --force cannot signal a "
                                 f"process on another host: run 'dj-stop {self.job_id} --force' on {state.host}",
                                 pid=state.pid, host=state.host, reason="other_host")
-        self.utils.storage.put_bytes(self.utils.stop_request_path,
-                                     orjson.dumps({"requested_at": time.time(), "by_host": socket.gethostname()}))
+        stop_request.request(self.job.storage, self.job.paths)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            status = (self.get_job_summary() or {}).get("status")
+            status = (self.get_job_summary() or JobSummary()).status
             if status != "running":
                 return self._result("stopped", True, f"job {self.job_id} on {state.host} stopped on request "
                                     f"(status: {status}); no signal was sent", method="stop_file",
                                     pid=state.pid, host=state.host, final_status=status)
             time.sleep(POLL_S * 5)
         return self._result("requested", False, f"job {self.job_id}: stop requested through "
-                            f"{self.utils.stop_request_path}, but the driver ({state.detail}) did not confirm "
+                            f"{self.job.paths.stop_request}, but the driver ({state.detail}) did not confirm "
                             f"within {timeout:g}s; no signal was sent to another host: run dj-stop on "
                             f"{state.host} to force it", method="stop_file", pid=state.pid, host=state.host)
 
@@ -305,8 +295,3 @@ def stop_job(job_id: str, force: bool = False, timeout: float = 30.0, base_dir: 
 
 
 __all__ = ["JobStopper", "ProcessTree", "stop_job", "list_running_jobs", "catches_sigterm"]
-
-if __name__ == "__main__":
-    from ..cli.stop import main
-
-    sys.exit(main())

@@ -6,44 +6,15 @@ logging and hold no globals; an op that cannot process a batch raises, and the
 partition is retried. Nothing is dropped silently."""
 from __future__ import annotations
 
-import difflib
 from typing import Any, ClassVar, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ..errors import RecipeError
+from .registry import register  # noqa: F401  (ops import it from here)
 
 STATS_COLUMN = "__dj__stats__"
-
-_REGISTRY: dict[str, type["Op"]] = {}
-
-# Ops that exist in DataJuicer but need a downloaded model; we refuse them at
-# validation time instead of failing mid-run.
-MODEL_OPS = {
-    "text_action_filter": "a spaCy model",
-    "text_entity_dependency_filter": "a spaCy model",
-    "sentence_split_mapper": "an NLTK punkt model",
-}
-
-
-def register(name: str):
-    """Class decorator: make an op available to recipes under DataJuicer's name."""
-
-    def wrap(cls: type[Op]) -> type[Op]:
-        cls.op_name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
-
-
-def registered_ops() -> dict[str, type["Op"]]:
-    from . import _load_all  # noqa: F401  (importing the families registers them)
-
-    return dict(_REGISTRY)
-
 
 class Op(BaseModel):
     """Base of every op. DataJuicer's base kwargs are accepted so recipes run unchanged."""
@@ -112,7 +83,7 @@ class Filter(Op):
         raise NotImplementedError
 
     def in_range(self, values: pa.Array, lo: Optional[float], hi: Optional[float]) -> pa.Array:
-        """DataJuicer's keep rule (dj-ops.md §0.2): reversed flips closedness, then negates."""
+        """DataJuicer's keep rule: reversed flips closedness, then negates."""
         lo_closed, hi_closed = self.min_closed_interval, self.max_closed_interval
         if self.reversed_range:
             lo_closed, hi_closed = not lo_closed, not hi_closed
@@ -161,46 +132,8 @@ def merge_stats(table: pa.Table, stats: dict[str, pa.Array]) -> pa.Table:
         for i, field in enumerate(old.type):
             fields[field.name] = old.field(i)
     for key, values in stats.items():
-        fields.setdefault(key, values)  # DJ trusts a stat already present (dj-ops.md §0.1)
+        fields.setdefault(key, values)  # DJ trusts a stat already present
     struct = pa.StructArray.from_arrays(list(fields.values()), names=list(fields.keys()))
     if STATS_COLUMN in table.column_names:
         return table.set_column(table.column_names.index(STATS_COLUMN), STATS_COLUMN, struct)
     return table.append_column(STATS_COLUMN, struct)
-
-
-def build_op(name: str, args: dict[str, Any] | None, where: str) -> Op:
-    """Instantiate a recipe entry, or raise RecipeError naming the entry and the fix."""
-    ops = registered_ops()
-    if name not in ops:
-        if name in MODEL_OPS:
-            raise RecipeError(
-                f"{where}: op {name!r} needs {MODEL_OPS[name]}, which this engine does not download; "
-                "remove it from the recipe or install py-data-juicer and its model"
-            )
-        from .dj_adapter import resolve_datajuicer_op
-
-        adapted = resolve_datajuicer_op(name, args or {}, where)
-        if adapted is not None:
-            return adapted
-        hint = difflib.get_close_matches(name, ops, n=1)
-        tip = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise RecipeError(f"{where}: unknown op {name!r}{tip}; see `dj-process --list-ops`")
-    cls = ops[name]
-    try:
-        return cls(**(args or {}))
-    except ValidationError as err:
-        raise RecipeError(f"{where}.{name}: {describe_validation(err, cls.model_fields)}") from None
-
-
-def describe_validation(err: ValidationError, known: dict[str, Any]) -> str:
-    parts = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            hint = difflib.get_close_matches(str(e["loc"][-1]), list(known), n=1)
-            tip = f" (did you mean {hint[0]!r}?)" if hint else ""
-            parts.append(f"unknown parameter {key!r}{tip}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")
-            parts.append(f"{key}: {msg} (got {e.get('input')!r})" if key else msg)
-    return "; ".join(parts)

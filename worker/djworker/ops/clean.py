@@ -1,4 +1,4 @@
-"""Cleaning mappers: links, emails, HTML, IP addresses, copyright headers (dj-ops.md §1.1-1.5)."""
+"""Cleaning mappers: links, emails, HTML, IP addresses, copyright headers."""
 from __future__ import annotations
 
 import functools
@@ -15,7 +15,7 @@ from .text_utils import map_rows, require_text, strip_raw_string
 
 @functools.cache
 def compiled(pattern: str) -> regex.Pattern:
-    """DJ substitutes every pattern with DOTALL (dj-ops.md §1.1)."""
+    """DJ substitutes every pattern with DOTALL."""
     return regex.compile(pattern, regex.DOTALL)
 
 
@@ -59,7 +59,7 @@ class PatternMapper(Mapper):
 
 @register("clean_links_mapper")
 class CleanLinksMapper(PatternMapper):
-    """Removes URLs, and also `word:value` tokens and hex IPv6 (dj-ops.md §1.1, §4.1)."""
+    """Removes URLs, and also `word:value` tokens and hex IPv6."""
 
     # Gruber's liberal URL pattern: a scheme-like, www or domain/ prefix, then a body
     # that must end in a parenthesised group or a non-punctuation character.
@@ -76,7 +76,7 @@ class CleanLinksMapper(PatternMapper):
 
 @register("clean_email_mapper")
 class CleanEmailMapper(PatternMapper):
-    """Removes emails; the domain must be lowercase ASCII, so USER@DOMAIN.COM survives (dj-ops.md §1.2)."""
+    """Removes emails; the domain must be lowercase ASCII, so USER@DOMAIN.COM survives."""
 
     default_pattern: ClassVar[str] = r"[A-Za-z0-9.\-+_]+@[a-z0-9.\-+_]+\.[a-z]+"
     prefilter: ClassVar[Optional[str]] = "@"
@@ -84,7 +84,7 @@ class CleanEmailMapper(PatternMapper):
 
 @register("clean_ip_mapper")
 class CleanIpMapper(PatternMapper):
-    """Removes IPv4 and full 8-group IPv6 addresses, with no word boundaries (dj-ops.md §1.4)."""
+    """Removes IPv4 and full 8-group IPv6 addresses, with no word boundaries."""
 
     default_pattern: ClassVar[str] = (
         r"(?:(?:1[0-9][0-9]\.)|(?:2[0-4][0-9]\.)|(?:25[0-5]\.)|(?:[1-9][0-9]\.)|(?:[0-9]\.)){3}"
@@ -107,7 +107,7 @@ def parser():
 
 @register("clean_html_mapper")
 class CleanHtmlMapper(Mapper):
-    """Text content of the HTML5 parse, nodes joined with no separator (dj-ops.md §1.3)."""
+    """Text content of the HTML5 parse, nodes joined with no separator."""
 
     @model_validator(mode="after")
     def _parser_installed(self):
@@ -131,7 +131,7 @@ class CleanHtmlMapper(Mapper):
 @register("clean_copyright_mapper")
 class CleanCopyrightMapper(Mapper):
     """Cuts the first block comment if it mentions copyright; with no block comment,
-    drops leading `//`, `#`, `--` and empty lines (dj-ops.md §1.5)."""
+    drops leading `//`, `#`, `--` and empty lines."""
 
     block_comment: ClassVar[regex.Pattern] = regex.compile(r"/\*[^*]*\*+(?:[^/*][^*]*\*+)*/")
     line_markers: ClassVar[tuple[str, ...]] = ("//", "#", "--")
@@ -141,7 +141,7 @@ class CleanCopyrightMapper(Mapper):
         if found:
             if "copyright" in found.group().lower():
                 return text[: found.start()] + text[found.end() :]
-            return text  # only the first comment is examined (dj-ops.md §4.4)
+            return text  # only the first comment is examined
         lines = text.split("\n")
         skip = 0
         while skip < len(lines) and (not lines[skip] or lines[skip].startswith(self.line_markers)):

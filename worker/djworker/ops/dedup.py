@@ -1,4 +1,4 @@
-"""Deduplicators: exact MD5, SimHash and MinHash-LSH (dj-ops.md §3).
+"""Deduplicators: exact MD5, SimHash and MinHash-LSH.
 
 `hashes` runs per partition; `duplicates` sees every partition's hashes in global
 input order and keeps the first row of each duplicate cluster, which is what DJ
@@ -104,7 +104,7 @@ class ShingleDeduplicator(Deduplicator):
 @register("document_deduplicator")
 class DocumentDeduplicator(Deduplicator):
     """Exact dedup on the MD5 of the (lowercased, de-punctuated) stripped text; every
-    whitespace-only text hashes like '' (dj-ops.md §3.1)."""
+    whitespace-only text hashes like ''."""
 
     lowercase: bool = False
     ignore_non_character: bool = False
@@ -175,7 +175,7 @@ def near_pairs(values: np.ndarray, num_blocks: int, distance: int) -> tuple[np.n
 class DocumentSimhashDeduplicator(ShingleDeduplicator):
     """Near-dedup on 64-bit SimHash: hashes within `hamming_distance` bits are
     connected transitively; texts with fewer tokens than the window all hash to 0
-    and collapse together (dj-ops.md §3.2)."""
+    and collapse together."""
 
     tokenization: Literal["space", "punctuation", "character"] = "space"
     window_size: int = 6
@@ -251,7 +251,7 @@ def sha1_le32(shingles: set[str]) -> list[int]:
 class DocumentMinhashDeduplicator(ShingleDeduplicator):
     """MinHash-LSH: rows sharing any band's bytes are merged (union-find); Jaccard is
     never checked. Texts with fewer tokens than the window get the all-0xFFFFFFFF
-    signature and collapse together (dj-ops.md §3.3)."""
+    signature and collapse together."""
 
     tokenization: Literal["space", "punctuation", "character", "sentencepiece"] = "space"
     window_size: int = 5
@@ -284,7 +284,7 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
 
     def signatures(self, texts: list[str]) -> np.ndarray:
         """(rows, num_permutations) uint64 MinHash values, with numpy's wrapping uint64
-        arithmetic: ((h*a mod 2^64 + b) mod 2^64) mod (2^61-1), low 32 bits (dj-ops.md §3.3)."""
+        arithmetic: ((h*a mod 2^64 + b) mod 2^64) mod (2^61-1), low 32 bits."""
         a, b = permutations(self.num_permutations)
         out = np.full((len(texts), self.num_permutations), MAX_HASH, dtype=np.uint64)
         for start in range(0, len(texts), 256):

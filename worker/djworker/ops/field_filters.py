@@ -1,4 +1,4 @@
-"""Filters on other sample fields: file suffix and a dotted field's value (dj-ops.md §2.11-2.12).
+"""Filters on other sample fields: file suffix and a dotted field's value.
 
 DataJuicer runs these one sample at a time; they keep no cross-row state, so a
 whole table gives the same per-row answers."""
@@ -42,7 +42,7 @@ class SpecifiedFieldFilter(Filter):
     """Keeps rows whose `field_key` value (a list: every element) is in `target_value`.
 
     The stat key is the dotted field_key itself. A missing key raises, as DJ's
-    assertion does; with the default field_key='' that is every row (dj-ops.md §2.12)."""
+    assertion does; with the default field_key='' that is every row."""
 
     field_key: str = ""
     target_value: list[Any] = []

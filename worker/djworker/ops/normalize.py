@@ -1,4 +1,4 @@
-"""Normalising mappers: whitespace, punctuation, Unicode repair (dj-ops.md §1.6-1.8)."""
+"""Normalising mappers: whitespace, punctuation, Unicode repair."""
 from __future__ import annotations
 
 import functools
@@ -30,7 +30,7 @@ def whitespace_work() -> str:
 @register("whitespace_normalization_mapper")
 class WhitespaceNormalizationMapper(Mapper):
     """str.strip(), then each of 23 odd spaces becomes ' ' one for one; runs are not
-    collapsed and ZWJ emoji sequences break apart (dj-ops.md §1.6)."""
+    collapsed and ZWJ emoji sequences break apart."""
 
     def map_text(self, text: str) -> str:
         return text.strip().translate(whitespace_table())
@@ -43,7 +43,7 @@ class WhitespaceNormalizationMapper(Mapper):
         return map_rows(texts, self.map_text, pc.match_substring_regex(texts, whitespace_work()))
 
 
-# (dj-ops.md §1.7) DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
+# DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
 PUNCTUATION = {
     "，": ",", "、": ",", "。": ".",
     "„": '"', "”": '"', "“": '"', "«": '"', "»": '"', "」": '"', "「": '"', "《": '"', "》": '"',
@@ -56,7 +56,7 @@ PUNCTUATION = {
 
 @register("punctuation_normalization_mapper")
 class PunctuationNormalizationMapper(Mapper):
-    """Maps CJK/fullwidth/typographic punctuation to ASCII through a fixed table (dj-ops.md §1.7)."""
+    """Maps CJK/fullwidth/typographic punctuation to ASCII through a fixed table."""
 
     table: ClassVar[dict[int, str]] = {ord(k): v for k, v in PUNCTUATION.items()}
 
@@ -77,7 +77,7 @@ def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
 
 @register("fix_unicode_mapper")
 class FixUnicodeMapper(Mapper):
-    """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation (dj-ops.md §1.8).
+    """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation.
 
     ASCII rows without a character some fixer acts on ('&', CR, ESC, other C0
     controls) are provably left alone and never leave Arrow; the other rows go through

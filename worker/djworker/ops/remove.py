@@ -1,5 +1,5 @@
 """Removing mappers: long words, repeated sentences, chars, tables, LaTeX header,
-comments and bibliography (dj-ops.md §1.9-1.15)."""
+comments and bibliography."""
 from __future__ import annotations
 
 import functools
@@ -26,7 +26,7 @@ class TextMapper(Mapper):
 @register("remove_long_words_mapper")
 class RemoveLongWordsMapper(TextMapper):
     """Drops words outside min_len..max_len; it rebuilds the whitespace even when no
-    word goes: spaces collapse, blank lines and empty tab cells vanish (dj-ops.md §1.9)."""
+    word goes: spaces collapse, blank lines and empty tab cells vanish."""
 
     min_len: int = 1
     max_len: int = sys.maxsize
@@ -59,7 +59,7 @@ def eval_tokenizer(source: str) -> Callable[[str], list[str]]:
 
 @register("remove_repeat_sentences_mapper")
 class RemoveRepeatSentencesMapper(TextMapper):
-    """Drops a sentence whose key was seen earlier in the document (dj-ops.md §1.10).
+    """Drops a sentence whose key was seen earlier in the document.
 
     The key keeps only ASCII letters/digits, CJK U+4E00-9FA5, tab, LF and space, so
     Cyrillic or Greek sentences with equal word counts collide, as in DJ."""
@@ -122,7 +122,7 @@ class RemoveRepeatSentencesMapper(TextMapper):
 @register("remove_specific_chars_mapper")
 class RemoveSpecificCharsMapper(TextMapper):
     """Deletes every listed character; a multi-char list element removes each of its
-    chars, since DJ puts all of them into one character class (dj-ops.md §1.11)."""
+    chars, since DJ puts all of them into one character class."""
 
     chars_to_remove: Union[str, list[str]] = "◆●■►▼▲▴∆▻▷❖♡□"
 
@@ -149,7 +149,7 @@ def table_row_pattern(separators: int) -> regex.Pattern:
 @register("remove_table_text_mapper")
 class RemoveTableTextMapper(TextMapper):
     """Deletes runs of >= 2 lines with equal token counts, one pass per column count;
-    prose with equal word counts goes too (dj-ops.md §1.12)."""
+    prose with equal word counts goes too."""
 
     min_col: int = 2
     max_col: int = 20
@@ -168,7 +168,7 @@ class RemoveTableTextMapper(TextMapper):
 @register("remove_header_mapper")
 class RemoveHeaderMapper(TextMapper):
     """Drops everything before the first LaTeX sectioning command (kept itself); text
-    without one becomes '' unless drop_no_head=False (dj-ops.md §1.13)."""
+    without one becomes '' unless drop_no_head=False."""
 
     drop_no_head: bool = True
 
@@ -192,7 +192,7 @@ class RemoveHeaderMapper(TextMapper):
 @register("remove_comments_mapper")
 class RemoveCommentsMapper(TextMapper):
     """Removes LaTeX comments: any unescaped '%' to the end of its line (with the
-    character before it), then whole '%' lines (dj-ops.md §1.14). doc_type is ignored, as in DJ."""
+    character before it), then whole '%' lines. doc_type is ignored, as in DJ."""
 
     doc_type: Union[str, list[str]] = "tex"
     inline: bool = True
@@ -212,7 +212,7 @@ class RemoveCommentsMapper(TextMapper):
 @register("remove_bibliography_mapper")
 class RemoveBibliographyMapper(TextMapper):
     """Cuts the text from the first \\appendix, references/thebibliography environment
-    or \\bibliography{…} to the end (dj-ops.md §1.15)."""
+    or \\bibliography{…} to the end."""
 
     tail: ClassVar[regex.Pattern] = regex.compile(
         r"(\\appendix|\\begin\{references\}|\\begin\{REFERENCES\}|\\begin\{thebibliography\}|\\bibliography\{.*\}).*$",

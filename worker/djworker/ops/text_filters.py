@@ -1,5 +1,5 @@
 """Per-row statistic filters: length, words, alphanumerics, lines, repetition and
-special characters (dj-ops.md §2.1-2.8)."""
+special characters."""
 from __future__ import annotations
 
 import functools
@@ -34,7 +34,7 @@ def ascii_special() -> bytes:
 
 @register("text_length_filter")
 class TextLengthFilter(StatFilter):
-    """Keeps rows whose text is min_len..max_len code points long; CRLF counts 2 (dj-ops.md §2.1)."""
+    """Keeps rows whose text is min_len..max_len code points long; CRLF counts 2."""
 
     min_len: int = 10
     max_len: int = sys.maxsize
@@ -52,7 +52,7 @@ class TextLengthFilter(StatFilter):
 
 @register("words_num_filter")
 class WordsNumFilter(WordStatFilter):
-    """Counts whitespace-split words with special characters stripped from both ends (dj-ops.md §2.2)."""
+    """Counts whitespace-split words with special characters stripped from both ends."""
 
     lang: str = "en"
     tokenization: bool = False
@@ -71,7 +71,7 @@ class WordsNumFilter(WordStatFilter):
 
 @register("alphanumeric_filter")
 class AlphanumericFilter(ModelOp, StatFilter):
-    """Share of code points with str.isalnum(), Unicode-wide (dj-ops.md §2.3).
+    """Share of code points with str.isalnum(), Unicode-wide.
 
     With tokenization=True the stat is alpha_token_ratio instead: isalpha() code points per
     token of DataJuicer's fixed Hugging Face tokenizer (EleutherAI/pythia-6.9b-deduped)."""
@@ -110,7 +110,7 @@ class AlphanumericFilter(ModelOp, StatFilter):
 
 @register("average_line_length_filter")
 class AverageLineLengthFilter(StatFilter):
-    """len(text) / number of splitlines() lines; break characters count in the numerator (dj-ops.md §2.4)."""
+    """len(text) / number of splitlines() lines; break characters count in the numerator."""
 
     min_len: int = 10
     max_len: int = sys.maxsize
@@ -127,7 +127,7 @@ class AverageLineLengthFilter(StatFilter):
 
 @register("maximum_line_length_filter")
 class MaximumLineLengthFilter(StatFilter):
-    """Longest splitlines() line; every Unicode line break splits (dj-ops.md §2.5)."""
+    """Longest splitlines() line; every Unicode line break splits."""
 
     min_len: int = 10
     max_len: int = sys.maxsize
@@ -144,7 +144,7 @@ class MaximumLineLengthFilter(StatFilter):
 
 @register("character_repetition_filter")
 class CharacterRepetitionFilter(StatFilter):
-    """Share of char n-grams in the top ⌊√distinct⌋ repeated n-grams (dj-ops.md §2.6)."""
+    """Share of char n-grams in the top ⌊√distinct⌋ repeated n-grams."""
 
     rep_len: int = 10
     min_ratio: float = 0.0
@@ -169,7 +169,7 @@ class CharacterRepetitionFilter(StatFilter):
 
 @register("word_repetition_filter")
 class WordRepetitionFilter(WordStatFilter):
-    """Share of lowercased word n-grams that occur more than once (dj-ops.md §2.7)."""
+    """Share of lowercased word n-grams that occur more than once."""
 
     lang: str = "en"
     tokenization: bool = False
@@ -192,7 +192,7 @@ class WordRepetitionFilter(WordStatFilter):
 
 @register("special_characters_filter")
 class SpecialCharactersFilter(StatFilter):
-    """Share of code points in DJ's special set, which holds digits and spaces (dj-ops.md §2.8)."""
+    """Share of code points in DJ's special set, which holds digits and spaces."""
 
     min_ratio: float = 0.0
     max_ratio: float = 0.25

@@ -1,5 +1,5 @@
 """Shared building blocks of the text ops: DataJuicer's character sets, word split
-and refinement (dj-ops.md §0.3), the null-text check, row mapping with a skip mask,
+and refinement, the null-text check, row mapping with a skip mask,
 and the one-stat range filter."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _char_sets() -> dict[str, Any]:
 def special_characters() -> str:
     """DJ's special-character set as one string of its 1,618 single code points.
 
-    It holds the ASCII digits, 一 上 士, emoji and U+200B but not NBSP (dj-ops.md §0.3)."""
+    It holds the ASCII digits, 一 上 士, emoji and U+200B but not NBSP."""
     return "".join(chr(int(cp, 16)) for cp in _char_sets()["special_characters"])
 
 
@@ -36,11 +36,11 @@ def special_character_set() -> frozenset[str]:
 
 @functools.cache
 def various_whitespaces() -> str:
-    """The 23 code points whitespace_normalization_mapper turns into spaces (dj-ops.md §1.6)."""
+    """The 23 code points whitespace_normalization_mapper turns into spaces."""
     return "".join(chr(int(cp, 16)) for cp in _char_sets()["various_whitespaces"])
 
 
-# DJ's whitespace tokenizer splits on ' ', '\n' and '\t' only (dj-ops.md §0.3).
+# DJ's whitespace tokenizer splits on ' ', '\n' and '\t' only.
 _WORD_SEPARATORS = re.compile(r"[ \n\t]+")
 
 
@@ -143,7 +143,7 @@ def re2_class(code_points: Iterable[int]) -> str:
 
 
 def stat_column(table: pa.Table, key: str) -> Optional[pa.Array]:
-    """An existing __dj__stats__ field, or None; DJ never recomputes a present stat (dj-ops.md §0.1)."""
+    """An existing __dj__stats__ field, or None; DJ never recomputes a present stat."""
     if STATS_COLUMN not in table.column_names:
         return None
     stats = table.column(STATS_COLUMN).combine_chunks()

@@ -1,4 +1,4 @@
-"""Word-list filters: flagged words and stop words (dj-ops.md §2.9-2.10).
+"""Word-list filters: flagged words and stop words.
 
 DataJuicer downloads its lists on first use; this engine never downloads. It bundles
 the ROOTS filtering lists of BigScience's data-preparation repository (every language
@@ -101,7 +101,7 @@ class WordListFilter(SentencePieceWords, StatFilter):
 
 @register("flagged_words_filter")
 class FlaggedWordsFilter(WordListFilter):
-    """Drops text whose share of flagged words exceeds max_ratio (dj-ops.md §2.9)."""
+    """Drops text whose share of flagged words exceeds max_ratio."""
 
     min_ratio: float = 0.0
     max_ratio: float = 0.045
@@ -114,7 +114,7 @@ class FlaggedWordsFilter(WordListFilter):
 
 @register("stopwords_filter")
 class StopwordsFilter(WordListFilter):
-    """Drops text with too few stop words, a proxy for non-prose (dj-ops.md §2.10)."""
+    """Drops text with too few stop words, a proxy for non-prose."""
 
     min_ratio: float = 0.3
     max_ratio: float = 1.0
