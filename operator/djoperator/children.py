@@ -70,6 +70,39 @@ def names(job_name: str, attempt: int) -> ChildNames:
     )
 
 
+def child_names(job: Job, attempt: int) -> dict[str, Any]:
+    """status.children: what this attempt owns or mounts, by name (None: not used)."""
+    n, spec = names(job.name, attempt), job.spec
+    log = spec.event_log
+    return {
+        "driverPod": n.driver,
+        "rayCluster": n.ray if spec.is_ray else None,
+        "recipeConfigMap": spec.recipe_config_map.name if spec.recipe_config_map else n.recipe,
+        "eventLogClaim": None if log.empty_dir else (log.claim_name or n.state),
+    }
+
+
+def core_ref(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """A core (v1) object's identity, enough to delete it."""
+    return {"apiVersion": "v1", "kind": kind, "namespace": namespace, "name": name}
+
+
+def pod_ref(namespace: str, name: str) -> dict[str, Any]:
+    return core_ref("Pod", namespace, name)
+
+
+def ray_auth_ref(namespace: str, job_name: str) -> dict[str, Any]:
+    return core_ref("Secret", namespace, names(job_name, 0).ray_auth)
+
+
+def ray_cluster_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster", "namespace": namespace, "name": name}
+
+
+def job_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "namespace": namespace, "name": name}
+
+
 def labels(job: Job, component: str) -> dict[str, str]:
     return {
         **MANAGED_BY,

@@ -103,3 +103,19 @@ class Kube:
                                   content_type="application/merge-patch+json")
         except NotFoundError:
             pass  # deleted meanwhile: nothing left to report on
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from old to new: removed keys become null; lists are replaced."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub = status_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch

@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, Optional
 
-from . import children
-from .crd import (ACTIVE, API_VERSION, FAILED, KIND, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED,
+from . import children, exits
+from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED,
                   STOPPING, SUCCEEDED, TERMINAL, Job, JobSpec)
 from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
 from .progress import conditions, mirror_progress
@@ -23,20 +23,6 @@ from .settings import Settings
 
 WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart"})
 
-# dj-process exit codes (worker/djworker/errors.py) that retrying the driver cannot fix.
-PERMANENT_EXITS = {
-    2: ("InvalidRecipe", "the recipe or its overrides are invalid; fix it, then set spec.stop true and back to false"),
-    3: ("BadInput", "the input dataset cannot be read; fix spec.datasetPath or the data"),
-    6: ("PartitionsFailed", "partitions kept failing after their retries; see the driver log and the event log"),
-}
-RETRYABLE_EXITS = {
-    1: "the driver crashed",
-    4: "the job id was locked by another live run",
-    5: "storage was unavailable",
-    130: "the driver was interrupted",
-    137: "the driver was killed (SIGKILL: out of memory, or its node went away)",
-    143: "the driver was terminated (SIGTERM)",
-}
 
 
 class _Step:
@@ -62,7 +48,7 @@ class _Step:
     def delete_pod(self, pod: PodState) -> None:
         """Graceful delete; a pod still there past its grace period (plus a margin) is
         force-deleted, as for a lost node, so stop and deletion stay time-bounded."""
-        ref: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "namespace": self.o.namespace, "name": pod.name}
+        ref = children.pod_ref(self.o.namespace, pod.name)
         if not pod.deleting:
             self.delete.append(ref)
         elif pod.deletion_deadline is not None and self.o.now > pod.deletion_deadline + timedelta(
@@ -73,13 +59,11 @@ class _Step:
         """The RayCluster, and the Secret that only its members (and the driver) use."""
         cluster = self.o.cluster
         if cluster is not None and not cluster.deleting:
-            self.delete.append({"apiVersion": "ray.io/v1", "kind": "RayCluster",
-                                "namespace": self.o.namespace, "name": cluster.name})
+            self.delete.append(children.ray_cluster_ref(self.o.namespace, cluster.name))
             self.delete_ray_auth()
 
     def delete_ray_auth(self) -> None:
-        ref = {"apiVersion": "v1", "kind": "Secret", "namespace": self.o.namespace,
-               "name": children.names(self.o.name, 0).ray_auth}
+        ref = children.ray_auth_ref(self.o.namespace, self.o.name)
         if ref not in self.delete:
             self.delete.append(ref)
 
@@ -125,39 +109,17 @@ def _finished(step: _Step) -> None:
     o, st = step.o, step.st
     ttl = o.job.spec.cleanup.ttl_seconds_after_finished
     if ttl is not None and st.completion_time and seconds_since(st.completion_time, o.now) >= ttl:
-        step.delete.append({"apiVersion": API_VERSION, "kind": KIND, "namespace": o.namespace, "name": o.name})
+        step.delete.append(children.job_ref(o.namespace, o.name))
         step.events.append(Event("Normal", "TTLExpired",
                                  f"deleting {o.name}: finished {ttl}s ago (spec.cleanup.ttlSecondsAfterFinished)"))
 
 
-def needs_timer(spec: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Whether the periodic reconcile should visit a job. Terminal jobs have nothing to
-    poll (a spec change wakes them) unless a TTL will delete them, or a stop was
-    withdrawn while it was still completing (Stopped, but spec.stop is already false)."""
-    phase = status.get("phase")
-    if phase not in TERMINAL:
-        return True
-    if phase == STOPPED:
-        return not spec.get("stop", False)
-    return (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished") is not None
-
-
-def child_names(job: Job, attempt: int) -> dict[str, Any]:
-    """status.children: what this attempt owns or mounts, by name."""
-    n, spec = children.names(job.name, attempt), job.spec
-    log = spec.event_log
-    return {
-        "driverPod": n.driver,
-        "rayCluster": n.ray if spec.is_ray else None,
-        "recipeConfigMap": spec.recipe_config_map.name if spec.recipe_config_map else n.recipe,
-        "eventLogClaim": None if log.empty_dir else (log.claim_name or n.state),
-    }
 
 
 def _accept(step: _Step) -> None:
     job, st = step.o.job, step.st
     st.job_id, st.attempt = job.job_id, max(st.attempt, 1)
-    st.children = {k: v for k, v in child_names(job, st.attempt).items() if v}
+    st.children = {k: v for k, v in children.child_names(job, st.attempt).items() if v}
     st.event_log = {"path": f"{children.EVENTS_DIR}/{job.job_id}/event_logs",
                     **({"claimName": st.children["eventLogClaim"]} if "eventLogClaim" in st.children else
                        {"emptyDir": True})}
@@ -219,14 +181,16 @@ def _run(step: _Step) -> None:
     older = [p for p in o.pods if p.name != name.driver]
     for p in older:
         step.delete_pod(p)  # never two drivers: attempt n+1 starts only once attempt n is gone
-    recipe, pvc, cluster = (children.recipe_config_map(job), children.state_pvc(job),
-                            children.ray_cluster(job, step.settings))
-    for child in (recipe, pvc):
-        if child is not None and (child["kind"], child["metadata"]["name"]) not in o.present:
-            step.create.append(child)
-    if cluster is not None:
+    wanted = {(c["kind"], c["metadata"]["name"]): c
+              for c in children.desired_children(job, st.attempt, step.settings, o.new_token)}
+    recipe = wanted.get(("ConfigMap", name.recipe))
+    for kind in ("ConfigMap", "PersistentVolumeClaim"):
+        for key, child in wanted.items():
+            if key[0] == kind and key not in o.present:
+                step.create.append(child)
+    if job.spec.is_ray:
         if o.cluster is None:  # a new cluster gets a new token (a stop deleted the old one with its cluster)
-            step.create += [children.ray_auth_secret(job, o.new_token), cluster]
+            step.create += [wanted[("Secret", name.ray_auth)], wanted[("RayCluster", name.ray)]]
         if o.cluster is None or not o.cluster.is_ready:
             return _wait_for_cluster(step)
     st.provisioning_since = None
@@ -242,7 +206,7 @@ def _run(step: _Step) -> None:
             return  # backing off; the status already says Retrying and why
         if recipe is not None and recipe not in step.create:
             step.create.append(recipe)  # refresh: the inline recipe may have changed since the last attempt
-        step.create.append(children.driver_pod(job, st.attempt, step.settings))
+        step.create.append(wanted[("Pod", name.driver)])
         st.next_attempt_after, st.exit_code = None, None
         st.start_time = st.start_time or timestamp(o.now)
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
@@ -306,10 +270,10 @@ def _driver_failed(step: _Step, pod: Optional[PodState]) -> None:
     what = f"driver {driver} " + (f"exited with code {code}" if pod is not None else "disappeared")
     if pod is not None and pod.message:
         what += f" ({pod.message})"
-    if code in PERMANENT_EXITS:
-        reason, advice = PERMANENT_EXITS[code]
+    if exits.is_permanent(code):
+        reason, advice = exits.PERMANENT[code]
         return _fail(step, reason, f"{what}: {advice}")
-    cause = RETRYABLE_EXITS.get(code, "the driver was lost" if pod is None else "the driver failed")
+    cause = exits.cause(code, lost=pod is None)
     if st.failures >= spec.backoff_limit:
         return _fail(step, "BackoffLimitExceeded",
                      f"{what}: {cause}; no retries left (spec.backoffLimit={spec.backoff_limit})")
@@ -376,21 +340,6 @@ def teardown(o: Observed, settings: Settings) -> Decision:
     retain_pvc = o.spec is not None and o.spec.event_log.retain
     for kind, name in sorted(o.present):
         if not (kind == "PersistentVolumeClaim" and retain_pvc):
-            step.delete.append({"apiVersion": "v1", "kind": kind, "namespace": o.namespace, "name": name})
+            step.delete.append(children.core_ref(kind, o.namespace, name))
     return Decision(status={}, delete=step.delete, waiting=bool(o.pods) or o.cluster is not None)
 
-
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch from old to new: removed keys become null; lists are replaced."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            sub = status_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif value != before:
-            patch[key] = value
-    return patch

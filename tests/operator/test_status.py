@@ -5,7 +5,9 @@ import pytest
 from djoperator.crd import parse_spec, parse_status
 from djoperator.observed import ClusterState, Observed
 from djoperator.progress import progress_fields
-from djoperator.status import backoff_delay, needs_timer, next_status, status_patch, teardown
+from djoperator.handlers import needs_timer
+from djoperator.kube import status_patch
+from djoperator.status import backoff_delay, next_status, teardown
 
 from .factories import NOW, SETTINGS, UID, observed, pod, spec
 
