@@ -24,9 +24,9 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     fresh = kube.get_job(namespace, name) or dict(body)
-    spec, spec_error = None, None
+    spec, spec_error, unknown = None, None, []
     try:
-        spec = crd.parse_spec(fresh.get("spec"))
+        spec, unknown = crd.parse_spec_lenient(fresh.get("spec"))
     except crd.SpecError as err:
         spec_error = str(err)
     status = crd.parse_status(fresh.get("status"))
@@ -46,7 +46,8 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     if with_progress and driver is not None and pod_state(driver).phase == "Running":
         progress, polled = fetch_progress(driver, settings), True
     return Observed(
-        name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error, status=status,
+        name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error,
+        spec_warnings=tuple(unknown), status=status,
         generation=int(fresh.get("metadata", {}).get("generation") or 1),
         pods=tuple(pod_state(p) for p in raw_pods), cluster=cluster, present=present,
         progress=progress, progress_polled=polled, new_token=secrets.token_hex(32),
@@ -95,14 +96,14 @@ def _time(value: Any) -> Optional[datetime]:
 
 def cluster_state(cluster: Optional[Mapping[str, Any]], uid: str) -> Optional[ClusterState]:
     """KubeRay reports readiness as status.state == "ready"; a same-named cluster that
-    this job does not own is treated as absent (and never deleted)."""
+    this job does not own is marked foreign (the job fails with a name conflict; the
+    cluster is never used or deleted)."""
     if cluster is None:
         return None
     meta = cluster["metadata"]
-    if meta.get("labels", {}).get(children.LABEL_JOB_UID) != uid:
-        return None
     return ClusterState(name=meta["name"], state=(cluster.get("status") or {}).get("state"),
-                        deleting=bool(meta.get("deletionTimestamp")))
+                        deleting=bool(meta.get("deletionTimestamp")),
+                        foreign=(meta.get("labels") or {}).get(children.LABEL_JOB_UID) != uid)
 
 
 def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:

@@ -31,10 +31,11 @@ class ClusterState:
     name: str
     state: Optional[str] = None
     deleting: bool = False
+    foreign: bool = False  # same name, not owned by this job: never used, never deleted
 
     @property
     def is_ready(self) -> bool:
-        return self.state == "ready" and not self.deleting
+        return self.state == "ready" and not self.deleting and not self.foreign
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class Observed:
     now: datetime
     spec: Optional[JobSpec] = None
     spec_error: Optional[str] = None
+    spec_warnings: tuple[str, ...] = ()  # unknown spec fields that were ignored
     status: Status = field(default_factory=Status)
     generation: int = 1
     pods: tuple[PodState, ...] = ()  # every driver pod of this job, any attempt

@@ -11,17 +11,20 @@ concurrent reconcile repeats the same writes instead of doubling them. The first
 reconcile only records the job id and child names; nothing is created before that."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Optional
 
 from . import children, exits
-from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED,
-                  STOPPING, SUCCEEDED, TERMINAL, Job, JobSpec)
+from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED, STOPPING, SUCCEEDED,
+                  TERMINAL, JobSpec, SpecError, Status, immutable_changes, parse_spec, spec_dump)
 from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
 from .progress import conditions, mirror_progress
 from .settings import Settings
 
-WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart"})
+WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
+                             "DriverTerminating", "RayClusterLost", "DeadlineExceeded", "ProgressDeadlineExceeded",
+                             "InvalidSpec"})
 
 
 
@@ -49,6 +52,8 @@ class _Step:
         """Graceful delete; a pod still there past its grace period (plus a margin) is
         force-deleted, as for a lost node, so stop and deletion stay time-bounded."""
         ref = children.pod_ref(self.o.namespace, pod.name)
+        if ref in self.delete:
+            return
         if not pod.deleting:
             self.delete.append(ref)
         elif pod.deletion_deadline is not None and self.o.now > pod.deletion_deadline + timedelta(
@@ -58,7 +63,7 @@ class _Step:
     def delete_cluster(self) -> None:
         """The RayCluster, and the Secret that only its members (and the driver) use."""
         cluster = self.o.cluster
-        if cluster is not None and not cluster.deleting:
+        if cluster is not None and not cluster.deleting and not cluster.foreign:
             self.delete.append(children.ray_cluster_ref(self.o.namespace, cluster.name))
             self.delete_ray_auth()
 
@@ -67,40 +72,103 @@ class _Step:
         if ref not in self.delete:
             self.delete.append(ref)
 
+    def spec_valid(self) -> dict[str, Any]:
+        """The SpecValid condition: False while the CR's spec cannot be applied (the job goes
+        on with the last valid one, status.lastValidSpec); True, with a warning reason, when
+        unknown fields were ignored."""
+        o = self.o
+        if o.spec_error:
+            value, reason, message = "False", "InvalidSpec", o.spec_error + (
+                "; the job continues on its last valid spec" if self.st.last_valid_spec and self.st.phase not in
+                TERMINAL else "")
+        elif o.spec_warnings:
+            value, reason, message = "True", "UnknownFieldsIgnored", (
+                f"ignored fields this operator does not know: {', '.join(o.spec_warnings)} (a typo, or a CRD "
+                "newer than the operator)")
+        else:
+            value, reason, message = "True", "Valid", ""
+        before = next((c for c in self.old.conditions or [] if c.get("type") == "SpecValid"), {})
+        since = before.get("lastTransitionTime") if before.get("status") == value else None
+        return {"type": "SpecValid", "status": value, "reason": reason, "message": message,
+                "lastTransitionTime": since or timestamp(o.now)}
+
     def decision(self) -> Decision:
         if self.old.phase != self.st.phase:
             self.st.last_transition_time = timestamp(self.o.now)
+        was = {c.get("type"): c.get("reason") for c in self.old.conditions or []}
         if self.o.spec is not None:
             self.st.conditions = conditions(self.o, self.st, self.settings)
-            was = {c.get("type"): c.get("reason") for c in self.old.conditions or []}
             now = {c["type"]: c for c in self.st.conditions}
             if now["Progressing"]["reason"] == "ProgressUnreachable" != was.get("Progressing"):
                 self.events.append(Event("Warning", "ProgressUnreachable", now["Progressing"]["message"]))
+        self.st.conditions = [c for c in self.st.conditions or [] if c.get("type") != "SpecValid"] + [
+            self.spec_valid()]
+        valid = self.st.conditions[-1]
+        if valid["reason"] != was.get("SpecValid") and valid["reason"] in ("InvalidSpec", "UnknownFieldsIgnored"):
+            self.events.append(Event("Warning", valid["reason"], valid["message"]))
         return Decision(status=self.st.dump(), create=self.create, delete=self.delete, events=self.events,
                         again=self.again)
 
 
 def next_status(o: Observed, settings: Settings) -> Decision:
     """What to write next for a live (not deleted) job."""
+    o = _effective_spec(o)
     step = _Step(o, settings)
     step.st.observed_generation = o.generation
+    st = step.st
+    if o.spec_error and st.job_id is not None and st.phase in (SUCCEEDED, FAILED) and not _failed_invalid(st):
+        return step.decision()  # a finished job is never touched: the SpecValid condition says what is wrong
     if o.spec is None:
         _invalid_spec(step)
         return step.decision()
-    st, spec = step.st, o.spec
+    spec = o.spec
+    if not o.spec_error:
+        st.last_valid_spec = spec_dump(spec)
     if st.job_id is None:
         _accept(step)
+    elif st.pending_failure:
+        _stop(step)
     elif st.phase in ACTIVE and _deadline_passed(step):
         pass
     elif spec.stop or st.phase == STOPPING:  # a stop that started completes, even if the flag flips back
         _stop(step)
-    elif st.phase == STOPPED or (st.phase == FAILED and st.reason == "InvalidSpec"):
+    elif st.phase == STOPPED or _failed_invalid(st):
         _resume(step)
     elif st.phase in (SUCCEEDED, FAILED):
         _finished(step)
     else:
         _run(step)
     return step.decision()
+
+
+def _failed_invalid(st: Status) -> bool:
+    return st.phase == FAILED and st.reason == "InvalidSpec"
+
+
+def _effective_spec(o: Observed) -> Observed:
+    """The spec to act on. An edit that fails validation, or that changes a field fixed per
+    job, does not reach a job that has run: it keeps its last valid spec (SpecValid=False
+    says why). A job that never had a valid spec fails with InvalidSpec."""
+    last = o.status.last_valid_spec
+    error = o.spec_error
+    if o.spec is not None and o.status.job_id is not None:
+        changed = immutable_changes(o.spec, last)
+        if o.spec.job_id is not None and o.spec.job_id != o.status.job_id and "spec.jobId" not in changed:
+            changed.insert(0, "spec.jobId")
+        if changed:
+            error = (f"{', '.join(changed)} cannot change once a job is accepted (it would start a different job "
+                     "under this name); create a new DataJuicerJob instead")
+    if error is None:
+        return o
+    fallback = None
+    if last and not _failed_invalid(o.status):
+        try:
+            fallback = parse_spec(last)
+        except SpecError:
+            fallback = None
+    if fallback is not None:
+        fallback = fallback.model_copy(update={"stop": o.spec.stop}) if o.spec is not None else fallback
+    return replace(o, spec=fallback, spec_error=error)
 
 
 def _finished(step: _Step) -> None:
@@ -134,16 +202,40 @@ def _active_pods(o: Observed) -> list[PodState]:
 
 
 def _invalid_spec(step: _Step) -> None:
-    for pod in _active_pods(step.o):
-        step.delete_pod(pod)
+    """No valid spec was ever seen: stop whatever runs (the driver keeps its cluster until
+    it has exited), then fail."""
+    reason, message = "InvalidSpec", step.o.spec_error or "invalid spec"
+    if _stop_drivers(step, reason, message):
+        return
     step.delete_cluster()
-    step.set_phase(FAILED, "InvalidSpec", step.o.spec_error or "invalid spec")
+    step.st.pending_failure = None
+    step.set_phase(FAILED, reason, message)
+
+
+def _stop_drivers(step: _Step, reason: str, message: str) -> bool:
+    """Asks every unfinished driver to go (graceful: it checkpoints on its way out);
+    True while one is still there, with the job Stopping and the failure pending."""
+    o, st = step.o, step.st
+    active = _active_pods(o)
+    for pod in active:
+        step.delete_pod(pod)
+    current = o.pod(children.names(o.name, st.attempt).driver)
+    if current is not None and current.exit_code is not None:
+        st.exit_code = current.exit_code
+    if not active:
+        return False
+    st.pending_failure = {"reason": reason, "message": message}
+    step.set_phase(STOPPING, reason, f"{message}; stopping driver {', '.join(p.name for p in active)} first "
+                   "(it checkpoints its in-flight partition)")
+    return True
 
 
 def _fail(step: _Step, reason: str, message: str, stop_driver: bool = False) -> None:
-    if stop_driver:
-        for pod in _active_pods(step.o):
-            step.delete_pod(pod)  # graceful: the driver still checkpoints on its way out
+    """Fails the job. With stop_driver, a running driver is stopped first and the job is
+    Stopping until it is gone: only then is the RayCluster released."""
+    if stop_driver and _stop_drivers(step, reason, message):
+        return
+    step.st.pending_failure = None
     step.st.completion_time, step.st.next_attempt_after = timestamp(step.o.now), None
     step.set_phase(FAILED, reason, message)
     _release_cluster(step)
@@ -158,8 +250,11 @@ def _deadline_passed(step: _Step) -> bool:
         return True
     limit = spec.progress_deadline_seconds
     if limit is not None and st.phase == RUNNING:
-        last = (st.progress or {}).get("updatedAt") or st.last_transition_time
-        if seconds_since(last, o.now) > limit:
+        # The clock starts afresh with each attempt's driver: a resumed or retried job keeps
+        # the progress of the attempt before, whose updatedAt may be hours old.
+        marks = [t for t in ((st.progress or {}).get("updatedAt"), st.last_transition_time) if t]
+        quiet = min((seconds_since(t, o.now) for t in marks), default=0.0)
+        if quiet > limit:
             _fail(step, "ProgressDeadlineExceeded",
                   f"driver {st.children.get('driverPod') if st.children else ''} made no progress for "
                   f"{limit}s (spec.progressDeadlineSeconds)", stop_driver=True)
@@ -177,6 +272,22 @@ def _run(step: _Step) -> None:
         return _driver_failed(step, pod)
     if pod is None and st.phase == RUNNING:
         return _driver_failed(step, None)
+    if job.spec.is_ray and o.cluster is not None and o.cluster.foreign:
+        return _fail(step, "RayClusterNameConflict",
+                     f"RayCluster {o.cluster.name} exists and is not owned by this job (no label "
+                     f"{children.LABEL_JOB_UID}={o.uid}); delete or rename that cluster, or give this job another "
+                     "name", stop_driver=True)
+    if pod is not None and pod.deleting:
+        # Not deleted by us (that happens on stop and failure only): an eviction, or a node
+        # controller giving up on a lost node, whose kubelet will never confirm. Past its grace
+        # period plus a margin it is force-deleted, and the attempt counts as lost.
+        step.delete_pod(pod)
+        return step.set_phase(st.phase or PROVISIONING, "DriverTerminating",
+                              f"driver {pod.name} is being deleted outside the operator (eviction or a lost node); "
+                              f"it is force-deleted {step.settings.force_delete_after_seconds:g}s after its grace "
+                              "period if its node does not confirm, then the next attempt starts")
+    if job.spec.is_ray and pod is not None and st.phase == RUNNING and (o.cluster is None or o.cluster.deleting):
+        return _cluster_lost(step, pod)
 
     older = [p for p in o.pods if p.name != name.driver]
     for p in older:
@@ -227,7 +338,8 @@ def _wait_for_cluster(step: _Step) -> None:
     cluster = children.names(o.name, 0).ray
     if (o.now - since).total_seconds() > timeout:
         return _fail(step, "RayClusterNotReady", f"RayCluster {cluster} was not ready within {timeout}s "
-                     "(spec.ray.readyTimeoutSeconds); check the KubeRay operator and the cluster's pods")
+                     "(spec.ray.readyTimeoutSeconds); check the KubeRay operator and the cluster's pods",
+                     stop_driver=True)
     state = o.cluster.state if o.cluster else None
     phase = RETRYING if st.phase == RETRYING else PROVISIONING
     reason = st.reason if phase == RETRYING else "WaitingForRayCluster"
@@ -274,17 +386,34 @@ def _driver_failed(step: _Step, pod: Optional[PodState]) -> None:
         reason, advice = exits.PERMANENT[code]
         return _fail(step, reason, f"{what}: {advice}")
     cause = exits.cause(code, lost=pod is None)
+    if pod is not None:
+        step.delete_pod(pod)
+    _retry(step, "DriverFailed" if pod is not None else "DriverLost", what, cause)
+
+
+def _cluster_lost(step: _Step, pod: PodState) -> None:
+    """The RayCluster went away under a running driver: stop the driver (it checkpoints what
+    it can) and count a failed attempt; the next one gets a new cluster and resumes."""
+    what = f"RayCluster {children.names(step.o.name, 0).ray} was deleted while driver {pod.name} ran"
+    if step.st.failures >= step.o.job.spec.backoff_limit:
+        return _fail(step, "RayClusterLost", f"{what}; no retries left "
+                     f"(spec.backoffLimit={step.o.job.spec.backoff_limit})", stop_driver=True)
+    step.delete_pod(pod)
+    _retry(step, "RayClusterLost", what, "the driver is stopped and the attempt counts as failed")
+
+
+def _retry(step: _Step, reason: str, what: str, cause: str) -> None:
+    """Schedules attempt n+1 after the backoff, or fails once spec.backoffLimit is spent."""
+    o, st, spec = step.o, step.st, step.o.job.spec
     if st.failures >= spec.backoff_limit:
         return _fail(step, "BackoffLimitExceeded",
                      f"{what}: {cause}; no retries left (spec.backoffLimit={spec.backoff_limit})")
-    if pod is not None:
-        step.delete_pod(pod)
     st.failures += 1
     delay = backoff_delay(st.failures, spec)
     st.next_attempt_after = timestamp(o.now + timedelta(seconds=delay))
     st.attempt += 1
     st.children = {**(st.children or {}), "driverPod": children.names(o.name, st.attempt).driver}
-    step.set_phase(RETRYING, "DriverFailed" if pod is not None else "DriverLost",
+    step.set_phase(RETRYING, reason,
                    f"{what}: {cause}; attempt {st.attempt} resumes from the last checkpoint in {delay:g}s "
                    f"(retry {st.failures} of {spec.backoff_limit})")
 
@@ -303,6 +432,11 @@ def _stop(step: _Step) -> None:
         step.delete_pod(pod)
     if current is not None and current.exit_code is not None:
         st.exit_code = current.exit_code
+    failure = st.pending_failure
+    if failure and remaining:
+        return step.set_phase(STOPPING, failure["reason"], step.st.message or failure["message"])
+    if failure:
+        return _fail(step, failure["reason"], failure["message"])
     if remaining:
         return step.set_phase(STOPPING, "StopRequested",
                               f"stopping driver {', '.join(p.name for p in remaining)}: "

@@ -211,3 +211,39 @@ def test_invalid_recipe_fails_once_without_retries_and_the_ttl_cleans_up(kc, s3_
     assert [p for ns, p in node_agent.started_pods if ns == kc.namespace] == ["typo-driver-1"]
     wait_for(lambda: kc.get("djjob", "typo") is None, 30, "the TTL to delete the finished job")
     assert kc.pods() == []
+
+
+def test_schema_rejects_bad_env_names_and_quantities_at_apply(kc):
+    """A 422 from the pod create would come too late (the job already says DriverStarting):
+    the CRD refuses what it can at admission."""
+    import yaml
+    bad_env = job_manifest("badenv", "b", "http://x")
+    bad_env["spec"]["driver"]["env"].append({"name": "1 NOT VALID", "value": "x"})
+    done = kc("apply", "-f", "-", input=yaml.safe_dump(bad_env), check=False)
+    assert done.returncode != 0 and "spec.driver.env" in done.stderr, done.stderr
+    bad_quantity = job_manifest("badqty", "b", "http://x")
+    bad_quantity["spec"]["driver"]["resources"] = {"limits": {"memory": "lots"}}
+    done = kc("apply", "-f", "-", input=yaml.safe_dump(bad_quantity), check=False)
+    assert done.returncode != 0 and "spec.driver.resources.limits.memory" in done.stderr, done.stderr
+    fine = job_manifest("fineqty", "b", "http://x", stop=True)
+    fine["spec"]["driver"]["resources"] = {"limits": {"memory": "512Mi", "cpu": 2}, "requests": {"cpu": "500m"}}
+    kc.apply(fine)
+    assert kc.job("fineqty")["spec"]["driver"]["resources"]["limits"]["cpu"] == 2
+
+
+def test_a_same_named_ray_cluster_not_ours_fails_the_job_at_once(kc, dj_operator, node_agent):
+    import yaml
+    theirs = yaml.safe_load((REPO / "tests" / "data" / "kuberay" / "raycluster-sample.yaml").read_text()) \
+        if (REPO / "tests" / "data" / "kuberay" / "raycluster-sample.yaml").exists() else None
+    theirs = theirs or {
+        "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {},
+        "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
+            {"name": "ray-head", "image": "rayproject/ray:2.60.0"}]}}}}}
+    theirs["metadata"] = {"name": "clash-ray", "namespace": kc.namespace}
+    kc.apply(theirs)
+    kc.apply(job_manifest("clash", "b", "http://x", executorType="ray"))
+    st = wait_for(lambda: (s := kc.status("clash")).get("phase") == "Failed" and s, 30, "Failed",
+                  lambda: diagnose(kc, "clash", dj_operator, node_agent))
+    assert st["reason"] == "RayClusterNameConflict" and "clash-ray" in st["message"]
+    assert kc.get("raycluster", "clash-ray") is not None, "a cluster that is not ours is never deleted"
+    assert kc.pods() == []

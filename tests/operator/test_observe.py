@@ -36,8 +36,9 @@ def test_progress_url_is_pod_ip_and_port_unless_the_annotation_setting_is_on():
     assert progress_url(driver(phase="Pending"), Settings()) is None
 
 
-def test_a_same_named_cluster_this_job_does_not_own_is_ignored():
+def test_a_same_named_cluster_this_job_does_not_own_is_foreign():
     ours = {"metadata": {"name": "demo-ray", "labels": {"datajuicer.io/job-uid": UID}}, "status": {"state": "ready"}}
     theirs = {"metadata": {"name": "demo-ray", "labels": {}}, "status": {"state": "ready"}}
     assert cluster_state(ours, UID).is_ready
-    assert cluster_state(theirs, UID) is None and cluster_state(None, UID) is None
+    assert cluster_state(theirs, UID).foreign and not cluster_state(theirs, UID).is_ready
+    assert not cluster_state(ours, UID).foreign and cluster_state(None, UID) is None
