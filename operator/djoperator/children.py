@@ -35,6 +35,9 @@ RAY_AUTH_KEY = "auth_token"  # the key KubeRay's own authOptions.secretName Secr
 RUN_AS = 1000  # the image's non-root user; fsGroup makes the state volume writable for it
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# dj-process writes its outcome (one scrubbed JSON line) here; the kubelet puts it in the
+# container's terminated state, falling back to the log tail when the driver died silently.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 BASE_MAX = 40  # leaves room for "-driver-<attempt>" (63) and KubeRay's suffixes on "-ray" (53)
 
 
@@ -278,6 +281,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
     env = storage_env(job)
     if spec.is_ray:
         env += [{"name": "RAY_ADDRESS", "value": ray_address(job)}, *ray_auth_env(job)]
+    env += [{"name": "DJ_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH}]
     env += [dict(e) for e in spec.driver.env]
     container: dict[str, Any] = {
         "name": "driver",
@@ -288,6 +292,8 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         "ports": [{"name": "progress", "containerPort": settings.progress_port}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "progress"}, "periodSeconds": 10},
         "securityContext": CONTAINER_SECURITY,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "recipe", "mountPath": RECIPE_MOUNT, "readOnly": True},
                          {"name": "state", "mountPath": STATE_MOUNT}],
     }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import urllib.error
 import urllib.request
@@ -56,20 +57,50 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
 
 def pod_state(pod: Mapping[str, Any]) -> PodState:
     meta, st = pod["metadata"], pod.get("status") or {}
-    exit_code, message = None, None
+    exit_code, message, final = None, None, None
     for container in st.get("containerStatuses") or []:
         if container.get("name") == "driver":
             terminated = (container.get("state") or {}).get("terminated")
             if terminated is not None:
                 exit_code = terminated.get("exitCode")
-                text = (terminated.get("message") or "").strip().splitlines()
-                reason = terminated.get("reason")
-                message = text[-1][:300] if text else (reason if reason not in (None, "Error", "Completed") else None)
+                message, final = termination_message(terminated)
     attempt = int(meta.get("labels", {}).get(children.LABEL_ATTEMPT, "0") or 0)
     deleted_at = meta.get("deletionTimestamp")
     return PodState(name=meta["name"], attempt=attempt, phase=st.get("phase") or "Pending",
                     exit_code=exit_code, deleting=bool(deleted_at), message=message,
-                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st))
+                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st), final_progress=final)
+
+
+_SECRETS = [(re.compile(r"(\w+://)[^/@\s]+@"), r"\1***@"),
+            (re.compile(r"(?i)((?:secret|password|token|key)[\w-]*\s*[=:]\s*)\S+"), r"\1***")]
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """One line without credentials: it goes into status.message and Events, which more
+    people can read than the pod's logs."""
+    line = " ".join(text.split())
+    for pattern, repl in _SECRETS:
+        line = pattern.sub(repl, line)
+    return line[:limit]
+
+
+def termination_message(terminated: Mapping[str, Any]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+    """(reason, final progress) from a terminated driver container. dj-process writes one
+    JSON line; a driver that died before writing it leaves the kubelet's log tail
+    (FallbackToLogsOnError), whose last line is the likeliest cause."""
+    text = (terminated.get("message") or "").strip()
+    reason = terminated.get("reason")
+    lines = text.splitlines()
+    if lines:
+        try:
+            data = json.loads(lines[-1])
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "exit_code" in data:
+            progress = data.get("progress") if isinstance(data.get("progress"), dict) else None
+            return (scrub(str(data["reason"])) if data.get("reason") else None), progress
+        return scrub(lines[-1]), None
+    return (reason if reason not in (None, "Error", "Completed") else None), None
 
 
 # Waiting reasons that are ordinary steps of a start, not problems.

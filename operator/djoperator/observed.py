@@ -20,6 +20,7 @@ class PodState:
     deletion_deadline: Optional[datetime] = None  # metadata.deletionTimestamp: end of the grace period
     message: Optional[str] = None  # the container's termination reason/message
     blocked: Optional[str] = None  # why a Pending driver cannot start (waiting reason, scheduling failure)
+    final_progress: Optional[dict[str, Any]] = None  # the driver's last progress, from its termination message
 
     @property
     def is_finished(self) -> bool:

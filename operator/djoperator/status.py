@@ -19,7 +19,7 @@ from . import children, exits
 from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED, STOPPING, SUCCEEDED,
                   TERMINAL, JobSpec, SpecError, Status, immutable_changes, parse_spec, spec_dump)
 from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
-from .progress import conditions, mirror_progress
+from .progress import conditions, mirror_final, mirror_progress
 from .settings import Settings
 
 WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
@@ -266,6 +266,8 @@ def _run(step: _Step) -> None:
     o, st, job = step.o, step.st, step.o.job
     name = children.names(job.name, st.attempt)
     pod = o.pod(name.driver)
+    if pod is not None and pod.is_finished and pod.final_progress:
+        mirror_final(st, pod.final_progress)  # the counts, even if no poll caught the driver running
     if pod is not None and pod.phase == "Succeeded":
         return _succeed(step)
     if pod is not None and pod.phase == "Failed":
@@ -432,6 +434,8 @@ def _stop(step: _Step) -> None:
         step.delete_pod(pod)
     if current is not None and current.exit_code is not None:
         st.exit_code = current.exit_code
+        if current.final_progress:
+            mirror_final(st, current.final_progress)  # what the stop left done
     failure = st.pending_failure
     if failure and remaining:
         return step.set_phase(STOPPING, failure["reason"], step.st.message or failure["message"])
