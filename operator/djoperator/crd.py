@@ -176,6 +176,7 @@ class JobSpec(Model):
     backoff: BackoffSpec = Field(default_factory=BackoffSpec)
     active_deadline_seconds: Optional[int] = Field(None, ge=1)  # from the first start, stops included
     progress_deadline_seconds: Optional[int] = Field(None, ge=1)  # longest a running driver may show no progress
+    start_deadline_seconds: int = Field(600, ge=1)  # longest a driver may take to start (create refused, stuck Pending)
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     stop: bool = False
 
@@ -285,6 +286,7 @@ class Status(BaseModel):
     # A failure decided while the driver still runs: the job is Stopping until the driver
     # has checkpointed and exited (it needs its RayCluster for that), then Failed.
     pending_failure: Optional[dict[str, Any]] = None
+    starting_since: Optional[str] = None  # when this attempt's driver was first asked for
     # The spec the job runs on: a later edit that is invalid leaves the job on this one.
     last_valid_spec: Optional[dict[str, Any]] = None
     last_transition_time: Optional[str] = None

@@ -67,8 +67,13 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) ->
                 decision = core.next_status(observed, settings)
                 patch = status_patch(observed.status.dump(), decision.status)
                 kube.patch_job_status(observed.namespace, observed.name, patch)
-                kube.apply(decision.create, decision.delete)
-            _post(body, decision.events)
+                failures = kube.apply(decision.create, decision.delete)
+                events = list(decision.events)
+                if failures:  # refused for good (quota, admission, invalid): say so, don't raise into kopf's retry loop
+                    after, more = core.create_failed(observed.status, decision.status, failures)
+                    kube.patch_job_status(observed.namespace, observed.name, status_patch(decision.status, after))
+                    events += more
+            _post(body, events)
             if not decision.again:
                 break
 

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import urllib.error
 import urllib.request
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from . import children, crd
 from .kube import RAY_API_VERSION, Kube
 from .settings import Settings
-from .observed import ClusterState, Observed, PodState
+from .observed import ClusterState, Observed, PodState, scrub
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     raw_pods = [p for p in kube.list("v1", "Pod", namespace, selector)
                 if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
     present = frozenset((kind, obj["metadata"]["name"])
-                        for kind in ("ConfigMap", "PersistentVolumeClaim")
+                        for kind in ("ConfigMap", "PersistentVolumeClaim", "Secret")
                         for obj in kube.list("v1", kind, namespace, selector))
     cluster_name = children.names(name, 0).ray
     cluster = cluster_state(kube.get(RAY_API_VERSION, "RayCluster", namespace, cluster_name), uid)
@@ -50,12 +49,16 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
         name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error,
         spec_warnings=tuple(unknown), status=status,
         generation=int(fresh.get("metadata", {}).get("generation") or 1),
-        pods=tuple(pod_state(p) for p in raw_pods), cluster=cluster, present=present,
+        pods=tuple(pod_state(p, kube.pod_warnings(namespace, p["metadata"]["name"])
+                             if (p.get("status") or {}).get("phase", "Pending") == "Pending" else ())
+                   for p in raw_pods),
+        cluster=cluster, present=present,
         progress=progress, progress_polled=polled, new_token=secrets.token_hex(32),
     )
 
 
-def pod_state(pod: Mapping[str, Any]) -> PodState:
+def pod_state(pod: Mapping[str, Any], warnings: Sequence[str] = ()) -> PodState:
+    """`warnings`: the pod's Warning events, newest last (FailedMount, FailedScheduling, ...)."""
     meta, st = pod["metadata"], pod.get("status") or {}
     exit_code, message, final = None, None, None
     for container in st.get("containerStatuses") or []:
@@ -68,20 +71,8 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
     deleted_at = meta.get("deletionTimestamp")
     return PodState(name=meta["name"], attempt=attempt, phase=st.get("phase") or "Pending",
                     exit_code=exit_code, deleting=bool(deleted_at), message=message,
-                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st), final_progress=final)
-
-
-_SECRETS = [(re.compile(r"(\w+://)[^/@\s]+@"), r"\1***@"),
-            (re.compile(r"(?i)((?:secret|password|token|key)[\w-]*\s*[=:]\s*)\S+"), r"\1***")]
-
-
-def scrub(text: str, limit: int = 300) -> str:
-    """One line without credentials: it goes into status.message and Events, which more
-    people can read than the pod's logs."""
-    line = " ".join(text.split())
-    for pattern, repl in _SECRETS:
-        line = pattern.sub(repl, line)
-    return line[:limit]
+                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st, warnings),
+                    final_progress=final)
 
 
 def termination_message(terminated: Mapping[str, Any]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
@@ -107,8 +98,10 @@ def termination_message(terminated: Mapping[str, Any]) -> tuple[Optional[str], O
 STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 
 
-def why_blocked(st: Mapping[str, Any]) -> Optional[str]:
-    """What kubelet or the scheduler says keeps a Pending pod from starting, if anything."""
+def why_blocked(st: Mapping[str, Any], warnings: Sequence[str] = ()) -> Optional[str]:
+    """What kubelet or the scheduler says keeps a Pending pod from starting, if anything.
+    ContainerCreating is a normal step, unless Warning events (a volume that cannot be
+    mounted: a misspelt ConfigMap, a deleted Secret) say it will never end."""
     for container in st.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") and waiting["reason"] not in STARTING:
@@ -116,6 +109,8 @@ def why_blocked(st: Mapping[str, Any]) -> Optional[str]:
     for cond in st.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             return f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".strip().rstrip(":")[:300]
+    if warnings:
+        return scrub(warnings[-1])
     return None
 
 

@@ -3,6 +3,7 @@
 observe.py builds Observed from the API; the core tests build it by hand."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -69,6 +70,16 @@ class Observed:
 
 
 @dataclass(frozen=True)
+class CreateFailure:
+    """A create the apiserver refused for good (quota, admission, an invalid field)."""
+
+    kind: str
+    name: str
+    code: int  # 400, 403 or 422
+    message: str
+
+
+@dataclass(frozen=True)
 class Event:
     type: str  # Normal | Warning
     reason: str
@@ -98,3 +109,16 @@ def parse_time(value: Optional[str]) -> Optional[datetime]:
 def seconds_since(value: Optional[str], now: datetime) -> float:
     then = parse_time(value)
     return 0.0 if then is None else (now - then).total_seconds()
+
+
+_SECRETS = [(re.compile(r"(\w+://)[^/@\s]+@"), r"\1***@"),
+            (re.compile(r"(?i)((?:secret|password|token|key)[\w-]*\s*[=:]\s*)\S+"), r"\1***")]
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """One line without credentials: it goes into status.message and Events, which more
+    people can read than the pod's logs."""
+    line = " ".join(text.split())
+    for pattern, repl in _SECRETS:
+        line = pattern.sub(repl, line)
+    return line[:limit]

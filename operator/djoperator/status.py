@@ -18,11 +18,14 @@ from typing import Any, Optional
 from . import children, exits
 from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED, STOPPING, SUCCEEDED,
                   TERMINAL, JobSpec, SpecError, Status, immutable_changes, parse_spec, spec_dump)
-from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
+from .observed import (CreateFailure, Decision, Event, Observed, PodState, parse_time, scrub, seconds_since,
+                       timestamp)
 from .progress import conditions, mirror_final, mirror_progress
 from .settings import Settings
 
-WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
+CREATE_FAILURES = {400: "CreateInvalid", 403: "CreateForbidden", 422: "CreateInvalid"}
+STUCK_REASONS = frozenset({*CREATE_FAILURES.values(), "DriverCannotStart"})
+WARNING_REASONS = frozenset({*STUCK_REASONS, "StartDeadlineExceeded", "DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
                              "DriverTerminating", "RayClusterLost", "DeadlineExceeded", "ProgressDeadlineExceeded",
                              "InvalidSpec"})
 
@@ -248,6 +251,12 @@ def _deadline_passed(step: _Step) -> bool:
         _fail(step, "DeadlineExceeded",
               f"job {st.job_id} was active longer than spec.activeDeadlineSeconds={limit}", stop_driver=True)
         return True
+    limit = spec.start_deadline_seconds
+    if st.phase == PROVISIONING and st.starting_since and seconds_since(st.starting_since, o.now) > limit:
+        reason = st.reason if st.reason in STUCK_REASONS else "StartDeadlineExceeded"
+        _fail(step, reason, f"driver {st.children.get('driverPod') if st.children else ''} did not start within "
+              f"{limit}s (spec.startDeadlineSeconds): {st.message or ''}".rstrip(": "), stop_driver=True)
+        return True
     limit = spec.progress_deadline_seconds
     if limit is not None and st.phase == RUNNING:
         # The clock starts afresh with each attempt's driver: a resumed or retried job keeps
@@ -290,6 +299,15 @@ def _run(step: _Step) -> None:
                               "period if its node does not confirm, then the next attempt starts")
     if job.spec.is_ray and pod is not None and st.phase == RUNNING and (o.cluster is None or o.cluster.deleting):
         return _cluster_lost(step, pod)
+    if job.spec.is_ray and o.cluster is not None and not o.cluster.deleting and \
+            ("Secret", name.ray_auth) not in o.present:
+        # Its members hold the old token: a new Secret needs a new cluster (and the driver,
+        # if one runs, a new attempt, as for any lost cluster).
+        step.delete_cluster()
+        step.events.append(Event("Warning", "RayAuthSecretMissing",
+                                 f"Secret {name.ray_auth} is gone; replacing RayCluster {o.cluster.name} "
+                                 "with a new one and a new token"))
+        return
 
     older = [p for p in o.pods if p.name != name.driver]
     for p in older:
@@ -322,14 +340,32 @@ def _run(step: _Step) -> None:
         step.create.append(wanted[("Pod", name.driver)])
         st.next_attempt_after, st.exit_code = None, None
         st.start_time = st.start_time or timestamp(o.now)
+        st.starting_since = st.starting_since or timestamp(o.now)
+        if st.phase == PROVISIONING and st.reason in CREATE_FAILURES.values():
+            return  # asking again; the status keeps saying why the last create was refused
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
     elif pod.phase == "Running":
+        st.starting_since = None
         step.set_phase(RUNNING, "DriverRunning", f"driver {name.driver} is processing job {job.job_id}")
         mirror_progress(o, st)
     elif pod.blocked:
         step.set_phase(PROVISIONING, "DriverCannotStart", f"driver {name.driver} cannot start: {pod.blocked}")
     else:
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
+
+
+def create_failed(old: Status, decided: dict[str, Any], failures: list[CreateFailure]) -> tuple[dict[str, Any], list[Event]]:
+    """The status after the apiserver refused a create this reconcile decided: the reason
+    and message say what was refused and why (a Warning event when that is news); the
+    start deadline (or the cluster's ready timeout) ends the job if it persists."""
+    st = Status.model_validate(decided)
+    failure = failures[0]
+    reason = CREATE_FAILURES.get(failure.code, "CreateFailed")
+    message = (f"cannot create {failure.kind} {failure.name}: {failure.code} {scrub(failure.message)}; "
+               "fix the spec (or the quota or admission policy that refused it)")
+    st.reason, st.message = reason, message
+    events = [] if (old.reason, old.message) == (reason, message) else [Event("Warning", reason, message)]
+    return st.dump(), events
 
 
 def _wait_for_cluster(step: _Step) -> None:
@@ -339,11 +375,16 @@ def _wait_for_cluster(step: _Step) -> None:
     timeout = o.job.spec.ray.ready_timeout_seconds
     cluster = children.names(o.name, 0).ray
     if (o.now - since).total_seconds() > timeout:
+        if st.reason in CREATE_FAILURES.values():
+            return _fail(step, st.reason, f"RayCluster {cluster} was not ready within {timeout}s: {st.message}",
+                         stop_driver=True)
         return _fail(step, "RayClusterNotReady", f"RayCluster {cluster} was not ready within {timeout}s "
                      "(spec.ray.readyTimeoutSeconds); check the KubeRay operator and the cluster's pods",
                      stop_driver=True)
     state = o.cluster.state if o.cluster else None
     phase = RETRYING if st.phase == RETRYING else PROVISIONING
+    if phase == PROVISIONING and st.reason in CREATE_FAILURES.values():
+        return  # the cluster's create was refused; the status says why until the ready timeout
     reason = st.reason if phase == RETRYING else "WaitingForRayCluster"
     message = st.message if phase == RETRYING else f"waiting for RayCluster {cluster} to be ready (state: {state or 'none'})"
     step.set_phase(phase, reason or "WaitingForRayCluster", message or "")
@@ -477,7 +518,10 @@ def teardown(o: Observed, settings: Settings) -> Decision:
             step.delete_ray_auth()
     retain_pvc = o.spec is not None and o.spec.event_log.retain
     for kind, name in sorted(o.present):
-        if not (kind == "PersistentVolumeClaim" and retain_pvc):
-            step.delete.append(children.core_ref(kind, o.namespace, name))
+        ref = children.core_ref(kind, o.namespace, name)
+        if kind == "Secret":
+            continue  # the Ray auth Secret goes with the cluster, after the drivers (above)
+        if not (kind == "PersistentVolumeClaim" and retain_pvc) and ref not in step.delete:
+            step.delete.append(ref)
     return Decision(status={}, delete=step.delete, waiting=bool(o.pods) or o.cluster is not None)
 

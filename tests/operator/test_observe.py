@@ -42,3 +42,11 @@ def test_a_same_named_cluster_this_job_does_not_own_is_foreign():
     assert cluster_state(ours, UID).is_ready
     assert cluster_state(theirs, UID).foreign and not cluster_state(theirs, UID).is_ready
     assert not cluster_state(ours, UID).foreign and cluster_state(None, UID) is None
+
+
+def test_container_creating_is_blocked_when_warning_events_say_it_will_not_end():
+    st = {"phase": "Pending", "containerStatuses": [
+        {"name": "driver", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    assert pod_state(driver(**st)).blocked is None
+    p = pod_state(driver(**st), ['FailedMount: MountVolume.SetUp failed for volume "recipe": configmap "reciep" not found'])
+    assert p.blocked.startswith("FailedMount") and "reciep" in p.blocked

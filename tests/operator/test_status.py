@@ -521,3 +521,50 @@ def test_per_job_immutable_fields_cannot_change_between_attempts(change):
     assert d.status["lastValidSpec"] == st["last_valid_spec"]
     assert d.status["phase"] == "Provisioning"  # resumed, on the spec it was accepted with
     assert all(c["kind"] != "RayCluster" for c in d.create)
+
+
+def test_a_refused_driver_create_is_reported_once_then_fails_at_the_start_deadline():
+    from djoperator.observed import CreateFailure
+    from djoperator.status import create_failed
+    o = observed("Pending", raw_spec=spec(startDeadlineSeconds=60))
+    d = next_status(o, SETTINGS)
+    assert kinds(d.create)[-1] == ("Pod", "demo-driver-1")
+    refused = [CreateFailure("Pod", "demo-driver-1", 403, 'pods "demo-driver-1" is forbidden: exceeded quota: q')]
+    after, events = create_failed(o.status, d.status, refused)
+    assert after["phase"] == "Provisioning" and after["reason"] == "CreateForbidden"
+    assert "exceeded quota" in after["message"] and [(e.type, e.reason) for e in events] == [
+        ("Warning", "CreateForbidden")]
+    # the next reconcile asks again, and says nothing new
+    o2 = observed(raw_spec=spec(startDeadlineSeconds=60), now=NOW + timedelta(seconds=10), **carried_raw(after))
+    d2 = next_status(o2, SETTINGS)
+    assert kinds(d2.create)[-1] == ("Pod", "demo-driver-1") and d2.events == []
+    after2, events2 = create_failed(o2.status, d2.status, refused)
+    assert events2 == [] and after2["reason"] == "CreateForbidden"
+    late = observed(raw_spec=spec(startDeadlineSeconds=60), now=NOW + timedelta(seconds=61), **carried_raw(after2))
+    d3 = next_status(late, SETTINGS)
+    assert d3.status["phase"] == "Failed" and d3.status["reason"] == "CreateForbidden"
+    assert "spec.startDeadlineSeconds" in d3.status["message"] and "exceeded quota" in d3.status["message"]
+
+
+def test_a_driver_stuck_pending_fails_at_the_start_deadline():
+    from djoperator.observed import PodState
+    stuck = PodState("demo-driver-1", 1, "Pending", blocked="ContainerCreating: MountVolume.SetUp failed")
+    d = next_status(observed("Provisioning", pods=(stuck,), starting_since="2026-01-02T02:00:00Z",
+                             reason="DriverCannotStart", message="x", **RUNNING), SETTINGS)
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == "DriverCannotStart"
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+
+
+def carried_raw(status_dict):
+    st = parse_status(status_dict)
+    return {k: v for k, v in st.model_dump().items() if v is not None}
+
+
+def test_a_missing_ray_auth_secret_replaces_the_cluster_with_a_new_token():
+    present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+    d = next_status(observed("Provisioning", raw_spec=RAY, cluster=ClusterState("demo-ray", "ready"), present=present,
+                             **RUNNING), SETTINGS)
+    assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.create == []
+    assert ("Warning", "RayAuthSecretMissing") in [(e.type, e.reason) for e in d.events]
+    d = next_status(observed(raw_spec=RAY, cluster=None, present=present, new_token="new", **carried(d)), SETTINGS)
+    assert kinds(d.create)[-2:] == [("Secret", "demo-ray-auth"), ("RayCluster", "demo-ray")]

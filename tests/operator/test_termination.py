@@ -11,7 +11,8 @@ from pathlib import Path
 import yaml
 
 from djoperator.crd import parse_status
-from djoperator.observe import pod_state, scrub, termination_message
+from djoperator.observe import pod_state, termination_message
+from djoperator.observed import scrub
 from djoperator.status import next_status
 from djworker.demo_data import write_jsonl
 
