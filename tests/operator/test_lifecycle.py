@@ -247,3 +247,24 @@ def test_a_same_named_ray_cluster_not_ours_fails_the_job_at_once(kc, dj_operator
     assert st["reason"] == "RayClusterNameConflict" and "clash-ray" in st["message"]
     assert kc.get("raycluster", "clash-ray") is not None, "a cluster that is not ours is never deleted"
     assert kc.pods() == []
+
+
+def test_a_quota_that_refuses_the_driver_shows_in_status_and_fails_at_the_start_deadline(kc, kube_cluster, dj_operator,
+                                                                                          node_agent):
+    import yaml
+    from kubernetes.client import CoreV1Api
+    kc("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}))
+    # what the quota controller (absent here) would write; admission enforces hard against used
+    CoreV1Api(kube_cluster.api_client()).patch_namespaced_resource_quota_status(
+        "no-pods", kc.namespace, {"status": {"hard": {"pods": "0"}, "used": {"pods": "0"}}})
+    kc.apply(job_manifest("quota", "b", "http://x", startDeadlineSeconds=5))
+    why = lambda: diagnose(kc, "quota", dj_operator, node_agent)  # noqa: E731
+    refused = wait_for(lambda: (s := kc.status("quota")).get("reason") == "CreateForbidden" and s, 30,
+                       "the refusal in status", why)
+    assert refused["phase"] == "Provisioning" and "quota-driver-1" in refused["message"], why()
+    failed = wait_for(lambda: (s := kc.status("quota")).get("phase") == "Failed" and s, 30, "Failed", why)
+    assert failed["reason"] == "CreateForbidden" and "spec.startDeadlineSeconds" in failed["message"]
+    warnings = [e for e in kc.events("quota") if e["reason"] == "CreateForbidden"]
+    assert warnings and all(e["type"] == "Warning" for e in warnings)
+    assert sum(e.get("count") or 1 for e in warnings) <= 3, "reported when it changes, not on every tick"
