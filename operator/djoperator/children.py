@@ -9,6 +9,7 @@ attempt n left in object storage, and the same state volume, so it finds its eve
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -28,6 +29,9 @@ LABEL_JOB = "datajuicer.io/job"
 LABEL_JOB_UID = "datajuicer.io/job-uid"
 LABEL_COMPONENT = "datajuicer.io/component"
 LABEL_ATTEMPT = "datajuicer.io/attempt"
+# The RayCluster's spec as the operator made it, hashed: a spec.ray or spec.storage change
+# shows as a different hash, and the cluster is replaced before the next attempt.
+ANNOTATION_CLUSTER_HASH = "datajuicer.io/cluster-spec-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/name": "datajuicer"}
 
 RAY_CLIENT_PORT = 10001
@@ -215,7 +219,7 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
             "rayStartParams": dict(group.ray_start_params),
             "template": template("ray-worker", group.resources, []),
         })
-    return {
+    cluster = {
         "apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster",
         "metadata": metadata(job, names(job.name, 0).ray, "ray"),
         "spec": {
@@ -230,6 +234,12 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
             **({"autoscalerOptions": {"env": ray_auth_env(job)}} if ray.autoscaling else {}),
         },
     }
+    cluster["metadata"]["annotations"] = {ANNOTATION_CLUSTER_HASH: cluster_hash(cluster)}
+    return cluster
+
+
+def cluster_hash(cluster: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cluster["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ray_address(job: Job) -> str:

@@ -129,7 +129,8 @@ def cluster_state(cluster: Optional[Mapping[str, Any]], uid: str) -> Optional[Cl
     meta = cluster["metadata"]
     return ClusterState(name=meta["name"], state=(cluster.get("status") or {}).get("state"),
                         deleting=bool(meta.get("deletionTimestamp")),
-                        foreign=(meta.get("labels") or {}).get(children.LABEL_JOB_UID) != uid)
+                        foreign=(meta.get("labels") or {}).get(children.LABEL_JOB_UID) != uid,
+                        spec_hash=(meta.get("annotations") or {}).get(children.ANNOTATION_CLUSTER_HASH))
 
 
 def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:

@@ -34,6 +34,7 @@ class ClusterState:
     state: Optional[str] = None
     deleting: bool = False
     foreign: bool = False  # same name, not owned by this job: never used, never deleted
+    spec_hash: Optional[str] = None  # children.ANNOTATION_CLUSTER_HASH: the spec it was made from
 
     @property
     def is_ready(self) -> bool:

@@ -325,6 +325,14 @@ def _run(step: _Step) -> None:
         if o.cluster is None or not o.cluster.is_ready:
             return _wait_for_cluster(step)
     st.provisioning_since = None
+    desired_hash = wanted[("RayCluster", name.ray)]["metadata"]["annotations"][children.ANNOTATION_CLUSTER_HASH] \
+        if job.spec.is_ray else None
+    if pod is None and o.cluster is not None and o.cluster.spec_hash not in (None, desired_hash):
+        # spec.ray or spec.storage changed: they apply from the next attempt, on a new cluster
+        step.delete_cluster()
+        return step.set_phase(st.phase if st.phase == RETRYING else PROVISIONING, "ReplacingRayCluster",
+                              f"spec.ray or spec.storage changed: replacing RayCluster {o.cluster.name} before "
+                              f"attempt {st.attempt}")
     if st.phase == RETRYING and older:
         return step.set_phase(RETRYING, st.reason or "DriverFailed", st.message or "")
     if older:

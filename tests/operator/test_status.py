@@ -568,3 +568,27 @@ def test_a_missing_ray_auth_secret_replaces_the_cluster_with_a_new_token():
     assert ("Warning", "RayAuthSecretMissing") in [(e.type, e.reason) for e in d.events]
     d = next_status(observed(raw_spec=RAY, cluster=None, present=present, new_token="new", **carried(d)), SETTINGS)
     assert kinds(d.create)[-2:] == [("Secret", "demo-ray-auth"), ("RayCluster", "demo-ray")]
+
+
+def test_a_ray_or_storage_change_replaces_the_cluster_before_the_next_attempt():
+    from djoperator import children
+    from djoperator.crd import Job
+    old_hash = children.ray_cluster(Job("demo", "ns", UID, parse_spec(RAY)), SETTINGS)["metadata"]["annotations"][
+        children.ANNOTATION_CLUSTER_HASH]
+    changed = {**RAY, "ray": {"workerGroups": [{"name": "workers", "replicas": 3}]}}
+    made_before = ClusterState("demo-ray", "ready", spec_hash=old_hash)
+    # mid-attempt: the running driver keeps its cluster
+    d = next_status(observed("Running", raw_spec=changed, pods=(pod("Running"),), cluster=made_before, **RUNNING),
+                    SETTINGS)
+    assert d.delete == [] and d.status["phase"] == "Running"
+    # between attempts: replaced, then made again from the new spec
+    d = next_status(observed("Stopped", raw_spec=changed, cluster=made_before, **RUNNING), SETTINGS)
+    assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.status["reason"] == "ReplacingRayCluster"
+    assert not any(c["kind"] == "Pod" for c in d.create)
+    d = next_status(observed(raw_spec=changed, cluster=None, **carried(d)), SETTINGS)
+    made = next(c for c in d.create if c["kind"] == "RayCluster")
+    assert made["spec"]["workerGroupSpecs"][0]["replicas"] == 3
+    # the same spec: no replacement
+    same = ClusterState("demo-ray", "ready", spec_hash=old_hash)
+    d = next_status(observed("Provisioning", raw_spec=RAY, cluster=same, **RUNNING), SETTINGS)
+    assert d.delete == [] and kinds(d.create)[-1] == ("Pod", "demo-driver-1")
