@@ -268,3 +268,19 @@ def test_a_quota_that_refuses_the_driver_shows_in_status_and_fails_at_the_start_
     warnings = [e for e in kc.events("quota") if e["reason"] == "CreateForbidden"]
     assert warnings and all(e["type"] == "Warning" for e in warnings)
     assert sum(e.get("count") or 1 for e in warnings) <= 3, "reported when it changes, not on every tick"
+
+
+def test_a_driver_on_a_lost_node_is_force_deleted_and_the_job_resumes(kc, s3_env, s3_bucket, s3_secret, dj_operator,
+                                                                      node_agent, reference_rows):
+    start_slow_job(kc, s3_env, s3_bucket, "lost")
+    why = lambda: diagnose(kc, "lost", dj_operator, node_agent)  # noqa: E731
+    wait_mid_run(kc, "lost", why)
+    node_agent.lose_node_of(kc.namespace, "lost-driver-1")
+    # the node controller's eviction: a deletion the lost kubelet never confirms
+    kc("delete", "pod", "lost-driver-1", "--grace-period=1", "--wait=false")
+    wait_for(lambda: kc.status("lost").get("reason") == "DriverTerminating", 30, "DriverTerminating", why)
+    done = wait_for(lambda: (s := kc.status("lost")).get("phase") in ("Succeeded", "Failed") and s, 150,
+                    "the job to finish on a new driver", why)
+    assert done["phase"] == "Succeeded" and done["attempt"] == 2, why()
+    assert read_jsonl(s3_env, f"s3://{s3_bucket}/out/lost.jsonl") == reference_rows
+    assert "DriverLost" in [e["reason"] for e in kc.events("lost")]

@@ -98,6 +98,7 @@ class NodeAgent:
         self.started_pods: list[tuple[str, str]] = []  # (namespace, name), in start order
         self.exits: dict[tuple[str, str], int] = {}  # (namespace, name) -> exit code, as reported
         self.logs: dict[tuple[str, str], Path] = {}  # (namespace, name) -> container output
+        self.lost: set[tuple[str, str]] = set()  # pods whose node is "gone": no status, no deletion handling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self._lock = threading.Lock()
@@ -139,6 +140,13 @@ class NodeAgent:
         assert run is not None, f"no process for pod {namespace}/{name}"
         self._signal(run, sig)
 
+    def lose_node_of(self, namespace: str, name: str) -> None:
+        """As if the pod's node dropped off the network: its process runs on, but nothing
+        about it reaches the API any more, and a deletion is never confirmed (only a force
+        delete removes the pod; then what is left of the process is killed, as fencing would)."""
+        with self._lock:
+            self.lost.add((namespace, name))
+
     def volume_dir(self, namespace: str, claim: str) -> Path:
         """The host directory standing in for a PVC."""
         return self.root / namespace / f"pvc-{claim}"
@@ -165,6 +173,8 @@ class NodeAgent:
             uid = meta["uid"]
             seen.add(uid)
             run = self.running.get(uid)
+            if (namespace, meta["name"]) in self.lost:
+                continue
             if meta.get("deletionTimestamp"):
                 self._terminate(pod, run)
             elif run is None and not (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
