@@ -61,6 +61,12 @@ class Kube:
                 namespace=namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning")
         except (NotFoundError, ResourceNotFoundError):
             return []
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            log.warning("cannot list events in %s (grant list on events): stuck pods are reported less precisely",
+                        namespace)
+            return []
         items = sorted((e.to_dict() for e in found.items),
                        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
         return [f"{e.get('reason')}: {e.get('message') or ''}" for e in items]

@@ -32,11 +32,16 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     status = crd.parse_status(fresh.get("status"))
     selector = f"{children.LABEL_JOB_UID}={uid}"
 
-    raw_pods = [p for p in kube.list("v1", "Pod", namespace, selector)
-                if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
+    all_pods = kube.list("v1", "Pod", namespace, selector)
+    raw_pods = [p for p in all_pods if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
     present = frozenset((kind, obj["metadata"]["name"])
-                        for kind in ("ConfigMap", "PersistentVolumeClaim", "Secret")
+                        for kind in ("ConfigMap", "PersistentVolumeClaim")
                         for obj in kube.list("v1", kind, namespace, selector))
+    # The Ray auth Secret is never read (the operator holds no read access to Secrets): it
+    # counts as present unless a pod of the job says it is not found.
+    auth = children.names(name, 0).ray_auth
+    if not any(f'secret "{auth}" not found' in (why_blocked(p.get("status") or {}) or "") for p in all_pods):
+        present |= {("Secret", auth)}
     cluster_name = children.names(name, 0).ray
     cluster = cluster_state(kube.get(RAY_API_VERSION, "RayCluster", namespace, cluster_name), uid)
 
