@@ -9,6 +9,7 @@ attempt n left in object storage, and the same state volume, so it finds its eve
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -28,6 +29,9 @@ LABEL_JOB = "datajuicer.io/job"
 LABEL_JOB_UID = "datajuicer.io/job-uid"
 LABEL_COMPONENT = "datajuicer.io/component"
 LABEL_ATTEMPT = "datajuicer.io/attempt"
+# The RayCluster's spec as the operator made it, hashed: a spec.ray or spec.storage change
+# shows as a different hash, and the cluster is replaced before the next attempt.
+ANNOTATION_CLUSTER_HASH = "datajuicer.io/cluster-spec-hash"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/name": "datajuicer"}
 
 RAY_CLIENT_PORT = 10001
@@ -35,6 +39,9 @@ RAY_AUTH_KEY = "auth_token"  # the key KubeRay's own authOptions.secretName Secr
 RUN_AS = 1000  # the image's non-root user; fsGroup makes the state volume writable for it
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS}
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# dj-process writes its outcome (one scrubbed JSON line) here; the kubelet puts it in the
+# container's terminated state, falling back to the log tail when the driver died silently.
+TERMINATION_MESSAGE_PATH = "/dev/termination-log"
 BASE_MAX = 40  # leaves room for "-driver-<attempt>" (63) and KubeRay's suffixes on "-ray" (53)
 
 
@@ -68,6 +75,39 @@ def names(job_name: str, attempt: int) -> ChildNames:
         state=f"{base}-state",
         ray_auth=f"{base}-ray-auth",
     )
+
+
+def child_names(job: Job, attempt: int) -> dict[str, Any]:
+    """status.children: what this attempt owns or mounts, by name (None: not used)."""
+    n, spec = names(job.name, attempt), job.spec
+    log = spec.event_log
+    return {
+        "driverPod": n.driver,
+        "rayCluster": n.ray if spec.is_ray else None,
+        "recipeConfigMap": spec.recipe_config_map.name if spec.recipe_config_map else n.recipe,
+        "eventLogClaim": None if log.empty_dir else (log.claim_name or n.state),
+    }
+
+
+def core_ref(kind: str, namespace: str, name: str) -> dict[str, Any]:
+    """A core (v1) object's identity, enough to delete it."""
+    return {"apiVersion": "v1", "kind": kind, "namespace": namespace, "name": name}
+
+
+def pod_ref(namespace: str, name: str) -> dict[str, Any]:
+    return core_ref("Pod", namespace, name)
+
+
+def ray_auth_ref(namespace: str, job_name: str) -> dict[str, Any]:
+    return core_ref("Secret", namespace, names(job_name, 0).ray_auth)
+
+
+def ray_cluster_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster", "namespace": namespace, "name": name}
+
+
+def job_ref(namespace: str, name: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "namespace": namespace, "name": name}
 
 
 def labels(job: Job, component: str) -> dict[str, str]:
@@ -179,7 +219,7 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
             "rayStartParams": dict(group.ray_start_params),
             "template": template("ray-worker", group.resources, []),
         })
-    return {
+    cluster = {
         "apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster",
         "metadata": metadata(job, names(job.name, 0).ray, "ray"),
         "spec": {
@@ -194,6 +234,12 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
             **({"autoscalerOptions": {"env": ray_auth_env(job)}} if ray.autoscaling else {}),
         },
     }
+    cluster["metadata"]["annotations"] = {ANNOTATION_CLUSTER_HASH: cluster_hash(cluster)}
+    return cluster
+
+
+def cluster_hash(cluster: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(cluster["spec"], sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ray_address(job: Job) -> str:
@@ -245,6 +291,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
     env = storage_env(job)
     if spec.is_ray:
         env += [{"name": "RAY_ADDRESS", "value": ray_address(job)}, *ray_auth_env(job)]
+    env += [{"name": "DJ_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH}]
     env += [dict(e) for e in spec.driver.env]
     container: dict[str, Any] = {
         "name": "driver",
@@ -255,6 +302,8 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         "ports": [{"name": "progress", "containerPort": settings.progress_port}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "progress"}, "periodSeconds": 10},
         "securityContext": CONTAINER_SECURITY,
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "recipe", "mountPath": RECIPE_MOUNT, "readOnly": True},
                          {"name": "state", "mountPath": STATE_MOUNT}],
     }

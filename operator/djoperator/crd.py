@@ -6,6 +6,7 @@ cannot express (no CEL), and give the rest of the operator typed access. A spec
 that fails here sets the job `Failed` with reason `InvalidSpec`."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
@@ -30,6 +31,20 @@ TERMINAL = frozenset({STOPPED, SUCCEEDED, FAILED})  # nothing runs; only a spec 
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 EXECUTORS = ("default", "ray", "ray_partitioned")
 STRATEGIES = ("every_op", "every_partition", "every_n_ops", "manual", "disabled")
+
+
+# Recipe keys the operator sets itself: an override of one would run a different job (or
+# write elsewhere) than the status reports. Each maps to the spec field to use instead.
+RESERVED_OVERRIDES = {
+    "job_id": "spec.jobId", "event_log_dir": "spec.eventLog (the operator mounts it)",
+    "checkpoint_dir": "spec.checkpointDir", "work_dir": "spec.workDir", "executor_type": "spec.executorType",
+    "dataset_path": "spec.datasetPath", "export_path": "spec.exportPath",
+    "checkpoint.strategy": "spec.checkpoint.strategy", "checkpoint.n_ops": "spec.checkpoint.nOps",
+    "checkpoint.op_names": "spec.checkpoint.opNames",
+    "intermediate_storage.retention_policy": "spec.cleanup.checkpointRetention",
+}
+# Fields fixed once a job is accepted: changing them would start a different job under the same CR.
+IMMUTABLE = ("jobId", "executorType", "eventLog")
 
 
 class SpecError(ValueError):
@@ -161,6 +176,7 @@ class JobSpec(Model):
     backoff: BackoffSpec = Field(default_factory=BackoffSpec)
     active_deadline_seconds: Optional[int] = Field(None, ge=1)  # from the first start, stops included
     progress_deadline_seconds: Optional[int] = Field(None, ge=1)  # longest a running driver may show no progress
+    start_deadline_seconds: int = Field(600, ge=1)  # longest a driver may take to start (create refused, stuck Pending)
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
     stop: bool = False
 
@@ -175,6 +191,9 @@ class JobSpec(Model):
         for key in self.overrides:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
                 raise ValueError(f"spec.overrides key {key!r} must be a dotted recipe key like 'partition.size'")
+            if key in RESERVED_OVERRIDES:
+                raise ValueError(f"spec.overrides key {key!r} is set by the operator; use {RESERVED_OVERRIDES[key]} "
+                                 "instead")
         if self.event_log.claim_name and self.event_log.empty_dir:
             raise ValueError("spec.eventLog: set claimName or emptyDir, not both")
         if len({g.name for g in self.ray.worker_groups}) != len(self.ray.worker_groups):
@@ -189,6 +208,40 @@ class JobSpec(Model):
     def checkpoint_location(self) -> Optional[str]:
         """Where checkpoints go, as far as the spec (or an inline recipe) says."""
         return self.checkpoint_dir or (self.recipe or {}).get("checkpoint_dir")
+
+
+def parse_spec_lenient(raw: dict[str, Any] | None) -> tuple[JobSpec, list[str]]:
+    """The spec, ignoring fields this operator does not know (a newer CRD, or a typo the
+    schema let through), and their paths so the caller can warn; SpecError otherwise."""
+    data: dict[str, Any] = json.loads(json.dumps(dict(raw or {})))
+    unknown: list[str] = []
+    for _ in range(20):
+        try:
+            return JobSpec.model_validate(data), unknown
+        except ValidationError as err:
+            extra = [e["loc"] for e in err.errors() if e["type"] == "extra_forbidden"]
+            if not extra or len(extra) != len(err.errors()):
+                break
+            for loc in extra:
+                parent: Any = data
+                for part in loc[:-1]:
+                    parent = parent[part]
+                parent.pop(loc[-1], None)
+                unknown.append("spec." + ".".join(str(p) for p in loc))
+    return parse_spec(raw), unknown  # raises, naming every problem
+
+
+def spec_dump(spec: JobSpec) -> dict[str, Any]:
+    """The spec as the CR would carry it (camelCase), for status.lastValidSpec."""
+    return spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def immutable_changes(spec: JobSpec, last: Optional[dict[str, Any]]) -> list[str]:
+    """The per-job immutable fields that differ from the spec the job was running on."""
+    if not last:
+        return []
+    now = spec_dump(spec)
+    return [f"spec.{key}" for key in IMMUTABLE if now.get(key) != last.get(key)]
 
 
 def parse_spec(raw: dict[str, Any] | None) -> JobSpec:
@@ -230,6 +283,12 @@ class Status(BaseModel):
     completion_time: Optional[str] = None
     next_attempt_after: Optional[str] = None
     provisioning_since: Optional[str] = None
+    # A failure decided while the driver still runs: the job is Stopping until the driver
+    # has checkpointed and exited (it needs its RayCluster for that), then Failed.
+    pending_failure: Optional[dict[str, Any]] = None
+    starting_since: Optional[str] = None  # when this attempt's driver was first asked for
+    # The spec the job runs on: a later edit that is invalid leaves the job on this one.
+    last_valid_spec: Optional[dict[str, Any]] = None
     last_transition_time: Optional[str] = None
     conditions: Optional[list[dict[str, Any]]] = None
 

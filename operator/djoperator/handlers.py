@@ -16,8 +16,8 @@ import kopf
 
 from . import observe
 from . import status as core
-from .crd import GROUP, PLURAL, VERSION
-from .kube import Kube
+from .crd import GROUP, PLURAL, STOPPED, TERMINAL, VERSION
+from .kube import Kube, status_patch
 from .observed import Event
 from .settings import Settings
 
@@ -40,8 +40,20 @@ def _post(body: kopf.Body, events: list[Event]) -> None:
                 meta["namespace"], meta["name"], event.reason, event.message)
 
 
+def needs_timer(spec: dict[str, Any], status: dict[str, Any]) -> bool:
+    """Whether the periodic reconcile should visit a job. Terminal jobs have nothing to
+    poll (a spec change wakes them) unless a TTL will delete them, or a stop was
+    withdrawn while it was still completing (Stopped, but spec.stop is already false)."""
+    phase = status.get("phase")
+    if phase not in TERMINAL:
+        return True
+    if phase == STOPPED:
+        return not spec.get("stop", False)
+    return (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished") is not None
+
+
 def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
-    return core.needs_timer(dict(spec), dict(status))
+    return needs_timer(dict(spec), dict(status))
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) -> None:
@@ -53,10 +65,15 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) ->
             with _lock(memo):
                 observed = observe.job(kube, body, settings, _now())
                 decision = core.next_status(observed, settings)
-                patch = core.status_patch(observed.status.dump(), decision.status)
+                patch = status_patch(observed.status.dump(), decision.status)
                 kube.patch_job_status(observed.namespace, observed.name, patch)
-                kube.apply(decision.create, decision.delete)
-            _post(body, decision.events)
+                failures = kube.apply(decision.create, decision.delete)
+                events = list(decision.events)
+                if failures:  # refused for good (quota, admission, invalid): say so, don't raise into kopf's retry loop
+                    after, more = core.create_failed(observed.status, decision.status, failures)
+                    kube.patch_job_status(observed.namespace, observed.name, status_patch(decision.status, after))
+                    events += more
+            _post(body, events)
             if not decision.again:
                 break
 

@@ -12,9 +12,11 @@ from typing import Any, Iterable, Optional
 from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 from kubernetes.dynamic import DynamicClient
+from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION
+from .observed import CreateFailure
 
 log = logging.getLogger(__name__)
 RAY_API_VERSION = f"{RAY_GROUP}/{RAY_VERSION}"
@@ -52,14 +54,34 @@ class Kube:
             return []
         return [item.to_dict() for item in found.items]
 
+    def pod_warnings(self, namespace: str, pod: str) -> list[str]:
+        """The pod's Warning events as "Reason: message", oldest first."""
+        try:
+            found = self._resource("v1", "Event").get(
+                namespace=namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning")
+        except (NotFoundError, ResourceNotFoundError):
+            return []
+        except ApiException as err:
+            if err.status != 403:
+                raise
+            log.warning("cannot list events in %s (grant list on events): stuck pods are reported less precisely",
+                        namespace)
+            return []
+        items = sorted((e.to_dict() for e in found.items),
+                       key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return [f"{e.get('reason')}: {e.get('message') or ''}" for e in items]
+
     def get_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
         return self.get(API_VERSION, KIND, namespace, name)
 
     # -- writes -------------------------------------------------------------------
 
-    def create(self, manifest: dict[str, Any]) -> None:
+    def create(self, manifest: dict[str, Any]) -> Optional[CreateFailure]:
         """Creates the object; one that exists already is left alone, except a ConfigMap,
-        whose data is brought up to date (the recipe may change between attempts)."""
+        whose data is brought up to date (the recipe may change between attempts).
+
+        A refusal that retrying will not fix by itself (400, 403 quota or admission, 422
+        invalid) is returned for the status instead of raised: kopf would retry it blindly."""
         meta = manifest["metadata"]
         try:
             resource = self._resource(manifest["apiVersion"], manifest["kind"])
@@ -73,6 +95,11 @@ class Kube:
             if manifest["kind"] == "ConfigMap":
                 resource.patch(body={"data": manifest.get("data", {})}, name=meta["name"],
                                namespace=meta["namespace"], content_type="application/merge-patch+json")
+        except ApiException as err:
+            if err.status not in (400, 403, 422):
+                raise
+            return CreateFailure(manifest["kind"], meta["name"], int(err.status), _api_message(err))
+        return None
 
     def delete(self, ref: dict[str, Any]) -> None:
         """Asks for deletion (pods get their grace period unless the ref carries
@@ -87,12 +114,16 @@ class Kube:
         except (NotFoundError, ResourceNotFoundError):
             pass
 
-    def apply(self, create: Iterable[dict[str, Any]], delete: Iterable[dict[str, Any]]) -> None:
-        """Deletes first (a stop must not wait behind creates), then creates in the given order."""
+    def apply(self, create: Iterable[dict[str, Any]], delete: Iterable[dict[str, Any]]) -> list[CreateFailure]:
+        """Deletes first (a stop must not wait behind creates), then creates in the given
+        order, stopping at the first refused create (later ones depend on it)."""
         for ref in delete:
             self.delete(ref)
         for manifest in create:
-            self.create(manifest)
+            failure = self.create(manifest)
+            if failure is not None:
+                return [failure]
+        return []
 
     def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         if not patch:
@@ -103,3 +134,28 @@ class Kube:
                                   content_type="application/merge-patch+json")
         except NotFoundError:
             pass  # deleted meanwhile: nothing left to report on
+
+
+def _api_message(err: ApiException) -> str:
+    """The apiserver's own explanation (a Status object's message), else the HTTP reason."""
+    import json
+    try:
+        return str(json.loads(err.body).get("message") or err.reason)
+    except (TypeError, ValueError, AttributeError):
+        return str(err.reason)
+
+
+def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch from old to new: removed keys become null; lists are replaced."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            sub = status_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif value != before:
+            patch[key] = value
+    return patch

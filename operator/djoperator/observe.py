@@ -7,12 +7,12 @@ import secrets
 import urllib.error
 import urllib.request
 from datetime import datetime
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from . import children, crd
 from .kube import RAY_API_VERSION, Kube
 from .settings import Settings
-from .observed import ClusterState, Observed, PodState
+from .observed import ClusterState, Observed, PodState, scrub
 
 log = logging.getLogger(__name__)
 
@@ -24,19 +24,24 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     fresh = kube.get_job(namespace, name) or dict(body)
-    spec, spec_error = None, None
+    spec, spec_error, unknown = None, None, []
     try:
-        spec = crd.parse_spec(fresh.get("spec"))
+        spec, unknown = crd.parse_spec_lenient(fresh.get("spec"))
     except crd.SpecError as err:
         spec_error = str(err)
     status = crd.parse_status(fresh.get("status"))
     selector = f"{children.LABEL_JOB_UID}={uid}"
 
-    raw_pods = [p for p in kube.list("v1", "Pod", namespace, selector)
-                if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
+    all_pods = kube.list("v1", "Pod", namespace, selector)
+    raw_pods = [p for p in all_pods if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
     present = frozenset((kind, obj["metadata"]["name"])
                         for kind in ("ConfigMap", "PersistentVolumeClaim")
                         for obj in kube.list("v1", kind, namespace, selector))
+    # The Ray auth Secret is never read (the operator holds no read access to Secrets): it
+    # counts as present unless a pod of the job says it is not found.
+    auth = children.names(name, 0).ray_auth
+    if not any(f'secret "{auth}" not found' in (why_blocked(p.get("status") or {}) or "") for p in all_pods):
+        present |= {("Secret", auth)}
     cluster_name = children.names(name, 0).ray
     cluster = cluster_state(kube.get(RAY_API_VERSION, "RayCluster", namespace, cluster_name), uid)
 
@@ -46,37 +51,62 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     if with_progress and driver is not None and pod_state(driver).phase == "Running":
         progress, polled = fetch_progress(driver, settings), True
     return Observed(
-        name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error, status=status,
+        name=name, namespace=namespace, uid=uid, now=now, spec=spec, spec_error=spec_error,
+        spec_warnings=tuple(unknown), status=status,
         generation=int(fresh.get("metadata", {}).get("generation") or 1),
-        pods=tuple(pod_state(p) for p in raw_pods), cluster=cluster, present=present,
+        pods=tuple(pod_state(p, kube.pod_warnings(namespace, p["metadata"]["name"])
+                             if (p.get("status") or {}).get("phase", "Pending") == "Pending" else ())
+                   for p in raw_pods),
+        cluster=cluster, present=present,
         progress=progress, progress_polled=polled, new_token=secrets.token_hex(32),
     )
 
 
-def pod_state(pod: Mapping[str, Any]) -> PodState:
+def pod_state(pod: Mapping[str, Any], warnings: Sequence[str] = ()) -> PodState:
+    """`warnings`: the pod's Warning events, newest last (FailedMount, FailedScheduling, ...)."""
     meta, st = pod["metadata"], pod.get("status") or {}
-    exit_code, message = None, None
+    exit_code, message, final = None, None, None
     for container in st.get("containerStatuses") or []:
         if container.get("name") == "driver":
             terminated = (container.get("state") or {}).get("terminated")
             if terminated is not None:
                 exit_code = terminated.get("exitCode")
-                text = (terminated.get("message") or "").strip().splitlines()
-                reason = terminated.get("reason")
-                message = text[-1][:300] if text else (reason if reason not in (None, "Error", "Completed") else None)
+                message, final = termination_message(terminated)
     attempt = int(meta.get("labels", {}).get(children.LABEL_ATTEMPT, "0") or 0)
     deleted_at = meta.get("deletionTimestamp")
     return PodState(name=meta["name"], attempt=attempt, phase=st.get("phase") or "Pending",
                     exit_code=exit_code, deleting=bool(deleted_at), message=message,
-                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st))
+                    deletion_deadline=_time(deleted_at), blocked=why_blocked(st, warnings),
+                    final_progress=final)
+
+
+def termination_message(terminated: Mapping[str, Any]) -> tuple[Optional[str], Optional[dict[str, Any]]]:
+    """(reason, final progress) from a terminated driver container. dj-process writes one
+    JSON line; a driver that died before writing it leaves the kubelet's log tail
+    (FallbackToLogsOnError), whose last line is the likeliest cause."""
+    text = (terminated.get("message") or "").strip()
+    reason = terminated.get("reason")
+    lines = text.splitlines()
+    if lines:
+        try:
+            data = json.loads(lines[-1])
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "exit_code" in data:
+            progress = data.get("progress") if isinstance(data.get("progress"), dict) else None
+            return (scrub(str(data["reason"])) if data.get("reason") else None), progress
+        return scrub(lines[-1]), None
+    return (reason if reason not in (None, "Error", "Completed") else None), None
 
 
 # Waiting reasons that are ordinary steps of a start, not problems.
 STARTING = frozenset({"ContainerCreating", "PodInitializing"})
 
 
-def why_blocked(st: Mapping[str, Any]) -> Optional[str]:
-    """What kubelet or the scheduler says keeps a Pending pod from starting, if anything."""
+def why_blocked(st: Mapping[str, Any], warnings: Sequence[str] = ()) -> Optional[str]:
+    """What kubelet or the scheduler says keeps a Pending pod from starting, if anything.
+    ContainerCreating is a normal step, unless Warning events (a volume that cannot be
+    mounted: a misspelt ConfigMap, a deleted Secret) say it will never end."""
     for container in st.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") and waiting["reason"] not in STARTING:
@@ -84,6 +114,8 @@ def why_blocked(st: Mapping[str, Any]) -> Optional[str]:
     for cond in st.get("conditions") or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
             return f"{cond.get('reason') or 'Unschedulable'}: {cond.get('message') or ''}".strip().rstrip(":")[:300]
+    if warnings:
+        return scrub(warnings[-1])
     return None
 
 
@@ -95,14 +127,15 @@ def _time(value: Any) -> Optional[datetime]:
 
 def cluster_state(cluster: Optional[Mapping[str, Any]], uid: str) -> Optional[ClusterState]:
     """KubeRay reports readiness as status.state == "ready"; a same-named cluster that
-    this job does not own is treated as absent (and never deleted)."""
+    this job does not own is marked foreign (the job fails with a name conflict; the
+    cluster is never used or deleted)."""
     if cluster is None:
         return None
     meta = cluster["metadata"]
-    if meta.get("labels", {}).get(children.LABEL_JOB_UID) != uid:
-        return None
     return ClusterState(name=meta["name"], state=(cluster.get("status") or {}).get("state"),
-                        deleting=bool(meta.get("deletionTimestamp")))
+                        deleting=bool(meta.get("deletionTimestamp")),
+                        foreign=(meta.get("labels") or {}).get(children.LABEL_JOB_UID) != uid,
+                        spec_hash=(meta.get("annotations") or {}).get(children.ANNOTATION_CLUSTER_HASH))
 
 
 def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:

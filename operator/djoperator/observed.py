@@ -3,6 +3,7 @@
 observe.py builds Observed from the API; the core tests build it by hand."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -20,6 +21,7 @@ class PodState:
     deletion_deadline: Optional[datetime] = None  # metadata.deletionTimestamp: end of the grace period
     message: Optional[str] = None  # the container's termination reason/message
     blocked: Optional[str] = None  # why a Pending driver cannot start (waiting reason, scheduling failure)
+    final_progress: Optional[dict[str, Any]] = None  # the driver's last progress, from its termination message
 
     @property
     def is_finished(self) -> bool:
@@ -31,10 +33,12 @@ class ClusterState:
     name: str
     state: Optional[str] = None
     deleting: bool = False
+    foreign: bool = False  # same name, not owned by this job: never used, never deleted
+    spec_hash: Optional[str] = None  # children.ANNOTATION_CLUSTER_HASH: the spec it was made from
 
     @property
     def is_ready(self) -> bool:
-        return self.state == "ready" and not self.deleting
+        return self.state == "ready" and not self.deleting and not self.foreign
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Observed:
     now: datetime
     spec: Optional[JobSpec] = None
     spec_error: Optional[str] = None
+    spec_warnings: tuple[str, ...] = ()  # unknown spec fields that were ignored
     status: Status = field(default_factory=Status)
     generation: int = 1
     pods: tuple[PodState, ...] = ()  # every driver pod of this job, any attempt
@@ -63,6 +68,16 @@ class Observed:
 
     def pod(self, name: str) -> Optional[PodState]:
         return next((p for p in self.pods if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class CreateFailure:
+    """A create the apiserver refused for good (quota, admission, an invalid field)."""
+
+    kind: str
+    name: str
+    code: int  # 400, 403 or 422
+    message: str
 
 
 @dataclass(frozen=True)
@@ -95,3 +110,16 @@ def parse_time(value: Optional[str]) -> Optional[datetime]:
 def seconds_since(value: Optional[str], now: datetime) -> float:
     then = parse_time(value)
     return 0.0 if then is None else (now - then).total_seconds()
+
+
+_SECRETS = [(re.compile(r"(\w+://)[^/@\s]+@"), r"\1***@"),
+            (re.compile(r"(?i)((?:secret|password|token|key)[\w-]*\s*[=:]\s*)\S+"), r"\1***")]
+
+
+def scrub(text: str, limit: int = 300) -> str:
+    """One line without credentials: it goes into status.message and Events, which more
+    people can read than the pod's logs."""
+    line = " ".join(text.split())
+    for pattern, repl in _SECRETS:
+        line = pattern.sub(repl, line)
+    return line[:limit]

@@ -29,6 +29,16 @@ def mirror_progress(o: Observed, st: Status) -> None:
     st.checkpoint = {**(st.checkpoint or {}), **fields["checkpoint"]}
 
 
+def mirror_final(st: Status, raw: dict[str, Any]) -> None:
+    """A finished driver's last progress (from its termination message) into st, in place."""
+    fields = progress_fields(raw)
+    if fields is None or not fields["partitions"]["total"]:
+        return
+    st.partitions, st.samples = fields["partitions"], fields["samples"]
+    st.progress = {**(st.progress or {}), **fields["progress"]}
+    st.checkpoint = {**(st.checkpoint or {}), **fields["checkpoint"]}
+
+
 def progress_fields(raw: dict[str, Any]) -> Optional[dict[str, dict[str, Any]]]:
     """The driver's /progress JSON as status sections; None if it is malformed."""
     try:

@@ -11,32 +11,24 @@ concurrent reconcile repeats the same writes instead of doubling them. The first
 reconcile only records the job id and child names; nothing is created before that."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any, Optional
 
-from . import children
-from .crd import (ACTIVE, API_VERSION, FAILED, KIND, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED,
-                  STOPPING, SUCCEEDED, TERMINAL, Job, JobSpec)
-from .observed import Decision, Event, Observed, PodState, parse_time, seconds_since, timestamp
-from .progress import conditions, mirror_progress
+from . import children, exits
+from .crd import (ACTIVE, FAILED, PENDING, PROVISIONING, RETRYING, RUNNING, STOPPED, STOPPING, SUCCEEDED,
+                  TERMINAL, JobSpec, SpecError, Status, immutable_changes, parse_spec, spec_dump)
+from .observed import (CreateFailure, Decision, Event, Observed, PodState, parse_time, scrub, seconds_since,
+                       timestamp)
+from .progress import conditions, mirror_final, mirror_progress
 from .settings import Settings
 
-WARNING_REASONS = frozenset({"DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart"})
+CREATE_FAILURES = {400: "CreateInvalid", 403: "CreateForbidden", 422: "CreateInvalid"}
+STUCK_REASONS = frozenset({*CREATE_FAILURES.values(), "DriverCannotStart"})
+WARNING_REASONS = frozenset({*STUCK_REASONS, "StartDeadlineExceeded", "DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
+                             "DriverTerminating", "RayClusterLost", "DeadlineExceeded", "ProgressDeadlineExceeded",
+                             "InvalidSpec"})
 
-# dj-process exit codes (worker/djworker/errors.py) that retrying the driver cannot fix.
-PERMANENT_EXITS = {
-    2: ("InvalidRecipe", "the recipe or its overrides are invalid; fix it, then set spec.stop true and back to false"),
-    3: ("BadInput", "the input dataset cannot be read; fix spec.datasetPath or the data"),
-    6: ("PartitionsFailed", "partitions kept failing after their retries; see the driver log and the event log"),
-}
-RETRYABLE_EXITS = {
-    1: "the driver crashed",
-    4: "the job id was locked by another live run",
-    5: "storage was unavailable",
-    130: "the driver was interrupted",
-    137: "the driver was killed (SIGKILL: out of memory, or its node went away)",
-    143: "the driver was terminated (SIGTERM)",
-}
 
 
 class _Step:
@@ -62,7 +54,9 @@ class _Step:
     def delete_pod(self, pod: PodState) -> None:
         """Graceful delete; a pod still there past its grace period (plus a margin) is
         force-deleted, as for a lost node, so stop and deletion stay time-bounded."""
-        ref: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "namespace": self.o.namespace, "name": pod.name}
+        ref = children.pod_ref(self.o.namespace, pod.name)
+        if ref in self.delete:
+            return
         if not pod.deleting:
             self.delete.append(ref)
         elif pod.deletion_deadline is not None and self.o.now > pod.deletion_deadline + timedelta(
@@ -72,45 +66,76 @@ class _Step:
     def delete_cluster(self) -> None:
         """The RayCluster, and the Secret that only its members (and the driver) use."""
         cluster = self.o.cluster
-        if cluster is not None and not cluster.deleting:
-            self.delete.append({"apiVersion": "ray.io/v1", "kind": "RayCluster",
-                                "namespace": self.o.namespace, "name": cluster.name})
+        if cluster is not None and not cluster.deleting and not cluster.foreign:
+            self.delete.append(children.ray_cluster_ref(self.o.namespace, cluster.name))
             self.delete_ray_auth()
 
     def delete_ray_auth(self) -> None:
-        ref = {"apiVersion": "v1", "kind": "Secret", "namespace": self.o.namespace,
-               "name": children.names(self.o.name, 0).ray_auth}
+        ref = children.ray_auth_ref(self.o.namespace, self.o.name)
         if ref not in self.delete:
             self.delete.append(ref)
+
+    def spec_valid(self) -> dict[str, Any]:
+        """The SpecValid condition: False while the CR's spec cannot be applied (the job goes
+        on with the last valid one, status.lastValidSpec); True, with a warning reason, when
+        unknown fields were ignored."""
+        o = self.o
+        if o.spec_error:
+            value, reason, message = "False", "InvalidSpec", o.spec_error + (
+                "; the job continues on its last valid spec" if self.st.last_valid_spec and self.st.phase not in
+                TERMINAL else "")
+        elif o.spec_warnings:
+            value, reason, message = "True", "UnknownFieldsIgnored", (
+                f"ignored fields this operator does not know: {', '.join(o.spec_warnings)} (a typo, or a CRD "
+                "newer than the operator)")
+        else:
+            value, reason, message = "True", "Valid", ""
+        before = next((c for c in self.old.conditions or [] if c.get("type") == "SpecValid"), {})
+        since = before.get("lastTransitionTime") if before.get("status") == value else None
+        return {"type": "SpecValid", "status": value, "reason": reason, "message": message,
+                "lastTransitionTime": since or timestamp(o.now)}
 
     def decision(self) -> Decision:
         if self.old.phase != self.st.phase:
             self.st.last_transition_time = timestamp(self.o.now)
+        was = {c.get("type"): c.get("reason") for c in self.old.conditions or []}
         if self.o.spec is not None:
             self.st.conditions = conditions(self.o, self.st, self.settings)
-            was = {c.get("type"): c.get("reason") for c in self.old.conditions or []}
             now = {c["type"]: c for c in self.st.conditions}
             if now["Progressing"]["reason"] == "ProgressUnreachable" != was.get("Progressing"):
                 self.events.append(Event("Warning", "ProgressUnreachable", now["Progressing"]["message"]))
+        self.st.conditions = [c for c in self.st.conditions or [] if c.get("type") != "SpecValid"] + [
+            self.spec_valid()]
+        valid = self.st.conditions[-1]
+        if valid["reason"] != was.get("SpecValid") and valid["reason"] in ("InvalidSpec", "UnknownFieldsIgnored"):
+            self.events.append(Event("Warning", valid["reason"], valid["message"]))
         return Decision(status=self.st.dump(), create=self.create, delete=self.delete, events=self.events,
                         again=self.again)
 
 
 def next_status(o: Observed, settings: Settings) -> Decision:
     """What to write next for a live (not deleted) job."""
+    o = _effective_spec(o)
     step = _Step(o, settings)
     step.st.observed_generation = o.generation
+    st = step.st
+    if o.spec_error and st.job_id is not None and st.phase in (SUCCEEDED, FAILED) and not _failed_invalid(st):
+        return step.decision()  # a finished job is never touched: the SpecValid condition says what is wrong
     if o.spec is None:
         _invalid_spec(step)
         return step.decision()
-    st, spec = step.st, o.spec
+    spec = o.spec
+    if not o.spec_error:
+        st.last_valid_spec = spec_dump(spec)
     if st.job_id is None:
         _accept(step)
+    elif st.pending_failure:
+        _stop(step)
     elif st.phase in ACTIVE and _deadline_passed(step):
         pass
     elif spec.stop or st.phase == STOPPING:  # a stop that started completes, even if the flag flips back
         _stop(step)
-    elif st.phase == STOPPED or (st.phase == FAILED and st.reason == "InvalidSpec"):
+    elif st.phase == STOPPED or _failed_invalid(st):
         _resume(step)
     elif st.phase in (SUCCEEDED, FAILED):
         _finished(step)
@@ -119,45 +144,53 @@ def next_status(o: Observed, settings: Settings) -> Decision:
     return step.decision()
 
 
+def _failed_invalid(st: Status) -> bool:
+    return st.phase == FAILED and st.reason == "InvalidSpec"
+
+
+def _effective_spec(o: Observed) -> Observed:
+    """The spec to act on. An edit that fails validation, or that changes a field fixed per
+    job, does not reach a job that has run: it keeps its last valid spec (SpecValid=False
+    says why). A job that never had a valid spec fails with InvalidSpec."""
+    last = o.status.last_valid_spec
+    error = o.spec_error
+    if o.spec is not None and o.status.job_id is not None:
+        changed = immutable_changes(o.spec, last)
+        if o.spec.job_id is not None and o.spec.job_id != o.status.job_id and "spec.jobId" not in changed:
+            changed.insert(0, "spec.jobId")
+        if changed:
+            error = (f"{', '.join(changed)} cannot change once a job is accepted (it would start a different job "
+                     "under this name); create a new DataJuicerJob instead")
+    if error is None:
+        return o
+    fallback = None
+    if last and not _failed_invalid(o.status):
+        try:
+            fallback = parse_spec(last)
+        except SpecError:
+            fallback = None
+    if fallback is not None:
+        fallback = fallback.model_copy(update={"stop": o.spec.stop}) if o.spec is not None else fallback
+    return replace(o, spec=fallback, spec_error=error)
+
+
 def _finished(step: _Step) -> None:
     """A finished job keeps nothing running, and goes away once its TTL has run out."""
     _release_cluster(step)
     o, st = step.o, step.st
     ttl = o.job.spec.cleanup.ttl_seconds_after_finished
     if ttl is not None and st.completion_time and seconds_since(st.completion_time, o.now) >= ttl:
-        step.delete.append({"apiVersion": API_VERSION, "kind": KIND, "namespace": o.namespace, "name": o.name})
+        step.delete.append(children.job_ref(o.namespace, o.name))
         step.events.append(Event("Normal", "TTLExpired",
                                  f"deleting {o.name}: finished {ttl}s ago (spec.cleanup.ttlSecondsAfterFinished)"))
 
 
-def needs_timer(spec: dict[str, Any], status: dict[str, Any]) -> bool:
-    """Whether the periodic reconcile should visit a job. Terminal jobs have nothing to
-    poll (a spec change wakes them) unless a TTL will delete them, or a stop was
-    withdrawn while it was still completing (Stopped, but spec.stop is already false)."""
-    phase = status.get("phase")
-    if phase not in TERMINAL:
-        return True
-    if phase == STOPPED:
-        return not spec.get("stop", False)
-    return (spec.get("cleanup") or {}).get("ttlSecondsAfterFinished") is not None
-
-
-def child_names(job: Job, attempt: int) -> dict[str, Any]:
-    """status.children: what this attempt owns or mounts, by name."""
-    n, spec = children.names(job.name, attempt), job.spec
-    log = spec.event_log
-    return {
-        "driverPod": n.driver,
-        "rayCluster": n.ray if spec.is_ray else None,
-        "recipeConfigMap": spec.recipe_config_map.name if spec.recipe_config_map else n.recipe,
-        "eventLogClaim": None if log.empty_dir else (log.claim_name or n.state),
-    }
 
 
 def _accept(step: _Step) -> None:
     job, st = step.o.job, step.st
     st.job_id, st.attempt = job.job_id, max(st.attempt, 1)
-    st.children = {k: v for k, v in child_names(job, st.attempt).items() if v}
+    st.children = {k: v for k, v in children.child_names(job, st.attempt).items() if v}
     st.event_log = {"path": f"{children.EVENTS_DIR}/{job.job_id}/event_logs",
                     **({"claimName": st.children["eventLogClaim"]} if "eventLogClaim" in st.children else
                        {"emptyDir": True})}
@@ -172,16 +205,40 @@ def _active_pods(o: Observed) -> list[PodState]:
 
 
 def _invalid_spec(step: _Step) -> None:
-    for pod in _active_pods(step.o):
-        step.delete_pod(pod)
+    """No valid spec was ever seen: stop whatever runs (the driver keeps its cluster until
+    it has exited), then fail."""
+    reason, message = "InvalidSpec", step.o.spec_error or "invalid spec"
+    if _stop_drivers(step, reason, message):
+        return
     step.delete_cluster()
-    step.set_phase(FAILED, "InvalidSpec", step.o.spec_error or "invalid spec")
+    step.st.pending_failure = None
+    step.set_phase(FAILED, reason, message)
+
+
+def _stop_drivers(step: _Step, reason: str, message: str) -> bool:
+    """Asks every unfinished driver to go (graceful: it checkpoints on its way out);
+    True while one is still there, with the job Stopping and the failure pending."""
+    o, st = step.o, step.st
+    active = _active_pods(o)
+    for pod in active:
+        step.delete_pod(pod)
+    current = o.pod(children.names(o.name, st.attempt).driver)
+    if current is not None and current.exit_code is not None:
+        st.exit_code = current.exit_code
+    if not active:
+        return False
+    st.pending_failure = {"reason": reason, "message": message}
+    step.set_phase(STOPPING, reason, f"{message}; stopping driver {', '.join(p.name for p in active)} first "
+                   "(it checkpoints its in-flight partition)")
+    return True
 
 
 def _fail(step: _Step, reason: str, message: str, stop_driver: bool = False) -> None:
-    if stop_driver:
-        for pod in _active_pods(step.o):
-            step.delete_pod(pod)  # graceful: the driver still checkpoints on its way out
+    """Fails the job. With stop_driver, a running driver is stopped first and the job is
+    Stopping until it is gone: only then is the RayCluster released."""
+    if stop_driver and _stop_drivers(step, reason, message):
+        return
+    step.st.pending_failure = None
     step.st.completion_time, step.st.next_attempt_after = timestamp(step.o.now), None
     step.set_phase(FAILED, reason, message)
     _release_cluster(step)
@@ -194,10 +251,19 @@ def _deadline_passed(step: _Step) -> bool:
         _fail(step, "DeadlineExceeded",
               f"job {st.job_id} was active longer than spec.activeDeadlineSeconds={limit}", stop_driver=True)
         return True
+    limit = spec.start_deadline_seconds
+    if st.phase == PROVISIONING and st.starting_since and seconds_since(st.starting_since, o.now) > limit:
+        reason = st.reason if st.reason in STUCK_REASONS else "StartDeadlineExceeded"
+        _fail(step, reason, f"driver {st.children.get('driverPod') if st.children else ''} did not start within "
+              f"{limit}s (spec.startDeadlineSeconds): {st.message or ''}".rstrip(": "), stop_driver=True)
+        return True
     limit = spec.progress_deadline_seconds
     if limit is not None and st.phase == RUNNING:
-        last = (st.progress or {}).get("updatedAt") or st.last_transition_time
-        if seconds_since(last, o.now) > limit:
+        # The clock starts afresh with each attempt's driver: a resumed or retried job keeps
+        # the progress of the attempt before, whose updatedAt may be hours old.
+        marks = [t for t in ((st.progress or {}).get("updatedAt"), st.last_transition_time) if t]
+        quiet = min((seconds_since(t, o.now) for t in marks), default=0.0)
+        if quiet > limit:
             _fail(step, "ProgressDeadlineExceeded",
                   f"driver {st.children.get('driverPod') if st.children else ''} made no progress for "
                   f"{limit}s (spec.progressDeadlineSeconds)", stop_driver=True)
@@ -209,27 +275,64 @@ def _run(step: _Step) -> None:
     o, st, job = step.o, step.st, step.o.job
     name = children.names(job.name, st.attempt)
     pod = o.pod(name.driver)
+    if pod is not None and pod.is_finished and pod.final_progress:
+        mirror_final(st, pod.final_progress)  # the counts, even if no poll caught the driver running
     if pod is not None and pod.phase == "Succeeded":
         return _succeed(step)
     if pod is not None and pod.phase == "Failed":
         return _driver_failed(step, pod)
     if pod is None and st.phase == RUNNING:
         return _driver_failed(step, None)
+    if job.spec.is_ray and o.cluster is not None and o.cluster.foreign:
+        return _fail(step, "RayClusterNameConflict",
+                     f"RayCluster {o.cluster.name} exists and is not owned by this job (no label "
+                     f"{children.LABEL_JOB_UID}={o.uid}); delete or rename that cluster, or give this job another "
+                     "name", stop_driver=True)
+    if pod is not None and pod.deleting:
+        # Not deleted by us (that happens on stop and failure only): an eviction, or a node
+        # controller giving up on a lost node, whose kubelet will never confirm. Past its grace
+        # period plus a margin it is force-deleted, and the attempt counts as lost.
+        step.delete_pod(pod)
+        return step.set_phase(st.phase or PROVISIONING, "DriverTerminating",
+                              f"driver {pod.name} is being deleted outside the operator (eviction or a lost node); "
+                              f"it is force-deleted {step.settings.force_delete_after_seconds:g}s after its grace "
+                              "period if its node does not confirm, then the next attempt starts")
+    if job.spec.is_ray and pod is not None and st.phase == RUNNING and (o.cluster is None or o.cluster.deleting):
+        return _cluster_lost(step, pod)
+    if job.spec.is_ray and o.cluster is not None and not o.cluster.deleting and \
+            ("Secret", name.ray_auth) not in o.present:
+        # Its members hold the old token: a new Secret needs a new cluster (and the driver,
+        # if one runs, a new attempt, as for any lost cluster).
+        step.delete_cluster()
+        step.events.append(Event("Warning", "RayAuthSecretMissing",
+                                 f"Secret {name.ray_auth} is gone; replacing RayCluster {o.cluster.name} "
+                                 "with a new one and a new token"))
+        return
 
     older = [p for p in o.pods if p.name != name.driver]
     for p in older:
         step.delete_pod(p)  # never two drivers: attempt n+1 starts only once attempt n is gone
-    recipe, pvc, cluster = (children.recipe_config_map(job), children.state_pvc(job),
-                            children.ray_cluster(job, step.settings))
-    for child in (recipe, pvc):
-        if child is not None and (child["kind"], child["metadata"]["name"]) not in o.present:
-            step.create.append(child)
-    if cluster is not None:
+    wanted = {(c["kind"], c["metadata"]["name"]): c
+              for c in children.desired_children(job, st.attempt, step.settings, o.new_token)}
+    recipe = wanted.get(("ConfigMap", name.recipe))
+    for kind in ("ConfigMap", "PersistentVolumeClaim"):
+        for key, child in wanted.items():
+            if key[0] == kind and key not in o.present:
+                step.create.append(child)
+    if job.spec.is_ray:
         if o.cluster is None:  # a new cluster gets a new token (a stop deleted the old one with its cluster)
-            step.create += [children.ray_auth_secret(job, o.new_token), cluster]
+            step.create += [wanted[("Secret", name.ray_auth)], wanted[("RayCluster", name.ray)]]
         if o.cluster is None or not o.cluster.is_ready:
             return _wait_for_cluster(step)
     st.provisioning_since = None
+    desired_hash = wanted[("RayCluster", name.ray)]["metadata"]["annotations"][children.ANNOTATION_CLUSTER_HASH] \
+        if job.spec.is_ray else None
+    if pod is None and o.cluster is not None and o.cluster.spec_hash not in (None, desired_hash):
+        # spec.ray or spec.storage changed: they apply from the next attempt, on a new cluster
+        step.delete_cluster()
+        return step.set_phase(st.phase if st.phase == RETRYING else PROVISIONING, "ReplacingRayCluster",
+                              f"spec.ray or spec.storage changed: replacing RayCluster {o.cluster.name} before "
+                              f"attempt {st.attempt}")
     if st.phase == RETRYING and older:
         return step.set_phase(RETRYING, st.reason or "DriverFailed", st.message or "")
     if older:
@@ -242,17 +345,35 @@ def _run(step: _Step) -> None:
             return  # backing off; the status already says Retrying and why
         if recipe is not None and recipe not in step.create:
             step.create.append(recipe)  # refresh: the inline recipe may have changed since the last attempt
-        step.create.append(children.driver_pod(job, st.attempt, step.settings))
+        step.create.append(wanted[("Pod", name.driver)])
         st.next_attempt_after, st.exit_code = None, None
         st.start_time = st.start_time or timestamp(o.now)
+        st.starting_since = st.starting_since or timestamp(o.now)
+        if st.phase == PROVISIONING and st.reason in CREATE_FAILURES.values():
+            return  # asking again; the status keeps saying why the last create was refused
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
     elif pod.phase == "Running":
+        st.starting_since = None
         step.set_phase(RUNNING, "DriverRunning", f"driver {name.driver} is processing job {job.job_id}")
         mirror_progress(o, st)
     elif pod.blocked:
         step.set_phase(PROVISIONING, "DriverCannotStart", f"driver {name.driver} cannot start: {pod.blocked}")
     else:
         step.set_phase(PROVISIONING, "DriverStarting", f"starting driver {name.driver} (attempt {st.attempt})")
+
+
+def create_failed(old: Status, decided: dict[str, Any], failures: list[CreateFailure]) -> tuple[dict[str, Any], list[Event]]:
+    """The status after the apiserver refused a create this reconcile decided: the reason
+    and message say what was refused and why (a Warning event when that is news); the
+    start deadline (or the cluster's ready timeout) ends the job if it persists."""
+    st = Status.model_validate(decided)
+    failure = failures[0]
+    reason = CREATE_FAILURES.get(failure.code, "CreateFailed")
+    message = (f"cannot create {failure.kind} {failure.name}: {failure.code} {scrub(failure.message)}; "
+               "fix the spec (or the quota or admission policy that refused it)")
+    st.reason, st.message = reason, message
+    events = [] if (old.reason, old.message) == (reason, message) else [Event("Warning", reason, message)]
+    return st.dump(), events
 
 
 def _wait_for_cluster(step: _Step) -> None:
@@ -262,10 +383,16 @@ def _wait_for_cluster(step: _Step) -> None:
     timeout = o.job.spec.ray.ready_timeout_seconds
     cluster = children.names(o.name, 0).ray
     if (o.now - since).total_seconds() > timeout:
+        if st.reason in CREATE_FAILURES.values():
+            return _fail(step, st.reason, f"RayCluster {cluster} was not ready within {timeout}s: {st.message}",
+                         stop_driver=True)
         return _fail(step, "RayClusterNotReady", f"RayCluster {cluster} was not ready within {timeout}s "
-                     "(spec.ray.readyTimeoutSeconds); check the KubeRay operator and the cluster's pods")
+                     "(spec.ray.readyTimeoutSeconds); check the KubeRay operator and the cluster's pods",
+                     stop_driver=True)
     state = o.cluster.state if o.cluster else None
     phase = RETRYING if st.phase == RETRYING else PROVISIONING
+    if phase == PROVISIONING and st.reason in CREATE_FAILURES.values():
+        return  # the cluster's create was refused; the status says why until the ready timeout
     reason = st.reason if phase == RETRYING else "WaitingForRayCluster"
     message = st.message if phase == RETRYING else f"waiting for RayCluster {cluster} to be ready (state: {state or 'none'})"
     step.set_phase(phase, reason or "WaitingForRayCluster", message or "")
@@ -306,21 +433,38 @@ def _driver_failed(step: _Step, pod: Optional[PodState]) -> None:
     what = f"driver {driver} " + (f"exited with code {code}" if pod is not None else "disappeared")
     if pod is not None and pod.message:
         what += f" ({pod.message})"
-    if code in PERMANENT_EXITS:
-        reason, advice = PERMANENT_EXITS[code]
+    if exits.is_permanent(code):
+        reason, advice = exits.PERMANENT[code]
         return _fail(step, reason, f"{what}: {advice}")
-    cause = RETRYABLE_EXITS.get(code, "the driver was lost" if pod is None else "the driver failed")
+    cause = exits.cause(code, lost=pod is None)
+    if pod is not None:
+        step.delete_pod(pod)
+    _retry(step, "DriverFailed" if pod is not None else "DriverLost", what, cause)
+
+
+def _cluster_lost(step: _Step, pod: PodState) -> None:
+    """The RayCluster went away under a running driver: stop the driver (it checkpoints what
+    it can) and count a failed attempt; the next one gets a new cluster and resumes."""
+    what = f"RayCluster {children.names(step.o.name, 0).ray} was deleted while driver {pod.name} ran"
+    if step.st.failures >= step.o.job.spec.backoff_limit:
+        return _fail(step, "RayClusterLost", f"{what}; no retries left "
+                     f"(spec.backoffLimit={step.o.job.spec.backoff_limit})", stop_driver=True)
+    step.delete_pod(pod)
+    _retry(step, "RayClusterLost", what, "the driver is stopped and the attempt counts as failed")
+
+
+def _retry(step: _Step, reason: str, what: str, cause: str) -> None:
+    """Schedules attempt n+1 after the backoff, or fails once spec.backoffLimit is spent."""
+    o, st, spec = step.o, step.st, step.o.job.spec
     if st.failures >= spec.backoff_limit:
         return _fail(step, "BackoffLimitExceeded",
                      f"{what}: {cause}; no retries left (spec.backoffLimit={spec.backoff_limit})")
-    if pod is not None:
-        step.delete_pod(pod)
     st.failures += 1
     delay = backoff_delay(st.failures, spec)
     st.next_attempt_after = timestamp(o.now + timedelta(seconds=delay))
     st.attempt += 1
     st.children = {**(st.children or {}), "driverPod": children.names(o.name, st.attempt).driver}
-    step.set_phase(RETRYING, "DriverFailed" if pod is not None else "DriverLost",
+    step.set_phase(RETRYING, reason,
                    f"{what}: {cause}; attempt {st.attempt} resumes from the last checkpoint in {delay:g}s "
                    f"(retry {st.failures} of {spec.backoff_limit})")
 
@@ -339,6 +483,13 @@ def _stop(step: _Step) -> None:
         step.delete_pod(pod)
     if current is not None and current.exit_code is not None:
         st.exit_code = current.exit_code
+        if current.final_progress:
+            mirror_final(st, current.final_progress)  # what the stop left done
+    failure = st.pending_failure
+    if failure and remaining:
+        return step.set_phase(STOPPING, failure["reason"], step.st.message or failure["message"])
+    if failure:
+        return _fail(step, failure["reason"], failure["message"])
     if remaining:
         return step.set_phase(STOPPING, "StopRequested",
                               f"stopping driver {', '.join(p.name for p in remaining)}: "
@@ -375,22 +526,10 @@ def teardown(o: Observed, settings: Settings) -> Decision:
             step.delete_ray_auth()
     retain_pvc = o.spec is not None and o.spec.event_log.retain
     for kind, name in sorted(o.present):
-        if not (kind == "PersistentVolumeClaim" and retain_pvc):
-            step.delete.append({"apiVersion": "v1", "kind": kind, "namespace": o.namespace, "name": name})
+        ref = children.core_ref(kind, o.namespace, name)
+        if kind == "Secret":
+            continue  # the Ray auth Secret goes with the cluster, after the drivers (above)
+        if not (kind == "PersistentVolumeClaim" and retain_pvc) and ref not in step.delete:
+            step.delete.append(ref)
     return Decision(status={}, delete=step.delete, waiting=bool(o.pods) or o.cluster is not None)
 
-
-def status_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """A JSON merge patch from old to new: removed keys become null; lists are replaced."""
-    patch: dict[str, Any] = {}
-    for key in old.keys() - new.keys():
-        patch[key] = None
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            sub = status_patch(before, value)
-            if sub:
-                patch[key] = sub
-        elif value != before:
-            patch[key] = value
-    return patch

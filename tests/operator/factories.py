@@ -33,6 +33,8 @@ def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None
         raw["stop"] = True
     if present is None:
         present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+        if raw.get("executorType", "ray_partitioned") != "default":
+            present |= {("Secret", "demo-ray-auth")}  # made with its cluster
     fields = {**ACCEPTED, **status}
     if fields["job_id"] is None:
         fields.pop("job_id")

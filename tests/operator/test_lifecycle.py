@@ -211,3 +211,76 @@ def test_invalid_recipe_fails_once_without_retries_and_the_ttl_cleans_up(kc, s3_
     assert [p for ns, p in node_agent.started_pods if ns == kc.namespace] == ["typo-driver-1"]
     wait_for(lambda: kc.get("djjob", "typo") is None, 30, "the TTL to delete the finished job")
     assert kc.pods() == []
+
+
+def test_schema_rejects_bad_env_names_and_quantities_at_apply(kc):
+    """A 422 from the pod create would come too late (the job already says DriverStarting):
+    the CRD refuses what it can at admission."""
+    import yaml
+    bad_env = job_manifest("badenv", "b", "http://x")
+    bad_env["spec"]["driver"]["env"].append({"name": "1 NOT VALID", "value": "x"})
+    done = kc("apply", "-f", "-", input=yaml.safe_dump(bad_env), check=False)
+    assert done.returncode != 0 and "spec.driver.env" in done.stderr, done.stderr
+    bad_quantity = job_manifest("badqty", "b", "http://x")
+    bad_quantity["spec"]["driver"]["resources"] = {"limits": {"memory": "lots"}}
+    done = kc("apply", "-f", "-", input=yaml.safe_dump(bad_quantity), check=False)
+    assert done.returncode != 0 and "spec.driver.resources.limits.memory" in done.stderr, done.stderr
+    fine = job_manifest("fineqty", "b", "http://x", stop=True)
+    fine["spec"]["driver"]["resources"] = {"limits": {"memory": "512Mi", "cpu": 2}, "requests": {"cpu": "500m"}}
+    kc.apply(fine)
+    assert kc.job("fineqty")["spec"]["driver"]["resources"]["limits"]["cpu"] == 2
+
+
+def test_a_same_named_ray_cluster_not_ours_fails_the_job_at_once(kc, dj_operator, node_agent):
+    import yaml
+    theirs = yaml.safe_load((REPO / "tests" / "data" / "kuberay" / "raycluster-sample.yaml").read_text()) \
+        if (REPO / "tests" / "data" / "kuberay" / "raycluster-sample.yaml").exists() else None
+    theirs = theirs or {
+        "apiVersion": "ray.io/v1", "kind": "RayCluster", "metadata": {},
+        "spec": {"headGroupSpec": {"rayStartParams": {}, "template": {"spec": {"containers": [
+            {"name": "ray-head", "image": "rayproject/ray:2.60.0"}]}}}}}
+    theirs["metadata"] = {"name": "clash-ray", "namespace": kc.namespace}
+    kc.apply(theirs)
+    kc.apply(job_manifest("clash", "b", "http://x", executorType="ray"))
+    st = wait_for(lambda: (s := kc.status("clash")).get("phase") == "Failed" and s, 30, "Failed",
+                  lambda: diagnose(kc, "clash", dj_operator, node_agent))
+    assert st["reason"] == "RayClusterNameConflict" and "clash-ray" in st["message"]
+    assert kc.get("raycluster", "clash-ray") is not None, "a cluster that is not ours is never deleted"
+    assert kc.pods() == []
+
+
+def test_a_quota_that_refuses_the_driver_shows_in_status_and_fails_at_the_start_deadline(kc, kube_cluster, dj_operator,
+                                                                                          node_agent):
+    import yaml
+    from kubernetes.client import CoreV1Api
+    kc("apply", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}))
+    # what the quota controller (absent here) would write; admission enforces hard against used
+    CoreV1Api(kube_cluster.api_client()).patch_namespaced_resource_quota_status(
+        "no-pods", kc.namespace, {"status": {"hard": {"pods": "0"}, "used": {"pods": "0"}}})
+    kc.apply(job_manifest("quota", "b", "http://x", startDeadlineSeconds=5))
+    why = lambda: diagnose(kc, "quota", dj_operator, node_agent)  # noqa: E731
+    refused = wait_for(lambda: (s := kc.status("quota")).get("reason") == "CreateForbidden" and s, 30,
+                       "the refusal in status", why)
+    assert refused["phase"] == "Provisioning" and "quota-driver-1" in refused["message"], why()
+    failed = wait_for(lambda: (s := kc.status("quota")).get("phase") == "Failed" and s, 30, "Failed", why)
+    assert failed["reason"] == "CreateForbidden" and "spec.startDeadlineSeconds" in failed["message"]
+    warnings = [e for e in kc.events("quota") if e["reason"] == "CreateForbidden"]
+    assert warnings and all(e["type"] == "Warning" for e in warnings)
+    assert sum(e.get("count") or 1 for e in warnings) <= 3, "reported when it changes, not on every tick"
+
+
+def test_a_driver_on_a_lost_node_is_force_deleted_and_the_job_resumes(kc, s3_env, s3_bucket, s3_secret, dj_operator,
+                                                                      node_agent, reference_rows):
+    start_slow_job(kc, s3_env, s3_bucket, "lost")
+    why = lambda: diagnose(kc, "lost", dj_operator, node_agent)  # noqa: E731
+    wait_mid_run(kc, "lost", why)
+    node_agent.lose_node_of(kc.namespace, "lost-driver-1")
+    # the node controller's eviction: a deletion the lost kubelet never confirms
+    kc("delete", "pod", "lost-driver-1", "--grace-period=1", "--wait=false")
+    wait_for(lambda: kc.status("lost").get("reason") == "DriverTerminating", 30, "DriverTerminating", why)
+    done = wait_for(lambda: (s := kc.status("lost")).get("phase") in ("Succeeded", "Failed") and s, 150,
+                    "the job to finish on a new driver", why)
+    assert done["phase"] == "Succeeded" and done["attempt"] == 2, why()
+    assert read_jsonl(s3_env, f"s3://{s3_bucket}/out/lost.jsonl") == reference_rows
+    assert "DriverLost" in [e["reason"] for e in kc.events("lost")]

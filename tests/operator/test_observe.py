@@ -36,8 +36,17 @@ def test_progress_url_is_pod_ip_and_port_unless_the_annotation_setting_is_on():
     assert progress_url(driver(phase="Pending"), Settings()) is None
 
 
-def test_a_same_named_cluster_this_job_does_not_own_is_ignored():
+def test_a_same_named_cluster_this_job_does_not_own_is_foreign():
     ours = {"metadata": {"name": "demo-ray", "labels": {"datajuicer.io/job-uid": UID}}, "status": {"state": "ready"}}
     theirs = {"metadata": {"name": "demo-ray", "labels": {}}, "status": {"state": "ready"}}
     assert cluster_state(ours, UID).is_ready
-    assert cluster_state(theirs, UID) is None and cluster_state(None, UID) is None
+    assert cluster_state(theirs, UID).foreign and not cluster_state(theirs, UID).is_ready
+    assert not cluster_state(ours, UID).foreign and cluster_state(None, UID) is None
+
+
+def test_container_creating_is_blocked_when_warning_events_say_it_will_not_end():
+    st = {"phase": "Pending", "containerStatuses": [
+        {"name": "driver", "state": {"waiting": {"reason": "ContainerCreating"}}}]}
+    assert pod_state(driver(**st)).blocked is None
+    p = pod_state(driver(**st), ['FailedMount: MountVolume.SetUp failed for volume "recipe": configmap "reciep" not found'])
+    assert p.blocked.startswith("FailedMount") and "reciep" in p.blocked

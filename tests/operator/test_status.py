@@ -5,7 +5,9 @@ import pytest
 from djoperator.crd import parse_spec, parse_status
 from djoperator.observed import ClusterState, Observed
 from djoperator.progress import progress_fields
-from djoperator.status import backoff_delay, needs_timer, next_status, status_patch, teardown
+from djoperator.handlers import needs_timer
+from djoperator.kube import status_patch
+from djoperator.status import backoff_delay, next_status, teardown
 
 from .factories import NOW, SETTINGS, UID, observed, pod, spec
 
@@ -208,12 +210,44 @@ def test_missing_pod_while_provisioning_is_just_created_again():
 
 @pytest.mark.parametrize("field, seconds, reason", [("activeDeadlineSeconds", 60, "DeadlineExceeded"),
                                                    ("progressDeadlineSeconds", 60, "ProgressDeadlineExceeded")])
-def test_deadlines_fail_the_job_and_stop_the_driver(field, seconds, reason):
-    d = next_status(observed("Running", raw_spec=spec(**{field: seconds}), pods=(pod("Running"),),
+def test_deadlines_stop_the_driver_then_release_the_cluster_then_fail(field, seconds, reason):
+    """The driver needs its RayCluster while it flushes its in-flight partition: the cluster
+    goes only once the driver is gone, and the driver's exit code is recorded."""
+    raw = {**RAY, field: seconds}
+    ready = ClusterState("demo-ray", "ready")
+    d = next_status(observed("Running", raw_spec=raw, pods=(pod("Running"),), cluster=ready,
                              start_time="2026-01-02T03:04:05Z", last_transition_time="2026-01-02T03:04:05Z",
                              now=NOW + timedelta(seconds=61), **RUNNING), SETTINGS)
-    assert d.status["phase"] == "Failed" and d.status["reason"] == reason
-    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == reason
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]  # not the cluster, yet
+    assert [e.reason for e in d.events] == [reason] and d.events[0].type == "Warning"
+    later = NOW + timedelta(seconds=70)
+    d = next_status(observed(raw_spec=raw, pods=(pod("Running", deleting=True, deadline=later),), cluster=ready,
+                             now=later, **carried(d)), SETTINGS)
+    assert d.status["phase"] == "Stopping" and d.delete == []
+    d = next_status(observed(raw_spec=raw, pods=(pod("Failed", exit_code=130, deleting=True),), cluster=ready,
+                             now=later, **carried(d)), SETTINGS)
+    d = next_status(observed(raw_spec=raw, cluster=ready, now=later, **carried(d)), SETTINGS)
+    assert d.status["phase"] == "Failed" and d.status["reason"] == reason and d.status["exitCode"] == 130
+    assert ("RayCluster", "demo-ray") in kinds(d.delete) and "pendingFailure" not in d.status
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", reason)]  # now Failed
+
+
+def test_progress_deadline_clock_starts_at_each_attempts_driver_start():
+    """Resumed after 2 h stopped: the old progress is hours old, the new driver just started."""
+    raw = spec(progressDeadlineSeconds=300)
+    old_progress = {"percent": 40.0, "partitionsDone": "2/5", "currentOps": [], "updatedAt": "2026-01-02T01:00:00Z"}
+    d = next_status(observed("Stopped", raw_spec=raw, progress=old_progress, attempt=1,
+                             last_transition_time="2026-01-02T01:00:00Z"), SETTINGS)
+    assert d.status["phase"] == "Provisioning" and d.status["attempt"] == 2
+    d = next_status(observed(raw_spec=raw, pods=(pod("Running", attempt=2),), **carried(d)), SETTINGS)
+    assert d.status["phase"] == "Running"
+    later = NOW + timedelta(seconds=30)
+    d = next_status(observed(raw_spec=raw, pods=(pod("Running", attempt=2),), now=later, **carried(d)), SETTINGS)
+    assert d.status["phase"] == "Running", d.status.get("message")
+    much_later = NOW + timedelta(seconds=301)
+    d = next_status(observed(raw_spec=raw, pods=(pod("Running", attempt=2),), now=much_later, **carried(d)), SETTINGS)
+    assert d.status["reason"] == "ProgressDeadlineExceeded"
 
 
 def test_progress_resets_the_progress_deadline():
@@ -289,9 +323,14 @@ def test_a_failed_job_can_be_retried_by_stop_then_unstop():
 def test_invalid_spec_fails_and_stops_what_runs():
     o = Observed(name="demo", namespace="ns", uid=UID, now=NOW, spec=None, spec_error="spec.x: bad",
                  pods=(pod("Running"),), cluster=ClusterState("demo-ray", "ready"))
+    d = next_status(o, SETTINGS)  # never valid, so nothing to fall back on; the driver goes first
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == "InvalidSpec"
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+    o = Observed(name="demo", namespace="ns", uid=UID, now=NOW, spec=None, spec_error="spec.x: bad",
+                 status=parse_status(d.status), cluster=ClusterState("demo-ray", "ready"))
     d = next_status(o, SETTINGS)
     assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec" and d.status["message"] == "spec.x: bad"
-    assert kinds(d.delete) == [("Pod", "demo-driver-1"), ("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")]
+    assert kinds(d.delete) == [("RayCluster", "demo-ray"), ("Secret", "demo-ray-auth")]
 
 
 def test_fixed_spec_restarts_a_job_that_failed_on_its_spec():
@@ -358,3 +397,198 @@ def test_a_job_created_stopped_records_its_names_and_starts_nothing():
 ])
 def test_the_timer_visits_only_jobs_with_something_to_do(spec_, status, expected):
     assert needs_timer(spec_, status) is expected
+
+
+def test_driver_terminating_on_a_lost_node_is_force_deleted_and_the_next_attempt_starts():
+    """A pod with a deletionTimestamp that still says Running: its kubelet is gone."""
+    deadline = NOW - timedelta(seconds=31)  # grace period over, plus the 30 s margin
+    d = next_status(observed("Running", pods=(pod("Running", deleting=True, deadline=deadline),), **RUNNING), SETTINGS)
+    assert d.delete == [{"apiVersion": "v1", "kind": "Pod", "namespace": "ns", "name": "demo-driver-1",
+                         "gracePeriodSeconds": 0}]
+    assert d.status["reason"] == "DriverTerminating" and d.status["phase"] == "Running"
+    d = next_status(observed(**carried(d)), SETTINGS)  # the force delete removed it
+    assert d.status["phase"] == "Retrying" and d.status["reason"] == "DriverLost" and d.status["attempt"] == 2
+    d = next_status(observed(**carried(d)), SETTINGS)
+    assert kinds(d.create)[-1] == ("Pod", "demo-driver-2")
+
+
+def test_driver_terminating_within_its_grace_period_is_left_to_finish():
+    d = next_status(observed("Running", pods=(pod("Running", deleting=True, deadline=NOW),), **RUNNING), SETTINGS)
+    assert d.delete == [] and d.status["reason"] == "DriverTerminating"
+
+
+def test_a_same_named_cluster_not_ours_fails_at_once_and_is_never_deleted():
+    theirs = ClusterState("demo-ray", "ready", foreign=True)
+    d = next_status(observed("Pending", raw_spec=RAY, cluster=theirs), SETTINGS)
+    assert d.status["phase"] == "Failed" and d.status["reason"] == "RayClusterNameConflict"
+    assert "demo-ray" in d.status["message"] and d.create == [] and d.delete == []
+
+
+def test_a_cluster_deleted_under_a_running_driver_stops_it_and_counts_a_failed_attempt():
+    d = next_status(observed("Running", raw_spec=RAY, pods=(pod("Running"),), cluster=None, **RUNNING), SETTINGS)
+    assert d.status["phase"] == "Retrying" and d.status["reason"] == "RayClusterLost"
+    assert d.status["failures"] == 1 and d.status["attempt"] == 2
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")] and d.create == []
+    # next: the old driver is still going; a new cluster is made for attempt 2, no second driver yet
+    d = next_status(observed(raw_spec=RAY, pods=(pod("Running", deleting=True, deadline=NOW),), **carried(d)),
+                    SETTINGS)
+    assert kinds(d.create) == [("Secret", "demo-ray-auth"), ("RayCluster", "demo-ray")]
+    assert d.status["phase"] == "Retrying"
+
+
+def test_cluster_lost_with_no_retries_left_fails_after_the_driver_is_gone():
+    d = next_status(observed("Running", raw_spec={**RAY, "backoffLimit": 0}, pods=(pod("Running"),), **RUNNING),
+                    SETTINGS)
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == "RayClusterLost"
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+
+
+def test_ray_cluster_timeout_does_not_orphan_a_driver():
+    later = NOW + timedelta(seconds=601)
+    d = next_status(observed("Retrying", raw_spec=RAY, pods=(pod("Running"),), cluster=ClusterState("demo-ray"),
+                             now=later, provisioning_since="2026-01-02T03:04:05Z", attempt=2,
+                             children={"driverPod": "demo-driver-2"}), SETTINGS)
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == "RayClusterNotReady"
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+
+
+def valid_first(raw, phase="Running", **status):
+    """Status as it is after a reconcile that saw `raw` valid."""
+    d = next_status(observed(phase, raw_spec=raw, pods=(pod("Running"),), **{**RUNNING, **status}), SETTINGS)
+    return carried(d)
+
+
+def test_an_invalid_edit_keeps_a_running_job_on_its_last_valid_spec():
+    st = valid_first(spec())
+    bad = {**spec(), "ray": {"workerGroups": [{"name": "w", "replicas": 5, "maxReplicas": 2}]}}
+    o = observed(raw_spec=spec(), pods=(pod("Running"),), **st)
+    o = Observed(**{**o.__dict__, "spec": None, "spec_error": "spec.ray...: need minReplicas <= replicas"})
+    d = next_status(o, SETTINGS)
+    assert d.status["phase"] == "Running" and d.delete == []
+    assert cond(d, "SpecValid")["status"] == "False" and "last valid spec" in cond(d, "SpecValid")["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Warning", "InvalidSpec")]
+    assert d.status["lastValidSpec"] == st["last_valid_spec"]
+    again = next_status(Observed(**{**o.__dict__, "status": parse_status(d.status)}), SETTINGS)
+    assert again.events == []  # warned once
+
+
+def test_an_invalid_edit_never_touches_a_finished_job():
+    for phase in ("Succeeded", "Failed"):
+        st = valid_first(spec(), phase=phase, reason="Completed")
+        o = observed(phase, raw_spec=spec(), **{k: v for k, v in st.items() if k != "phase"})
+        o = Observed(**{**o.__dict__, "spec": None, "spec_error": "spec.x: bad"})
+        d = next_status(o, SETTINGS)
+        assert d.status["phase"] == phase and d.create == [] and d.delete == []
+        assert cond(d, "SpecValid")["status"] == "False"
+
+
+def test_a_spec_invalid_from_the_start_fails_with_invalid_spec():
+    o = observed("Pending")
+    o = Observed(**{**o.__dict__, "spec": None, "spec_error": "spec.x: bad"})
+    d = next_status(o, SETTINGS)
+    assert d.status["phase"] == "Failed" and d.status["reason"] == "InvalidSpec"
+
+
+def test_unknown_spec_fields_are_a_warning_not_a_failure():
+    from djoperator.crd import parse_spec_lenient
+    parsed, unknown = parse_spec_lenient({**spec(), "futureField": 1, "driver": {"newKnob": True}})
+    assert unknown == ["spec.driver.newKnob", "spec.futureField"] or sorted(unknown) == [
+        "spec.driver.newKnob", "spec.futureField"]
+    o = observed("Running", pods=(pod("Running"),), **RUNNING)
+    o = Observed(**{**o.__dict__, "spec": parsed, "spec_warnings": tuple(unknown)})
+    d = next_status(o, SETTINGS)
+    assert d.status["phase"] == "Running"
+    assert cond(d, "SpecValid")["status"] == "True" and cond(d, "SpecValid")["reason"] == "UnknownFieldsIgnored"
+    assert ("Warning", "UnknownFieldsIgnored") in [(e.type, e.reason) for e in d.events]
+
+
+@pytest.mark.parametrize("key, use", [("job_id", "spec.jobId"), ("event_log_dir", "spec.eventLog"),
+                                      ("checkpoint_dir", "spec.checkpointDir")])
+def test_overrides_of_what_the_operator_owns_are_refused_naming_the_field_to_use(key, use):
+    from djoperator.crd import SpecError, parse_spec
+    with pytest.raises(SpecError) as err:
+        parse_spec(spec(overrides={key: "x"}))
+    assert key in str(err.value) and use in str(err.value)
+
+
+@pytest.mark.parametrize("change", [{"jobId": "other"}, {"executorType": "ray"}, {"eventLog": {"emptyDir": True}}])
+def test_per_job_immutable_fields_cannot_change_between_attempts(change):
+    st = valid_first(spec(), phase="Stopped", reason="Stopped")
+    edited = {**spec(), **change}
+    d = next_status(observed("Stopped", raw_spec=edited, **{k: v for k, v in st.items() if k != "phase"}), SETTINGS)
+    field = "spec." + next(iter(change))
+    assert cond(d, "SpecValid")["status"] == "False" and field in cond(d, "SpecValid")["message"]
+    assert d.status["lastValidSpec"] == st["last_valid_spec"]
+    assert d.status["phase"] == "Provisioning"  # resumed, on the spec it was accepted with
+    assert all(c["kind"] != "RayCluster" for c in d.create)
+
+
+def test_a_refused_driver_create_is_reported_once_then_fails_at_the_start_deadline():
+    from djoperator.observed import CreateFailure
+    from djoperator.status import create_failed
+    o = observed("Pending", raw_spec=spec(startDeadlineSeconds=60))
+    d = next_status(o, SETTINGS)
+    assert kinds(d.create)[-1] == ("Pod", "demo-driver-1")
+    refused = [CreateFailure("Pod", "demo-driver-1", 403, 'pods "demo-driver-1" is forbidden: exceeded quota: q')]
+    after, events = create_failed(o.status, d.status, refused)
+    assert after["phase"] == "Provisioning" and after["reason"] == "CreateForbidden"
+    assert "exceeded quota" in after["message"] and [(e.type, e.reason) for e in events] == [
+        ("Warning", "CreateForbidden")]
+    # the next reconcile asks again, and says nothing new
+    o2 = observed(raw_spec=spec(startDeadlineSeconds=60), now=NOW + timedelta(seconds=10), **carried_raw(after))
+    d2 = next_status(o2, SETTINGS)
+    assert kinds(d2.create)[-1] == ("Pod", "demo-driver-1") and d2.events == []
+    after2, events2 = create_failed(o2.status, d2.status, refused)
+    assert events2 == [] and after2["reason"] == "CreateForbidden"
+    late = observed(raw_spec=spec(startDeadlineSeconds=60), now=NOW + timedelta(seconds=61), **carried_raw(after2))
+    d3 = next_status(late, SETTINGS)
+    assert d3.status["phase"] == "Failed" and d3.status["reason"] == "CreateForbidden"
+    assert "spec.startDeadlineSeconds" in d3.status["message"] and "exceeded quota" in d3.status["message"]
+
+
+def test_a_driver_stuck_pending_fails_at_the_start_deadline():
+    from djoperator.observed import PodState
+    stuck = PodState("demo-driver-1", 1, "Pending", blocked="ContainerCreating: MountVolume.SetUp failed")
+    d = next_status(observed("Provisioning", pods=(stuck,), starting_since="2026-01-02T02:00:00Z",
+                             reason="DriverCannotStart", message="x", **RUNNING), SETTINGS)
+    assert d.status["phase"] == "Stopping" and d.status["reason"] == "DriverCannotStart"
+    assert kinds(d.delete) == [("Pod", "demo-driver-1")]
+
+
+def carried_raw(status_dict):
+    st = parse_status(status_dict)
+    return {k: v for k, v in st.model_dump().items() if v is not None}
+
+
+def test_a_missing_ray_auth_secret_replaces_the_cluster_with_a_new_token():
+    present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+    d = next_status(observed("Provisioning", raw_spec=RAY, cluster=ClusterState("demo-ray", "ready"), present=present,
+                             **RUNNING), SETTINGS)
+    assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.create == []
+    assert ("Warning", "RayAuthSecretMissing") in [(e.type, e.reason) for e in d.events]
+    d = next_status(observed(raw_spec=RAY, cluster=None, present=present, new_token="new", **carried(d)), SETTINGS)
+    assert kinds(d.create)[-2:] == [("Secret", "demo-ray-auth"), ("RayCluster", "demo-ray")]
+
+
+def test_a_ray_or_storage_change_replaces_the_cluster_before_the_next_attempt():
+    from djoperator import children
+    from djoperator.crd import Job
+    old_hash = children.ray_cluster(Job("demo", "ns", UID, parse_spec(RAY)), SETTINGS)["metadata"]["annotations"][
+        children.ANNOTATION_CLUSTER_HASH]
+    changed = {**RAY, "ray": {"workerGroups": [{"name": "workers", "replicas": 3}]}}
+    made_before = ClusterState("demo-ray", "ready", spec_hash=old_hash)
+    # mid-attempt: the running driver keeps its cluster
+    d = next_status(observed("Running", raw_spec=changed, pods=(pod("Running"),), cluster=made_before, **RUNNING),
+                    SETTINGS)
+    assert d.delete == [] and d.status["phase"] == "Running"
+    # between attempts: replaced, then made again from the new spec
+    d = next_status(observed("Stopped", raw_spec=changed, cluster=made_before, **RUNNING), SETTINGS)
+    assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.status["reason"] == "ReplacingRayCluster"
+    assert not any(c["kind"] == "Pod" for c in d.create)
+    d = next_status(observed(raw_spec=changed, cluster=None, **carried(d)), SETTINGS)
+    made = next(c for c in d.create if c["kind"] == "RayCluster")
+    assert made["spec"]["workerGroupSpecs"][0]["replicas"] == 3
+    # the same spec: no replacement
+    same = ClusterState("demo-ray", "ready", spec_hash=old_hash)
+    d = next_status(observed("Provisioning", raw_spec=RAY, cluster=same, **RUNNING), SETTINGS)
+    assert d.delete == [] and kinds(d.create)[-1] == ("Pod", "demo-driver-1")

@@ -18,8 +18,10 @@ RayClusters would never be ready. For the namespaces it is given, this agent:
   PROGRESS_ANNOTATION; the operator reads it when started with
   `--progress-endpoint-annotation datajuicer.io/progress-endpoint`;
 * reports status like a kubelet: Running with podIP 127.0.0.1, then Succeeded/Failed with
-  the container's exit code (128+signal when killed by a signal) and the tail of its
-  output as the termination message;
+  the container's exit code (128+signal when killed by a signal). The termination message
+  is what the container wrote to its terminationMessagePath (a per-pod file, "mounted"
+  by the same prefix rewriting), else, only under FallbackToLogsOnError and a non-zero
+  exit, the last 80 lines / 2048 bytes of its output; otherwise there is none;
 * on pod deletion: SIGTERM to the main process, waits the grace period, SIGKILLs the
   process group, reports the exit, then finalises the delete (grace 0), as kubelet does;
 * marks RayClusters `status.state: ready` (unless `rayclusters_ready` is False) and, when
@@ -73,6 +75,8 @@ class Running:
     exit_reported: bool = False
     env: dict[str, str] = field(default_factory=dict)
     argv: list[str] = field(default_factory=list)
+    termination_file: Optional[Path] = None
+    termination_policy: str = "File"
 
     def exit_code(self) -> Optional[int]:
         code = self.proc.poll()
@@ -94,6 +98,7 @@ class NodeAgent:
         self.started_pods: list[tuple[str, str]] = []  # (namespace, name), in start order
         self.exits: dict[tuple[str, str], int] = {}  # (namespace, name) -> exit code, as reported
         self.logs: dict[tuple[str, str], Path] = {}  # (namespace, name) -> container output
+        self.lost: set[tuple[str, str]] = set()  # pods whose node is "gone": no status, no deletion handling
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="node-agent", daemon=True)
         self._lock = threading.Lock()
@@ -135,6 +140,13 @@ class NodeAgent:
         assert run is not None, f"no process for pod {namespace}/{name}"
         self._signal(run, sig)
 
+    def lose_node_of(self, namespace: str, name: str) -> None:
+        """As if the pod's node dropped off the network: its process runs on, but nothing
+        about it reaches the API any more, and a deletion is never confirmed (only a force
+        delete removes the pod; then what is left of the process is killed, as fencing would)."""
+        with self._lock:
+            self.lost.add((namespace, name))
+
     def volume_dir(self, namespace: str, claim: str) -> Path:
         """The host directory standing in for a PVC."""
         return self.root / namespace / f"pvc-{claim}"
@@ -161,6 +173,8 @@ class NodeAgent:
             uid = meta["uid"]
             seen.add(uid)
             run = self.running.get(uid)
+            if (namespace, meta["name"]) in self.lost:
+                continue
             if meta.get("deletionTimestamp"):
                 self._terminate(pod, run)
             elif run is None and not (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
@@ -185,6 +199,9 @@ class NodeAgent:
         pod_dir = self.root / namespace / f"pod-{name}-{uid[:8]}"
         pod_dir.mkdir(parents=True, exist_ok=True)
         mounts = self._mounts(namespace, pod_dir, spec, container)
+        termination_file = pod_dir / f"{container['name']}.termination-log"
+        termination_file.touch()
+        mounts.insert(0, (container.get("terminationMessagePath") or "/dev/termination-log", str(termination_file)))
         port = free_port()
         argv = [self._host_path(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
         if "--progress-port" in argv:
@@ -196,7 +213,9 @@ class NodeAgent:
             proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         grace = float(spec.get("terminationGracePeriodSeconds", 30))
-        run = Running(namespace, name, uid, proc, pod_dir, log_path, _now(), grace=grace, env=env, argv=argv)
+        run = Running(namespace, name, uid, proc, pod_dir, log_path, _now(), grace=grace, env=env, argv=argv,
+                      termination_file=termination_file,
+                      termination_policy=container.get("terminationMessagePolicy") or "File")
         self.running[uid] = run
         self.started_pods.append((namespace, name))
         self.logs[(namespace, name)] = log_path
@@ -207,10 +226,15 @@ class NodeAgent:
     def _report_exit(self, run: Running) -> None:
         code = run.exit_code()
         assert code is not None
-        tail = run.log_path.read_text(errors="replace").strip().splitlines()[-20:]
-        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
-                                "message": "\n".join(tail)[-2000:], "startedAt": run.started,
-                                "finishedAt": _now()}}
+        terminated: dict[str, Any] = {"exitCode": code, "reason": "Completed" if code == 0 else "Error",
+                                      "startedAt": run.started, "finishedAt": _now()}
+        written = run.termination_file.read_text(errors="replace")[:4096] if run.termination_file else ""
+        if written.strip():
+            terminated["message"] = written
+        elif run.termination_policy == "FallbackToLogsOnError" and code != 0:
+            tail = run.log_path.read_text(errors="replace").splitlines()[-80:]
+            terminated["message"] = "\n".join(tail)[-2048:]
+        state = {"terminated": terminated}
         try:
             self._patch_status(run, state, "Succeeded" if code == 0 else "Failed")
         except NotFoundError:

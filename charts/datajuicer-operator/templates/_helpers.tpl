@@ -78,7 +78,7 @@ proves each one is required (the API refuses it once the verb is removed) and su
   verbs: [create, delete]
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}
 
 {{/*

@@ -4,11 +4,19 @@ Exit codes: 0 completed, 1 unexpected error, 2 invalid recipe, 3 bad input,
 4 job locked by a live run, 5 storage unavailable, 6 partitions failed after
 retries, 130 stopped on request (resume with the same --job_id).
 
-`kill -USR1 <pid>` prints every thread's stack to stderr without stopping the job."""
+`kill -USR1 <pid>` prints every thread's stack to stderr without stopping the job.
+
+With DJ_TERMINATION_MESSAGE_PATH set (the operator sets it to the container's
+terminationMessagePath), the outcome is also written there as one JSON line: status,
+exit code, a scrubbed one-line reason, and the final progress, so the final counts
+reach the job's status even when no progress poll caught the driver running."""
 from __future__ import annotations
 
 import argparse
 import faulthandler
+import json
+import os
+import re
 import signal
 import sys
 from typing import Optional
@@ -34,6 +42,47 @@ def parser() -> argparse.ArgumentParser:
                         "max_retention_days, and exit")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return add_version_flag(p)
+
+
+TERMINATION_ENV = "DJ_TERMINATION_MESSAGE_PATH"
+TERMINATION_LIMIT = 4000  # kubelet keeps 4096 bytes of a termination message
+_SECRETS = [(re.compile(r"(\w+://)[^/@\s]+@"), r"\1***@"),  # credentials in URLs
+            (re.compile(r"(?i)((?:secret|password|token|key)[\w-]*\s*[=:]\s*)\S+"), r"\1***")]
+
+
+def scrub(text: str, limit: int = 500) -> str:
+    """One line, no credentials: the reason flows into the job's status and Events."""
+    line = " ".join(str(text).split())
+    for pattern, repl in _SECRETS:
+        line = pattern.sub(repl, line)
+    return line[:limit]
+
+
+def write_termination_message(status: str, code: int, reason: Optional[str], recipe=None, outcome=None) -> None:
+    path = os.environ.get(TERMINATION_ENV)
+    if not path:
+        return
+    message: dict = {"status": status, "exit_code": code}
+    if reason:
+        message["reason"] = scrub(reason)
+    if recipe is not None and outcome is not None:
+        try:
+            from ..jobs import read_summary
+            from ..storage import Storage, StorageOptions
+            summary = read_summary(Storage(StorageOptions.from_recipe(recipe)), outcome.paths) or {}
+            if isinstance(summary.get("progress"), dict):
+                message["progress"] = {**summary["progress"], "current_ops": {}}
+        except Exception as err:  # the message is a courtesy: never let it change the exit code
+            logger.warning("no final progress for the termination message: {}", err)
+    line = json.dumps(message, separators=(",", ":"))
+    if len(line) > TERMINATION_LIMIT:
+        message.pop("progress", None)
+        line = json.dumps(message, separators=(",", ":"))
+    try:
+        with open(path, "w") as out:
+            out.write(line + "\n")
+    except OSError as err:
+        logger.warning("cannot write the termination message to {}: {}", path, err)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -69,12 +118,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                    overrides=rest)
     except DJError as err:
         logger.error("{}: {}", type(err).__name__, err)
+        write_termination_message("failed", err.exit_code, f"{type(err).__name__}: {err}")
         return err.exit_code
     if outcome.status == "completed":
         out = outcome.export["path"] if outcome.export else "(no export_path)"
         print(f"job {outcome.job_id} completed: {outcome.export['rows'] if outcome.export else 0} rows -> {out}")
     else:
         print(f"job {outcome.job_id} {outcome.status}: {outcome.error}", file=sys.stderr)
+    write_termination_message(outcome.status, outcome.exit_code, outcome.error, recipe, outcome)
     return outcome.exit_code
 
 
