@@ -35,7 +35,7 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     raw_pods = [p for p in kube.list("v1", "Pod", namespace, selector)
                 if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
     present = frozenset((kind, obj["metadata"]["name"])
-                        for kind in ("ConfigMap", "PersistentVolumeClaim")
+                        for kind in ("ConfigMap", "PersistentVolumeClaim", "Service")
                         for obj in kube.list("v1", kind, namespace, selector))
     cluster_name = children.names(name, 0).ray
     cluster = cluster_state(kube.get(RAY_API_VERSION, "RayCluster", namespace, cluster_name), uid)
@@ -115,7 +115,7 @@ def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:
     port = settings.progress_port
     for container in pod["spec"]["containers"]:
         for p in container.get("ports") or []:
-            if p.get("name") == "progress":
+            if p.get("name") in (children.DASHBOARD_PORT_NAME, "progress"):  # "progress": older drivers
                 port = p["containerPort"]
     return f"http://{ip}:{port}/progress"
 

@@ -32,7 +32,8 @@ def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None
     if stop:
         raw["stop"] = True
     if present is None:
-        present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+        present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state"),
+                             ("Service", "demo-dashboard")})
     fields = {**ACCEPTED, **status}
     if fields["job_id"] is None:
         fields.pop("job_id")
