@@ -229,10 +229,12 @@ def models_init_containers(job: Job, container_image: str) -> list[dict[str, Any
     models = job.spec.models
     if models is None or not models.s3_prefix:
         return []
-    return [{"name": "models-sync", "image": container_image, "command": ["python", "-c", SYNC_MODELS],
-             "args": [models.s3_prefix, models.mount_path], "env": storage_env(job),
-             "securityContext": CONTAINER_SECURITY,
-             "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": models.mount_path}]}]
+    init: dict[str, Any] = {"name": "models-sync", "image": container_image, "command": ["python", "-c", SYNC_MODELS],
+                            "args": [models.s3_prefix, models.mount_path], "securityContext": CONTAINER_SECURITY,
+                            "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": models.mount_path}]}
+    if storage_env(job):
+        init["env"] = storage_env(job)
+    return [init]
 
 
 def with_models(job: Job, pod_spec: dict[str, Any], container_image: str) -> dict[str, Any]:
