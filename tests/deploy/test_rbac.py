@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 def loopback_values(health_port: int) -> dict[str, Any]:
     """The chart's defaults, plus what a loopback test needs: a free health port, a fast
     timer, and driver progress read from the node agent's annotation."""
-    return {"health": {"port": health_port},
+    return {"health": {"port": health_port}, "readiness": {"port": free_port()},
+            "metrics": {"port": free_port()},
             "operator": {"interval": 0.5, "forceDeleteAfterSeconds": 5,
                          "extraArgs": [f"--progress-endpoint-annotation={PROGRESS_ANNOTATION}"]}}
 
