@@ -46,7 +46,7 @@ def job(name: str) -> dict:
 def run_batch(cluster: LocalCluster, proc: psutil.Process, ns: str, n: int, window: float) -> dict[str, float]:
     cluster.kubectl("create", "namespace", ns)
     began = time.monotonic()
-    docs = "\n---\n".join(json.dumps(job(f"j{i}")) for i in range(n))
+    docs = json.dumps({"apiVersion": "v1", "kind": "List", "items": [job(f"j{i}") for i in range(n)]})
     cluster.kubectl("-n", ns, "create", "-f", "-", input=docs)
     while True:
         got = phases(cluster, ns)
@@ -82,7 +82,7 @@ def main() -> None:
     args = p.parse_args()
     with LocalCluster(build_binaries(), Path(tempfile.mkdtemp(prefix="dj-scale-"))) as cluster:
         cluster.kubectl("apply", "-f", str(REPO / "crds"))
-        cluster.kubectl("apply", "-f", str(REPO / "tests" / "data" / "kuberay"))
+        cluster.kubectl("apply", "--server-side", "-f", str(REPO / "tests" / "data" / "kuberay"))
         cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/datajuicerjobs.datajuicer.io")
         port = free_port()
         log = Path(tempfile.mkdtemp()) / "dj-operator.log"
