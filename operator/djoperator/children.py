@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION, Job
+from .crd import API_VERSION, KIND, KUEUE_QUEUE_LABEL, RAY_GROUP, RAY_VERSION, Job, SchedulingSpec
 from .settings import Settings
 
 RECIPE_MOUNT = "/dj/recipe"
@@ -36,9 +36,18 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "dj-operator", "app.kubernetes.io/
 
 RAY_CLIENT_PORT = 10001
 RAY_AUTH_KEY = "auth_token"  # the key KubeRay's own authOptions.secretName Secrets use
+RAY_DASHBOARD_PORT = 8265
+DASHBOARD_PORT_NAME = "dashboard"  # the driver's progress port: /progress, its dashboard and /metrics
+ATTEMPT_ENV = "DJ_ATTEMPT"  # the driver's attempt number, so a stale attempt can be told apart
+MODELS_ENV = "DATA_JUICER_MODELS_CACHE"  # where DataJuicer (and the worker) look for model files
 RUN_AS = 1000  # the image's non-root user; fsGroup makes the state volume writable for it
-POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS}
-CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+# PodSecurity "restricted": set at pod and container level alike, so a container KubeRay
+# adds (the autoscaler) or a policy that checks containers alone still sees it.
+SECCOMP = {"type": "RuntimeDefault"}
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": RUN_AS, "runAsGroup": RUN_AS, "fsGroup": RUN_AS,
+                "seccompProfile": SECCOMP}
+CONTAINER_SECURITY = {"runAsNonRoot": True, "allowPrivilegeEscalation": False,
+                      "capabilities": {"drop": ["ALL"]}, "seccompProfile": SECCOMP}
 # dj-process writes its outcome (one scrubbed JSON line) here; the kubelet puts it in the
 # container's terminated state, falling back to the log tail when the driver died silently.
 TERMINATION_MESSAGE_PATH = "/dev/termination-log"
@@ -53,6 +62,7 @@ class ChildNames:
     recipe: str
     state: str
     ray_auth: str
+    dashboard: str
 
 
 def names(job_name: str, attempt: int) -> ChildNames:
@@ -74,6 +84,7 @@ def names(job_name: str, attempt: int) -> ChildNames:
         recipe=f"{base}-recipe",
         state=f"{base}-state",
         ray_auth=f"{base}-ray-auth",
+        dashboard=f"{base}-dashboard",
     )
 
 
@@ -189,6 +200,98 @@ def image(job: Job, settings: Settings) -> str:
     return job.spec.image or settings.image
 
 
+def scheduling(job: Job, more: Optional[SchedulingSpec]) -> SchedulingSpec:
+    return job.spec.scheduling.merged(more)
+
+
+def place(pod_spec: dict[str, Any], sched: SchedulingSpec) -> dict[str, Any]:
+    """pod_spec with the scheduling fields that are set (in place, and returned)."""
+    if sched.node_selector:
+        pod_spec["nodeSelector"] = {**pod_spec.get("nodeSelector", {}), **sched.node_selector}
+    if sched.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in sched.tolerations]
+    if sched.affinity:
+        pod_spec["affinity"] = dict(sched.affinity)
+    if sched.priority_class_name:
+        pod_spec["priorityClassName"] = sched.priority_class_name
+    if sched.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [dict(s) for s in sched.image_pull_secrets]
+    return pod_spec
+
+
+def pod_metadata(job: Job, component: str, sched: SchedulingSpec, extra: dict[str, str] | None = None,
+                 queue: bool = False) -> dict[str, Any]:
+    """Labels and annotations of a pod (or pod template): the user's, then the operator's,
+    which win (the user's cannot name a reserved key: crd.SchedulingSpec refuses them)."""
+    meta: dict[str, Any] = {"labels": {**sched.labels, **labels(job, component), **(extra or {})}}
+    if queue and job.spec.queue_name:
+        meta["labels"][KUEUE_QUEUE_LABEL] = job.spec.queue_name
+    if sched.annotations:
+        meta["annotations"] = dict(sched.annotations)
+    return meta
+
+
+MODELS_VOLUME = "models"
+# Copies the prefix with fsspec/s3fs (in every job image); the endpoint and credentials
+# come from the AWS_* env, as for the job itself. A trailing "/" copies the contents.
+SYNC_MODELS = ("import sys, fsspec; fs, root = fsspec.core.url_to_fs(sys.argv[1]); "
+               "fs.get(root.rstrip('/') + '/', sys.argv[2].rstrip('/') + '/', recursive=True); "
+               "print('models from', sys.argv[1], 'in', sys.argv[2])")
+
+
+def models_volume(job: Job) -> Optional[dict[str, Any]]:
+    models = job.spec.models
+    if models is None:
+        return None
+    if models.claim_name:
+        return {"name": MODELS_VOLUME, "persistentVolumeClaim": {"claimName": models.claim_name, "readOnly": True}}
+    return {"name": MODELS_VOLUME, "emptyDir": {"sizeLimit": models.size_limit} if models.size_limit else {}}
+
+
+def models_mount(job: Job) -> list[dict[str, Any]]:
+    models = job.spec.models
+    if models is None:
+        return []
+    mount = {"name": MODELS_VOLUME, "mountPath": models.mount_path, "readOnly": True}
+    if models.sub_path:
+        mount["subPath"] = models.sub_path
+    return [mount]
+
+
+def models_env(job: Job) -> list[dict[str, Any]]:
+    models = job.spec.models
+    return [] if models is None else [{"name": MODELS_ENV, "value": models.mount_path}]
+
+
+def models_init_containers(job: Job, container_image: str) -> list[dict[str, Any]]:
+    """For spec.models.s3Prefix: one init container that copies the prefix into the pod's
+    models volume before the job's container starts (and fails the start if it cannot)."""
+    models = job.spec.models
+    if models is None or not models.s3_prefix:
+        return []
+    init: dict[str, Any] = {"name": "models-sync", "image": container_image, "command": ["python", "-c", SYNC_MODELS],
+                            "args": [models.s3_prefix, models.mount_path], "securityContext": CONTAINER_SECURITY,
+                            "volumeMounts": [{"name": MODELS_VOLUME, "mountPath": models.mount_path}]}
+    if storage_env(job):
+        init["env"] = storage_env(job)
+    return [init]
+
+
+def with_models(job: Job, pod_spec: dict[str, Any], container_image: str) -> dict[str, Any]:
+    """pod_spec with the models volume mounted into its containers (in place, and returned)."""
+    volume = models_volume(job)
+    if volume is None:
+        return pod_spec
+    pod_spec["volumes"] = [*pod_spec.get("volumes", []), volume]
+    for c in pod_spec["containers"]:
+        c["volumeMounts"] = [*c.get("volumeMounts", []), *models_mount(job)]
+        c["env"] = [*c.get("env", []), *models_env(job)]
+    init = models_init_containers(job, container_image)
+    if init:
+        pod_spec["initContainers"] = [*pod_spec.get("initContainers", []), *init]
+    return pod_spec
+
+
 def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
     """A KubeRay RayCluster (ray.io/v1) for the ray executors; None for executor `default`.
     Head and workers get the S3 env too: Ray tasks read and write partitions themselves."""
@@ -198,17 +301,19 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
     ray_image = ray.image or image(job, settings)
     env = storage_env(job) + ray_auth_env(job)
 
-    def template(container: str, resources: dict[str, Any], ports: list[dict[str, Any]]) -> dict[str, Any]:
-        c: dict[str, Any] = {"name": container, "image": ray_image, "env": env,
+    def template(container: str, resources: dict[str, Any], ports: list[dict[str, Any]],
+                 more: Optional[SchedulingSpec]) -> dict[str, Any]:
+        c: dict[str, Any] = {"name": container, "image": ray_image, "env": list(env),
                              "securityContext": CONTAINER_SECURITY}
         if resources:
             c["resources"] = resources
         if ports:
             c["ports"] = ports
-        return {"metadata": {"labels": labels(job, "ray")},
-                "spec": {"securityContext": POD_SECURITY, "containers": [c]}}
+        sched = scheduling(job, more)
+        pod_spec = place({"securityContext": POD_SECURITY, "containers": [c]}, sched)
+        return {"metadata": pod_metadata(job, "ray", sched), "spec": with_models(job, pod_spec, ray_image)}
 
-    head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": 8265},
+    head_ports = [{"name": "gcs", "containerPort": 6379}, {"name": "dashboard", "containerPort": RAY_DASHBOARD_PORT},
                   {"name": "client", "containerPort": RAY_CLIENT_PORT}]
     workers = []
     for group in ray.worker_groups:
@@ -217,29 +322,58 @@ def ray_cluster(job: Job, settings: Settings) -> Optional[dict[str, Any]]:
         workers.append({
             "groupName": group.name, "replicas": group.replicas, "minReplicas": low, "maxReplicas": high,
             "rayStartParams": dict(group.ray_start_params),
-            "template": template("ray-worker", group.resources, []),
+            "template": template("ray-worker", group.resources, [], group.scheduling),
         })
+    meta = metadata(job, names(job.name, 0).ray, "ray")
+    if job.spec.queue_name:  # Kueue admits (unsuspends) the whole cluster; the driver waits for it
+        meta["labels"][KUEUE_QUEUE_LABEL] = job.spec.queue_name
     cluster = {
         "apiVersion": f"{RAY_GROUP}/{RAY_VERSION}", "kind": "RayCluster",
-        "metadata": metadata(job, names(job.name, 0).ray, "ray"),
+        "metadata": meta,
         "spec": {
             "rayVersion": ray.ray_version,
             "enableInTreeAutoscaling": ray.autoscaling,
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0", **ray.head.ray_start_params},
-                "template": template("ray-head", ray.head.resources, head_ports),
+                "template": template("ray-head", ray.head.resources, head_ports, ray.head.scheduling),
             },
             "workerGroupSpecs": workers,
-            # KubeRay adds the autoscaler as a container of its own: it must present the token too
-            **({"autoscalerOptions": {"env": ray_auth_env(job)}} if ray.autoscaling else {}),
+            # KubeRay adds the autoscaler as a container of its own: it must present the token
+            # too, and pass the restricted profile like the rest
+            **({"autoscalerOptions": {"env": ray_auth_env(job), "securityContext": CONTAINER_SECURITY}}
+               if ray.autoscaling else {}),
         },
     }
-    cluster["metadata"]["annotations"] = {ANNOTATION_CLUSTER_HASH: cluster_hash(cluster)}
+    cluster["metadata"].setdefault("annotations", {})[ANNOTATION_CLUSTER_HASH] = cluster_hash(cluster)
     return cluster
 
 
 def cluster_hash(cluster: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(cluster["spec"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def ray_dashboard_url(job: Job) -> Optional[str]:
+    """The Ray dashboard, on the head Service KubeRay creates; None for executor `default`."""
+    if not job.spec.is_ray:
+        return None
+    return f"http://{names(job.name, 0).ray}-head-svc.{job.namespace}.svc:{RAY_DASHBOARD_PORT}"
+
+
+def dashboard_url(job: Job, settings: Settings) -> str:
+    """The job dashboard (the driver's progress port) through the <job>-dashboard Service."""
+    return f"http://{names(job.name, 0).dashboard}.{job.namespace}.svc:{settings.progress_port}"
+
+
+def dashboard_service(job: Job, settings: Settings) -> dict[str, Any]:
+    """A stable address for whichever attempt's driver runs: it selects the job's driver
+    pods by label, so it outlives attempts and needs no update when the driver changes."""
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": metadata(job, names(job.name, 0).dashboard, "dashboard"),
+        "spec": {"selector": {LABEL_JOB_UID: job.uid, LABEL_COMPONENT: "driver"},
+                 "ports": [{"name": DASHBOARD_PORT_NAME, "port": settings.progress_port,
+                            "targetPort": DASHBOARD_PORT_NAME, "protocol": "TCP"}]},
+    }
 
 
 def ray_address(job: Job) -> str:
@@ -292,6 +426,7 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
     if spec.is_ray:
         env += [{"name": "RAY_ADDRESS", "value": ray_address(job)}, *ray_auth_env(job)]
     env += [{"name": "DJ_TERMINATION_MESSAGE_PATH", "value": TERMINATION_MESSAGE_PATH}]
+    env += [{"name": ATTEMPT_ENV, "value": str(attempt)}, *models_env(job)]
     env += [dict(e) for e in spec.driver.env]
     container: dict[str, Any] = {
         "name": "driver",
@@ -299,13 +434,13 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         "command": list(settings.driver_command),
         "args": driver_args(job, settings),
         "env": env,
-        "ports": [{"name": "progress", "containerPort": settings.progress_port}],
-        "readinessProbe": {"httpGet": {"path": "/healthz", "port": "progress"}, "periodSeconds": 10},
+        "ports": [{"name": DASHBOARD_PORT_NAME, "containerPort": settings.progress_port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/healthz", "port": DASHBOARD_PORT_NAME}, "periodSeconds": 10},
         "securityContext": CONTAINER_SECURITY,
         "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [{"name": "recipe", "mountPath": RECIPE_MOUNT, "readOnly": True},
-                         {"name": "state", "mountPath": STATE_MOUNT}],
+                         {"name": "state", "mountPath": STATE_MOUNT}, *models_mount(job)],
     }
     if spec.driver.resources:
         container["resources"] = spec.driver.resources
@@ -315,21 +450,27 @@ def driver_pod(job: Job, attempt: int, settings: Settings) -> dict[str, Any]:
         "securityContext": POD_SECURITY,
         "terminationGracePeriodSeconds": spec.driver.termination_grace_period_seconds,
         "containers": [container],
-        "volumes": [recipe_volume(job), state_volume(job)],
+        "volumes": [recipe_volume(job), state_volume(job), *filter(None, [models_volume(job)])],
     }
+    init = models_init_containers(job, container["image"])
+    if init:
+        pod_spec["initContainers"] = init
     if spec.driver.service_account_name:
         pod_spec["serviceAccountName"] = spec.driver.service_account_name
     if spec.driver.node_selector:
         pod_spec["nodeSelector"] = dict(spec.driver.node_selector)
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": metadata(job, names(job.name, attempt).driver, "driver", {LABEL_ATTEMPT: str(attempt)}),
-            "spec": pod_spec}
+    sched = scheduling(job, spec.driver.scheduling)
+    place(pod_spec, sched)
+    meta = metadata(job, names(job.name, attempt).driver, "driver", {LABEL_ATTEMPT: str(attempt)})
+    # Without a RayCluster the driver pod is what Kueue admits (its pod integration)
+    meta.update(pod_metadata(job, "driver", sched, {LABEL_ATTEMPT: str(attempt)}, queue=not spec.is_ray))
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
 
 
 def desired_children(job: Job, attempt: int, settings: Settings, token: str) -> list[dict[str, Any]]:
     """Everything the job owns while it runs, in creation order (the pod mounts the others)."""
-    found = [recipe_config_map(job), state_pvc(job), ray_auth_secret(job, token), ray_cluster(job, settings),
-             driver_pod(job, attempt, settings)]
+    found = [recipe_config_map(job), state_pvc(job), dashboard_service(job, settings), ray_auth_secret(job, token),
+             ray_cluster(job, settings), driver_pod(job, attempt, settings)]
     return [child for child in found if child is not None]
 
 

@@ -102,9 +102,82 @@ class CheckpointSpec(Model):
         return self
 
 
+# Label keys the operator sets on every child: a user label may not shadow them.
+RESERVED_LABEL_PREFIXES = ("datajuicer.io/", "app.kubernetes.io/", "ray.io/")
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+
+class SchedulingSpec(Model):
+    """Where a pod may run and what it carries, passed through to the pod spec as written.
+
+    spec.scheduling applies to the driver and every Ray pod; driver.scheduling,
+    ray.head.scheduling and ray.workerGroups[].scheduling add to it (maps merge, the more
+    specific value wins; lists are concatenated)."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    affinity: Optional[dict[str, Any]] = None
+    priority_class_name: Optional[str] = None
+    image_pull_secrets: list[dict[str, str]] = Field(default_factory=list)  # [{name: my-registry}]
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _no_reserved_labels(self) -> "SchedulingSpec":
+        for key in self.labels:
+            if key.startswith(RESERVED_LABEL_PREFIXES) or key == KUEUE_QUEUE_LABEL:
+                use = " (use spec.queueName)" if key == KUEUE_QUEUE_LABEL else ""
+                raise ValueError(f"scheduling.labels: {key!r} is set by the operator{use}; pick another key")
+        for secret in self.image_pull_secrets:
+            if set(secret) != {"name"}:
+                raise ValueError(f"scheduling.imagePullSecrets: each entry is {{name: <Secret>}}, got {secret}")
+        return self
+
+    def merged(self, more: Optional["SchedulingSpec"]) -> "SchedulingSpec":
+        """self with the more specific `more` laid over it."""
+        if more is None:
+            return self
+        return SchedulingSpec(
+            node_selector={**self.node_selector, **more.node_selector},
+            tolerations=[*self.tolerations, *more.tolerations],
+            affinity=more.affinity if more.affinity is not None else self.affinity,
+            priority_class_name=more.priority_class_name or self.priority_class_name,
+            image_pull_secrets=[*self.image_pull_secrets,
+                                *(s for s in more.image_pull_secrets if s not in self.image_pull_secrets)],
+            labels={**self.labels, **more.labels},
+            annotations={**self.annotations, **more.annotations},
+        )
+
+
+class ModelsSpec(Model):
+    """Model files (fastText, KenLM, SentencePiece, tokenizers) for the model-based ops,
+    mounted read-only into the driver and every Ray pod at `mountPath`, which the pods get
+    as DATA_JUICER_MODELS_CACHE. Either an existing PVC, or an S3 prefix an init container
+    copies into a per-pod volume before the job starts: nothing is downloaded later."""
+
+    claim_name: Optional[str] = None
+    sub_path: Optional[str] = None  # a directory inside the claim
+    s3_prefix: Optional[str] = None  # s3://bucket/models/, read with spec.storage.s3's credentials
+    size_limit: Optional[str] = None  # of the per-pod volume the S3 prefix is copied into
+    mount_path: str = "/dj/models"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelsSpec":
+        if (self.claim_name is None) == (self.s3_prefix is None):
+            raise ValueError("spec.models: set exactly one of claimName (a PVC) or s3Prefix (s3://bucket/prefix)")
+        if self.s3_prefix is not None and not self.s3_prefix.startswith("s3://"):
+            raise ValueError(f"spec.models.s3Prefix {self.s3_prefix!r} must start with s3://")
+        if self.sub_path and self.claim_name is None:
+            raise ValueError("spec.models.subPath needs spec.models.claimName")
+        if not self.mount_path.startswith("/"):
+            raise ValueError(f"spec.models.mountPath {self.mount_path!r} must be an absolute path")
+        return self
+
+
 class HeadSpec(Model):
     resources: dict[str, Any] = Field(default_factory=dict)
     ray_start_params: dict[str, str] = Field(default_factory=dict)
+    scheduling: Optional[SchedulingSpec] = None
 
 
 class WorkerGroupSpec(Model):
@@ -114,6 +187,7 @@ class WorkerGroupSpec(Model):
     max_replicas: Optional[int] = Field(None, ge=0)
     resources: dict[str, Any] = Field(default_factory=dict)
     ray_start_params: dict[str, str] = Field(default_factory=dict)
+    scheduling: Optional[SchedulingSpec] = None
 
     @model_validator(mode="after")
     def _bounds(self) -> "WorkerGroupSpec":
@@ -140,6 +214,7 @@ class DriverSpec(Model):
     service_account_name: Optional[str] = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     termination_grace_period_seconds: int = Field(60, ge=0)
+    scheduling: Optional[SchedulingSpec] = None
 
 
 class BackoffSpec(Model):
@@ -178,6 +253,12 @@ class JobSpec(Model):
     progress_deadline_seconds: Optional[int] = Field(None, ge=1)  # longest a running driver may show no progress
     start_deadline_seconds: int = Field(600, ge=1)  # longest a driver may take to start (create refused, stuck Pending)
     cleanup: CleanupSpec = Field(default_factory=CleanupSpec)
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec)
+    # Kueue's LocalQueue: the label goes on the RayCluster (ray executors) or the driver
+    # pod (default executor), the object Kueue admits. Create the job with stop: true to
+    # hold it (Kueue's "suspend"); nothing is created until stop turns false.
+    queue_name: Optional[str] = None
+    models: Optional[ModelsSpec] = None
     stop: bool = False
 
     @model_validator(mode="after")
@@ -291,6 +372,10 @@ class Status(BaseModel):
     last_valid_spec: Optional[dict[str, Any]] = None
     last_transition_time: Optional[str] = None
     conditions: Optional[list[dict[str, Any]]] = None
+    # In-cluster URLs: the job dashboard (the driver's progress port, through <job>-dashboard)
+    # and, for the ray executors, the Ray dashboard on the head Service.
+    dashboard_url: Optional[str] = Field(None, alias="dashboardURL")
+    ray_dashboard_url: Optional[str] = Field(None, alias="rayDashboardURL")
 
     def dump(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True)

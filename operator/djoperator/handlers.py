@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
@@ -18,6 +19,7 @@ from . import observe
 from . import status as core
 from .crd import GROUP, PLURAL, STOPPED, TERMINAL, VERSION
 from .kube import Kube, status_patch
+from .metrics import OperatorMetrics
 from .observed import Event
 from .settings import Settings
 
@@ -56,11 +58,23 @@ def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return needs_timer(dict(spec), dict(status))
 
 
-def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) -> None:
+def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
+             metrics: Optional[OperatorMetrics] = None) -> None:
     """Adds the DataJuicerJob handlers to registry, closing over settings and the client."""
     resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+    metrics = metrics or OperatorMetrics()
 
-    def reconcile(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+        began = time.monotonic()
+        try:
+            _reconcile(body, memo)
+        except Exception as err:
+            metrics.reconcile_errors.labels(type(err).__name__).inc()
+            raise
+        finally:
+            metrics.reconcile_seconds.observe(time.monotonic() - began)
+
+    def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
         for _round in range(3):  # `again`: the first round only records the job id and child names
             with _lock(memo):
                 observed = observe.job(kube, body, settings, _now())
@@ -73,6 +87,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) ->
                     after, more = core.create_failed(observed.status, decision.status, failures)
                     kube.patch_job_status(observed.namespace, observed.name, status_patch(decision.status, after))
                     events += more
+            metrics.reconciled(observed.namespace, observed.name, decision.status, observed.now,
+                               poll_failed=observed.progress_polled and observed.progress is None)
             _post(body, events)
             if not decision.again:
                 break
@@ -82,6 +98,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube) ->
             observed = observe.job(kube, body, settings, _now(), with_progress=False)
             decision = core.teardown(observed, settings)
             kube.apply([], decision.delete)
+        if not decision.waiting:
+            metrics.forget(observed.namespace, observed.name)
         if decision.waiting:
             raise kopf.TemporaryError("waiting for the driver to checkpoint and exit, then for the RayCluster",
                                       delay=settings.interval)

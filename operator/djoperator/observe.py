@@ -35,7 +35,7 @@ def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
     all_pods = kube.list("v1", "Pod", namespace, selector)
     raw_pods = [p for p in all_pods if p["metadata"].get("labels", {}).get(children.LABEL_COMPONENT) == "driver"]
     present = frozenset((kind, obj["metadata"]["name"])
-                        for kind in ("ConfigMap", "PersistentVolumeClaim")
+                        for kind in ("ConfigMap", "PersistentVolumeClaim", "Service")
                         for obj in kube.list("v1", kind, namespace, selector))
     # The Ray auth Secret is never read (the operator holds no read access to Secrets): it
     # counts as present unless a pod of the job says it is not found.
@@ -148,7 +148,7 @@ def progress_url(pod: Mapping[str, Any], settings: Settings) -> Optional[str]:
     port = settings.progress_port
     for container in pod["spec"]["containers"]:
         for p in container.get("ports") or []:
-            if p.get("name") == "progress":
+            if p.get("name") in (children.DASHBOARD_PORT_NAME, "progress"):  # "progress": older drivers
                 port = p["containerPort"]
     return f"http://{ip}:{port}/progress"
 

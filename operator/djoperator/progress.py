@@ -99,5 +99,5 @@ def conditions(o: Observed, st: Status, settings: Settings) -> list[dict[str, An
         before = old.get(kind) or {}
         since = before.get("lastTransitionTime") if before.get("status") == value else None
         out.append({"type": kind, "status": value, "reason": reason, "message": message,
-                    "lastTransitionTime": since or timestamp(o.now)})
+                    "lastTransitionTime": since or timestamp(o.now), "observedGeneration": o.generation})
     return out

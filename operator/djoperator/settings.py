@@ -18,7 +18,15 @@ class Settings(BaseModel):
 
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     liveness: Optional[str] = "http://0.0.0.0:8080/healthz"
+    # Served by the operator itself: 200 once its watches run (and, with peering, once it
+    # knows whether it is the active replica), 503 before. None: not served.
+    readiness: Optional[str] = None
+    metrics_port: int = Field(0, ge=0, le=65535)  # /metrics (and /readyz) here; 0: no metrics
     peering: Optional[str] = None  # None: standalone, the default for a single replica
+    # With peering, the replica with the highest priority works and the others wait; equal
+    # priorities would pause them all, so an unset priority is drawn at random at start.
+    priority: Optional[int] = None
+    peering_lifetime: int = Field(60, ge=1)  # seconds a silent peer counts as alive: the handover bound
     interval: float = Field(10.0, gt=0)  # seconds between reconciles of an active job
     image: str = Field(default_factory=release_image)  # driver and Ray image when spec.image is unset
     driver_command: tuple[str, ...] = ("dj-process",)
@@ -51,8 +59,16 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     p.add_argument("--liveness", default=from_env("liveness", defaults.liveness),
                    help="liveness endpoint URL, '' to disable (default %(default)s)")
+    p.add_argument("--readiness", default=from_env("readiness", defaults.readiness) or None,
+                   help="readiness endpoint URL, e.g. http://0.0.0.0:8081/readyz (default: none)")
+    p.add_argument("--metrics-port", type=int, default=from_env("metrics_port", defaults.metrics_port),
+                   help="serve Prometheus /metrics on this port; 0 disables (default %(default)s)")
     p.add_argument("--peering", default=from_env("peering", defaults.peering) or None,
                    help="kopf peering object name for multi-replica HA (default: standalone)")
+    p.add_argument("--priority", type=int, default=from_env("priority", None),
+                   help="peering priority; the highest live one is active (default: random per start)")
+    p.add_argument("--peering-lifetime", type=int, default=from_env("peering_lifetime", defaults.peering_lifetime),
+                   help="seconds before a silent peer counts as gone (bounds the handover after a crash)")
     p.add_argument("--interval", type=float, default=from_env("interval", defaults.interval),
                    help="seconds between reconciles of an active job")
     p.add_argument("--image", default=from_env("image", defaults.image),
@@ -76,7 +92,11 @@ def parse(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = Non
     return Settings(
         namespaces=namespaces,
         liveness=args.liveness or None,
+        readiness=args.readiness or None,
+        metrics_port=args.metrics_port,
         peering=args.peering,
+        priority=args.priority,
+        peering_lifetime=args.peering_lifetime,
         interval=args.interval,
         image=args.image,
         progress_timeout=args.progress_timeout,

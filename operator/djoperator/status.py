@@ -93,13 +93,15 @@ class _Step:
         before = next((c for c in self.old.conditions or [] if c.get("type") == "SpecValid"), {})
         since = before.get("lastTransitionTime") if before.get("status") == value else None
         return {"type": "SpecValid", "status": value, "reason": reason, "message": message,
-                "lastTransitionTime": since or timestamp(o.now)}
+                "lastTransitionTime": since or timestamp(o.now), "observedGeneration": o.generation}
 
     def decision(self) -> Decision:
         if self.old.phase != self.st.phase:
             self.st.last_transition_time = timestamp(self.o.now)
         was = {c.get("type"): c.get("reason") for c in self.old.conditions or []}
         if self.o.spec is not None:
+            self.st.dashboard_url = children.dashboard_url(self.o.job, self.settings)
+            self.st.ray_dashboard_url = children.ray_dashboard_url(self.o.job)
             self.st.conditions = conditions(self.o, self.st, self.settings)
             now = {c["type"]: c for c in self.st.conditions}
             if now["Progressing"]["reason"] == "ProgressUnreachable" != was.get("Progressing"):
@@ -315,7 +317,7 @@ def _run(step: _Step) -> None:
     wanted = {(c["kind"], c["metadata"]["name"]): c
               for c in children.desired_children(job, st.attempt, step.settings, o.new_token)}
     recipe = wanted.get(("ConfigMap", name.recipe))
-    for kind in ("ConfigMap", "PersistentVolumeClaim"):
+    for kind in ("ConfigMap", "PersistentVolumeClaim", "Service"):
         for key, child in wanted.items():
             if key[0] == kind and key not in o.present:
                 step.create.append(child)
@@ -478,6 +480,8 @@ def _stop(step: _Step) -> None:
         return _release_cluster(step)  # nothing left to stop
     if current is not None and current.phase == "Succeeded":
         return _succeed(step)  # it finished before the stop landed
+    if current is not None and current.phase == "Running":
+        mirror_progress(o, st)  # the driver reports the checkpoints it writes on its way out
     remaining = list(o.pods)  # finished ones too: a stopped job owns no driver pod
     for pod in remaining:
         step.delete_pod(pod)
@@ -498,8 +502,26 @@ def _stop(step: _Step) -> None:
     if o.cluster is not None:
         step.delete_cluster()
         return step.set_phase(STOPPING, "StopRequested", f"deleting RayCluster {o.cluster.name}")
+    if st.phase != STOPPED:
+        st.checkpoint = final_checkpoint(st.checkpoint, o.now)
     step.set_phase(STOPPED, "Stopped", f"job {st.job_id} stopped after attempt {st.attempt}; set spec.stop "
                    "to false to resume from the last checkpoint")
+
+
+def final_checkpoint(checkpoint: Optional[dict[str, Any]], now: Any) -> dict[str, Any]:
+    """status.checkpoint when a job reaches Stopped: the last checkpoint the driver reported
+    (where and when) as the point the next attempt resumes from, and when the stop completed.
+    resumable is false when no checkpoint was ever reported (the next attempt starts over)."""
+    cp = dict(checkpoint or {})
+    cp["stoppedAt"] = timestamp(now)
+    cp["resumable"] = bool(cp.get("lastCheckpointPath"))
+    if cp["resumable"]:
+        cp["finalCheckpointPath"] = cp["lastCheckpointPath"]
+        cp["finalCheckpointTime"] = cp.get("lastCheckpointTime") or ""
+    else:
+        cp.pop("finalCheckpointPath", None)
+        cp.pop("finalCheckpointTime", None)
+    return cp
 
 
 def _resume(step: _Step) -> None:

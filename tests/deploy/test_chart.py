@@ -139,7 +139,7 @@ def test_watch_namespaces_get_a_role_each_and_the_cluster_role_keeps_only_crd_wa
 def test_rbac_and_service_account_can_be_left_to_the_cluster_admin():
     manifests = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "preexisting"}})
     kinds = {m["kind"] for m in manifests["manifests"]}
-    assert kinds == {"Deployment"}
+    assert kinds == {"Deployment", "Service"}  # the Service is the operator's metrics
     assert only(manifests["manifests"], "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "preexisting"
 
 
@@ -155,7 +155,9 @@ def test_rbac_and_service_account_can_be_left_to_the_cluster_admin():
     ({"serviceAccount": {"create": True, "nmae": "x"}}, "nmae"),
     ({"operator": {"interval": 0}}, "/operator/interval"),
     ({"health": {"port": 80}}, "/health/port"),
-    ({"metrics": {"enabled": True}}, "/metrics/enabled"),
+    ({"metrics": {"enabled": "yes"}}, "/metrics/enabled"),
+    ({"metrics": {"port": 80}}, "/metrics/port"),
+    ({"ha": {"enabled": True, "replicas": 1}}, "/ha/replicas"),
     ({"resources": {"requests": {"cpu": "lots"}}}, "/resources/requests/cpu"),
     ({"replicaCount": 2}, "replicaCount"),
     ({"nodeSelector": {"disk": True}}, "/nodeSelector/disk"),
@@ -175,3 +177,48 @@ def test_notes_show_how_to_submit_watch_stop_and_resume_a_job():
     assert '\'{"spec":{"stop":true}}\'' in notes and '\'{"spec":{"stop":false}}\'' in notes
     assert "kubectl apply --server-side --force-conflicts -f charts/datajuicer-operator/crds/" in notes
     assert "namespaces team-a, team-b" in render({"watchNamespaces": ["team-a", "team-b"]})["notes"]
+
+
+def test_probes_and_metrics_reach_the_operator_and_its_service():
+    manifests = render()["manifests"]
+    container = operator_container(manifests)
+    settings = parse(container["args"], env={})
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    probe = container["readinessProbe"]["httpGet"]
+    assert settings.readiness == f"http://0.0.0.0:{ports[probe['port']]}/readyz" and probe["path"] == "/readyz"
+    assert settings.metrics_port == ports["metrics"] == 9090
+    service = only(manifests, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    pod_labels = only(manifests, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert objects(manifests, "ServiceMonitor") == [] and objects(manifests, "PodMonitor") == []
+    assert parse(operator_container(render({"metrics": {"enabled": False}})["manifests"])["args"],
+                 env={}).metrics_port == 0
+
+
+def test_monitors_scrape_the_operator_and_every_driver():
+    manifests = render({"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+                                    "podMonitor": {"enabled": True}}})["manifests"]
+    monitor = only(manifests, "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics" and monitor["metadata"]["labels"]["release"] == "prom"
+    pods = only(manifests, "PodMonitor")["spec"]
+    assert pods["podMetricsEndpoints"][0] == {"port": "dashboard", "path": "/metrics", "interval": "30s"}
+    assert pods["selector"]["matchLabels"]["datajuicer.io/component"] == "driver" and pods["namespaceSelector"] == {
+        "any": True}
+
+
+def test_ha_runs_replicas_with_peering_and_grants_exactly_the_peering_rbac():
+    manifests = render({"ha": {"enabled": True}})["manifests"]
+    deploy = only(manifests, "Deployment")
+    assert deploy["spec"]["replicas"] == 2 and "strategy" not in deploy["spec"]
+    settings = parse(operator_container(manifests)["args"], env={})
+    assert settings.peering == "datajuicer-operator" and settings.priority is None  # random per replica
+    assert only(manifests, "ClusterKopfPeering")["metadata"]["name"] == "datajuicer-operator"
+    granted = set(grants(only(manifests, "ClusterRole")["rules"]))
+    assert {g for g in granted if g[0] == "kopf.dev"} == {("kopf.dev", "clusterkopfpeerings", v)
+                                                        for v in ("list", "watch", "patch")}
+    namespaced = render({"ha": {"enabled": True}, "watchNamespaces": ["a", "b"]})["manifests"]
+    assert sorted(p["metadata"]["namespace"] for p in objects(namespaced, "KopfPeering")) == ["a", "b"]
+    for role in objects(namespaced, "Role"):
+        assert ("kopf.dev", "kopfpeerings", "patch") in set(grants(role["rules"]))
+    assert not [g for g in grants(only(render()["manifests"], "ClusterRole")["rules"]) if g[0] == "kopf.dev"]

@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 def loopback_values(health_port: int) -> dict[str, Any]:
     """The chart's defaults, plus what a loopback test needs: a free health port, a fast
     timer, and driver progress read from the node agent's annotation."""
-    return {"health": {"port": health_port},
+    return {"health": {"port": health_port}, "readiness": {"port": free_port()},
+            "metrics": {"port": free_port()},
             "operator": {"interval": 0.5, "forceDeleteAfterSeconds": 5,
                          "extraArgs": [f"--progress-endpoint-annotation={PROGRESS_ANNOTATION}"]}}
 
@@ -144,12 +145,20 @@ def test_rbac_table_in_docs_lists_exactly_what_the_chart_grants():
     table = documented_grants(REPO / "docs" / "deploy.md")
     assert all(len(why) > 10 for why in table.values()), "every row names the call that needs the verb"
     namespaced_only = {g for g, why in table.items() if why.startswith("*watchNamespaces only*")}
+    ha_cluster = {g for g, why in table.items() if why.startswith("*ha.enabled only*, cluster-wide")}
+    ha_namespaced = {g for g, why in table.items() if why.startswith("*ha.enabled only*, watchNamespaces")}
     cluster_wide = set(grants(only(render()["manifests"], "ClusterRole")["rules"]))
-    everywhere = set(table) - namespaced_only
+    everywhere = set(table) - namespaced_only - ha_cluster - ha_namespaced
     assert cluster_wide == everywhere, f"table vs chart: {cluster_wide ^ everywhere}"
     manifests = render({"watchNamespaces": ["a"]})["manifests"]
     namespaced = {g for m in manifests if m["kind"] in ("ClusterRole", "Role") for g in grants(m["rules"])}
-    assert namespaced == set(table), f"table vs chart with watchNamespaces: {namespaced ^ set(table)}"
+    expected = set(table) - ha_cluster - ha_namespaced
+    assert namespaced == expected, f"table vs chart with watchNamespaces: {namespaced ^ expected}"
+    ha = set(grants(only(render({"ha": {"enabled": True}})["manifests"], "ClusterRole")["rules"]))
+    assert ha == everywhere | ha_cluster, f"table vs chart with ha: {ha ^ (everywhere | ha_cluster)}"
+    manifests = render({"ha": {"enabled": True}, "watchNamespaces": ["a"]})["manifests"]
+    ha_ns = {g for m in manifests if m["kind"] in ("ClusterRole", "Role") for g in grants(m["rules"])}
+    assert ha_ns == expected | ha_namespaced, f"table vs chart with ha and watchNamespaces: {ha_ns ^ (expected | ha_namespaced)}"
 
 
 def test_a_job_lifecycle_runs_with_only_the_charts_service_account(kc, s3_env, s3_bucket, operator, agent):

@@ -32,7 +32,8 @@ def observed(phase: str | None = None, *, raw_spec: dict[str, Any] | None = None
     if stop:
         raw["stop"] = True
     if present is None:
-        present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")})
+        present = frozenset({("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state"),
+                             ("Service", "demo-dashboard")})
         if raw.get("executorType", "ray_partitioned") != "default":
             present |= {("Secret", "demo-ray-auth")}  # made with its cluster
     fields = {**ACCEPTED, **status}

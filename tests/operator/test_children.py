@@ -32,7 +32,7 @@ def test_long_or_dotted_names_fit_kubernetes_limits_and_stay_distinct():
 
 def test_default_executor_owns_no_ray_cluster():
     kinds = [c["kind"] for c in children.desired_children(job(), 1, SETTINGS, "t0k3n")]
-    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Pod"]
+    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Service", "Pod"]
     env = children.driver_pod(job(), 1, SETTINGS)["spec"]["containers"][0]["env"]
     assert not [e for e in env if e["name"].startswith("RAY_")]
 
@@ -40,7 +40,7 @@ def test_default_executor_owns_no_ray_cluster():
 def test_ray_executor_adds_a_kuberay_cluster_and_points_the_driver_at_it():
     j = job(executorType="ray", ray={"workerGroups": [{"name": "small", "replicas": 2}]})
     kinds = [c["kind"] for c in children.desired_children(j, 1, SETTINGS, "t0k3n")]
-    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Secret", "RayCluster", "Pod"]
+    assert kinds == ["ConfigMap", "PersistentVolumeClaim", "Service", "Secret", "RayCluster", "Pod"]
     cluster = children.ray_cluster(j, SETTINGS)
     group = cluster["spec"]["workerGroupSpecs"][0]
     assert (group["groupName"], group["replicas"], group["minReplicas"], group["maxReplicas"]) == ("small", 2, 2, 2)

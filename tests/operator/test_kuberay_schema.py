@@ -12,6 +12,7 @@ from djoperator import children
 from djoperator.crd import Job, parse_spec
 
 from .factories import SETTINGS, UID, spec
+from .test_job_pods import SCHEDULING
 
 pytestmark = pytest.mark.k8s
 
@@ -31,10 +32,13 @@ def dropped(sent: Any, stored: Any, path: str = "spec") -> list[str]:
 @pytest.mark.parametrize("ray", [
     {"workerGroups": [{"name": "w", "replicas": 1, "resources": {"limits": {"cpu": "1"}}}]},
     {"autoscaling": True, "head": {"rayStartParams": {"num-cpus": "0"}}},
+    {"autoscaling": True, "head": {"scheduling": {"labels": {"role": "head"}}},
+     "workerGroups": [{"name": "gpu", "scheduling": {"nodeSelector": {"gpu": "yes"}}}]},
 ])
 def test_the_emitted_raycluster_is_stored_with_nothing_dropped(kube_cluster, kuberay_crd, kube_namespace, ray):
     raw = spec(executorType="ray", ray=ray, storage={"s3": {"endpointUrl": "http://minio:9000",
-                                                             "secretRef": {"name": "s3-creds"}}})
+                                                             "secretRef": {"name": "s3-creds"}}},
+               scheduling=SCHEDULING, queueName="team-a", models={"s3Prefix": "s3://b/models/"})
     manifest = children.ray_cluster(Job("demo", kube_namespace, UID, parse_spec(raw)), SETTINGS)
     kube_cluster.kubectl("create", "-f", "-", input=json.dumps(manifest))
     stored = client.CustomObjectsApi(kube_cluster.api_client()).get_namespaced_custom_object(

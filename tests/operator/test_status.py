@@ -45,7 +45,7 @@ def test_accepted_job_creates_recipe_volume_and_driver():
     first = next_status(observed(job_id=None, attempt=0, present=frozenset()), SETTINGS)
     d = next_status(observed(present=frozenset(), **carried(first)), SETTINGS)
     assert kinds(d.create) == [("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state"),
-                               ("Pod", "demo-driver-1")]
+                               ("Service", "demo-dashboard"), ("Pod", "demo-driver-1")]
     assert d.status["phase"] == "Provisioning" and d.status["reason"] == "DriverStarting"
     assert d.status["startTime"] == "2026-01-02T03:04:05Z"
     assert [e.reason for e in d.events] == ["DriverStarting"]
@@ -359,7 +359,8 @@ def test_teardown_deletes_drivers_first_and_waits_for_them():
                  cluster=ClusterState("demo-ray", "ready"))
     d = teardown(o, SETTINGS)
     assert kinds(d.delete) == [("Pod", "demo-driver-1"), ("Pod", "demo-driver-0"),
-                               ("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state")]
+                               ("ConfigMap", "demo-recipe"), ("PersistentVolumeClaim", "demo-state"),
+                               ("Service", "demo-dashboard")]
     assert d.waiting
     d = teardown(observed("Running", raw_spec=RAY, cluster=ClusterState("demo-ray", "ready")), SETTINGS)
     assert ("RayCluster", "demo-ray") in kinds(d.delete) and d.waiting
@@ -372,7 +373,7 @@ def test_teardown_deletes_drivers_first_and_waits_for_them():
 
 def test_teardown_retains_the_state_pvc_on_request():
     d = teardown(observed("Succeeded", raw_spec=spec(eventLog={"retain": True})), SETTINGS)
-    assert kinds(d.delete) == [("ConfigMap", "demo-recipe")]
+    assert kinds(d.delete) == [("ConfigMap", "demo-recipe"), ("Service", "demo-dashboard")]
 
 
 def test_status_patch_nulls_removed_keys_and_replaces_lists():

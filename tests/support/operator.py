@@ -38,6 +38,7 @@ class OperatorProcess:
     def __init__(self, cluster: LocalCluster, log: Path) -> None:
         self.cluster, self.log = cluster, log
         self.port = free_port()
+        self.metrics_port = free_port()  # /metrics and /readyz share it
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -45,7 +46,8 @@ class OperatorProcess:
         return [str(Path(sys.executable).parent / "dj-operator"), "--all-namespaces",
                 "--interval", str(INTERVAL), "--liveness", f"http://127.0.0.1:{self.port}/healthz",
                 "--progress-endpoint-annotation", PROGRESS_ANNOTATION,
-                "--force-delete-after-seconds", "5"]
+                "--force-delete-after-seconds", "5", "--metrics-port", str(self.metrics_port),
+                "--readiness", f"http://127.0.0.1:{self.metrics_port}/readyz"]
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -77,6 +77,14 @@ proves each one is required (the API refuses it once the verb is removed) and su
   resources: [secrets]
   verbs: [create, delete]
 - apiGroups: [""]
+  resources: [services]
+  verbs: [list, create, delete]
+{{- if and .Values.ha.enabled .Values.watchNamespaces }}
+- apiGroups: [kopf.dev]
+  resources: [kopfpeerings]
+  verbs: [list, watch, patch]
+{{- end }}
+- apiGroups: [""]
   resources: [events]
   verbs: [create, list]
 {{- end }}
@@ -94,5 +102,10 @@ listing for about a minute before it starts reconciling at all.
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+{{- end }}
+{{- if and .Values.ha.enabled (not .Values.watchNamespaces) }}
+- apiGroups: [kopf.dev]
+  resources: [clusterkopfpeerings]
+  verbs: [list, watch, patch]
 {{- end }}
 {{- end }}

@@ -69,9 +69,9 @@ def write_termination_message(status: str, code: int, reason: Optional[str], rec
         try:
             from ..jobs import read_summary
             from ..storage import Storage, StorageOptions
-            summary = read_summary(Storage(StorageOptions.from_recipe(recipe)), outcome.paths) or {}
-            if isinstance(summary.get("progress"), dict):
-                message["progress"] = {**summary["progress"], "current_ops": {}}
+            summary = read_summary(Storage(StorageOptions.from_recipe(recipe)), outcome.paths)
+            if summary is not None and isinstance(summary.progress, dict):
+                message["progress"] = {**summary.progress, "current_ops": {}}
         except Exception as err:  # the message is a courtesy: never let it change the exit code
             logger.warning("no final progress for the termination message: {}", err)
     line = json.dumps(message, separators=(",", ":"))
