@@ -445,9 +445,12 @@ class Driver:
     def _serve_progress(self) -> Any:
         if self.progress_port is None:
             return None
+        from .dashboard.server import routes
+        from .dashboard.source import JobView
         from .progress_server import serve
 
-        return serve(self.progress_port, self.live_progress)
+        view = JobView(self.job_id, posixpath.dirname(self.paths.job_dir.rstrip("/")), self.storage)
+        return serve(self.progress_port, self.live_progress, routes=routes(view))
 
 
 def run_job(recipe: Recipe, job_id: Optional[str] = None, config_path: Optional[str] = None,
