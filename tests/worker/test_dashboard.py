@@ -243,3 +243,46 @@ def test_dj_monitor_web_on_an_unknown_job_says_where_it_looked(tmp_path):
                           "--port", str(free_port())], env=env_with(), capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "job nope not found" in out.stderr and "--base-dir" in out.stderr
+
+
+def test_grid_stays_usable_at_10k_partitions(browser):
+    """A 10k-partition job's data, served as the driver serves it: every partition has its cell and tooltip."""
+    from djworker.dashboard.server import routes
+    from djworker.dashboard.view import dashboard, timeline
+    from djworker.jobs.common import DriverState
+    from djworker.jobs.monitor import job_progress
+    from djworker.progress import compact
+    from djworker.progress_server import serve
+
+    n, t0 = 10_000, time.time() - 100
+    plan = {"total_samples": n * 10, "partitions": [{"partition_id": i, "sample_count": 10} for i in range(n)]}
+    evs = [{"event_type": "JOB_START", "job_id": "big", "timestamp": t0}]
+    for i in range(n // 2):
+        evs += [{"event_type": "PARTITION_START", "partition_id": i, "timestamp": t0 + i / 100},
+                {"event_type": "PARTITION_COMPLETE", "partition_id": i, "rows_in": 10, "rows_out": 9,
+                 "timestamp": t0 + i / 100}]
+    progress = job_progress({}, evs, plan, DriverState("alive", 1, "h", ""), t0 + 100)
+    data = dashboard(progress, timeline(evs), t0 + 100)
+
+    class FixedView:  # what JobView would read from a real job's files
+        def data(self) -> dict[str, Any]:
+            return data
+
+    port = free_port()
+    server = serve(port, lambda: compact(progress), host="127.0.0.1", routes=routes(FixedView()))
+    try:
+        open_page(browser, f"http://127.0.0.1:{port}/")
+        wait_for("10k cells", lambda: browser.execute_script(
+            "return document.querySelectorAll('#grid rect').length") == n, 60)
+        classes = browser.execute_script(
+            "return Array.from(document.querySelectorAll('#grid rect'), (r) => r.getAttribute('class')).join(',')")
+        assert classes.split(",") == ["st-d"] * (n // 2) + ["st-p"] * (n // 2)
+        height = browser.execute_script("return document.getElementById('grid').getBoundingClientRect().height")
+        assert height < 600  # the grid fits on a screen, cells shrink instead
+        from selenium.webdriver.common.action_chains import ActionChains
+        ActionChains(browser).move_to_element(browser.find_elements("css selector", "#grid rect")[n - 1]).perform()
+        assert wait_for("the last cell's tooltip", lambda: text(browser, "tip"), 10).startswith(f"partition {n - 1}: pending")
+        assert console_errors(browser) == []
+        browser.get("about:blank")
+    finally:
+        server.shutdown()

@@ -22,18 +22,20 @@ def routes(view: JobView) -> dict[str, Route]:
     html = page()
     metrics = render(view.data)
 
-    def json_of(fn: Callable[[], Any]) -> Route:
+    def guarded(fn: Callable[[], bytes], kind: str) -> Route:
         def route() -> tuple[int, bytes, str]:
             try:
-                return 200, orjson.dumps(fn(), default=str), "application/json"
-            except DJError as err:  # the job's files are gone or unreadable: say so, keep serving
+                return 200, fn(), kind
+            except DJError as err:  # no summary yet, or the job's files are unreadable: say so, keep serving
                 return 503, orjson.dumps({"error": f"{type(err).__name__}: {err}"}), "application/json"
+            except Exception as err:  # noqa: BLE001 (a page that cannot be drawn must not take the server down)
+                return 500, orjson.dumps({"error": f"{type(err).__name__}: {err}"}), "application/json"
         return route
 
     return {
         "/": lambda: (200, html, "text/html; charset=utf-8"),
-        "/api/dashboard": json_of(view.data),
-        "/metrics": lambda: (200, metrics(), CONTENT_TYPE),
+        "/api/dashboard": guarded(lambda: orjson.dumps(view.data(), default=str), "application/json"),
+        "/metrics": guarded(metrics, CONTENT_TYPE),
     }
 
 
