@@ -21,7 +21,7 @@ from tests.support.engine import REPO, env_with, events, make_recipe, start_dj_p
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("DJ_TEST_ARTIFACTS", REPO / "test-artifacts"))
-SLOW_OPS = [{"slow_mapper": {"seconds": 0.4}}, {"clean_email_mapper": {}}, {"whitespace_normalization_mapper": {}},
+SLOW_OPS = [{"slow_mapper": {"seconds": 0.6}}, {"clean_email_mapper": {}}, {"whitespace_normalization_mapper": {}},
             {"text_length_filter": {"min_len": 100, "max_len": 600}}]
 
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
@@ -127,7 +127,7 @@ def test_live_dashboard_follows_the_driver(browser, slow_job):
     try:
         total = 40
         wait_for("a job with some partitions done and some pending", lambda: (
-            lambda p: 3 <= p["partitions"]["completed"] <= total - 10)(orjson.loads(get(base + "progress"))), 90)
+            lambda p: 3 <= p["partitions"]["completed"] <= 12)(orjson.loads(get(base + "progress"))), 90)
         open_page(browser, base)
         wait_for("the grid drawn", lambda: len(browser.find_elements("css selector", "#grid rect")) == total)
 
@@ -145,6 +145,13 @@ def test_live_dashboard_follows_the_driver(browser, slow_job):
         assert shown["total"] == len(plan["partitions"]) == len(shown["states"]) == total
         assert "st-d" in shown["states"] and "st-p" in shown["states"], shown["states"]
         assert shown["states"].count("st-d") <= after["partitions"]["completed"]
+
+        # The driver's /metrics: Prometheus text, one series per state, none per partition.
+        from prometheus_client.parser import text_string_to_metric_families
+        scraped = {f.name: f for f in text_string_to_metric_families(get(base + "metrics").decode())}
+        assert sum(s.value for s in scraped["dj_partitions"].samples) == total
+        assert len(scraped["dj_partitions"].samples) == 6
+        assert 0 < scraped["dj_rows_processed"].samples[0].value < 2000
 
         # The tooltip of a finished partition gives its rows in/out and last checkpoint.
         from selenium.webdriver.common.action_chains import ActionChains

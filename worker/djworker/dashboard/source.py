@@ -35,7 +35,8 @@ class JobView:
             summary = self.utils.require()
             events = self.utils.load_event_logs(summary)
             now = time.time()
-            data = job_progress(summary, events, self.utils.load_plan(), self.utils.driver(summary), now)
+            data = job_progress(summary, events, self.utils.load_plan(), self.utils.driver(summary), now,
+                                detailed=True)
             self._data, self._progress = dashboard(data, timeline(events), now), compact(data)
             self._read_at, self._read_took = time.monotonic(), time.monotonic() - t0
 

@@ -83,7 +83,7 @@ def grid_state(p: dict[str, Any], skipped: bool) -> str:
 
 
 def dashboard(data: dict[str, Any], tl: Timeline, now: float) -> dict[str, Any]:
-    """The page's JSON. `data` is `jobs.monitor.job_progress(...)` for the job."""
+    """The page's JSON. `data` is `jobs.monitor.job_progress(..., detailed=True)` for the job."""
     o, v = data["overall_progress"], data["job_overview"]
     parts = data["partition_status"]
     ids = [int(k) for k in parts]
@@ -109,7 +109,7 @@ def dashboard(data: dict[str, Any], tl: Timeline, now: float) -> dict[str, Any]:
         "grid": {"ids": ids, "states": "".join(states), "tips": tips,
                  "legend": list(STATES), "codes": STATES},
         "ops": ops,
-        "funnel": funnel(o["samples"], ops),
+        "funnel": funnel(ops, data.get("operation_metrics") or [], parts),
         "throughput": throughput_series(tl.completions),
         "resources": [[r["t"], r["rss_mb"], r["cpu_percent"]] for r in _thin(tl.resources)],
         "resource_now": data.get("resource_usage"),
@@ -127,11 +127,17 @@ def dashboard(data: dict[str, Any], tl: Timeline, now: float) -> dict[str, Any]:
     }
 
 
-def funnel(samples: dict[str, Any], ops: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows read, then the rows left after each op, over the partitions that ran it: mid-run the
-    bars compare like with like; once every partition ran, the first is the job's input."""
-    steps = [{"label": "input", "rows": ops[0]["rows_in"] if ops else samples["processed"]}]
-    steps += [{"label": op["op_name"], "rows": op["rows_out"]} for op in ops]
+def funnel(ops: list[dict[str, Any]], metrics: list[dict[str, Any]],
+           parts: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in, then the rows left after each op, over the completed partitions only: mid-run a
+    partition still inside the ops would make a later op look like it dropped rows."""
+    done = {int(k) for k, p in parts.items() if p["status"] == "completed"}
+    latest = {(m["partition_id"], m["op_idx"]): m for m in metrics if m["partition_id"] in done}
+    rows_in = sum(m["rows_in"] for (_, idx), m in latest.items() if idx == ops[0]["op_idx"]) if ops else 0
+    steps = [{"label": "input", "rows": rows_in}]
+    for op in ops:
+        steps.append({"label": op["op_name"],
+                      "rows": sum(m["rows_out"] for (_, idx), m in latest.items() if idx == op["op_idx"])})
     return steps
 
 
