@@ -7,10 +7,9 @@ from typing import Any, Callable, Optional
 import orjson
 
 from ..errors import DJError
+from ..progress_server import Route, serve
 from .prometheus import CONTENT_TYPE, render
 from .source import JobView
-
-Route = Callable[[], tuple[int, bytes, str]]
 
 
 def page() -> bytes:
@@ -41,8 +40,6 @@ def routes(view: JobView) -> dict[str, Route]:
 
 def serve_job(job_id: str, base_dir: Optional[str], port: int, host: str = "127.0.0.1") -> Any:
     """`dj-monitor --web`: the page for any job, from its files; /progress computed the driver's way."""
-    from ..progress_server import serve
-
     view = JobView(job_id, base_dir)
     view.data()  # an unknown job fails here, before a port is taken
     return serve(port, view.progress, host=host, routes=routes(view))
