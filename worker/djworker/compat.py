@@ -12,31 +12,17 @@ without DataJuicer installed."""
 from __future__ import annotations
 
 import difflib
-import json
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional
 
+from .djcatalog import MEDIA, datajuicer_ops, datajuicer_version  # noqa: F401
 from .djkeys import DJ_TYPES, IGNORED, MAPPED, REFUSED, SECTIONS, yaml_load
 from .errors import RecipeError
 
-MEDIA = ("image", "video", "audio", "multimodal")
 GLOBAL_OP_TYPES = ("deduplicator", "selector", "grouper", "aggregator", "pipeline")
 TAG_MODELS = {"hf": "a Hugging Face model", "vllm": "a vLLM-served model", "api": "an API model endpoint"}
-
-
-@lru_cache(maxsize=1)
-def datajuicer_ops() -> dict[str, dict[str, Any]]:
-    """DataJuicer's ops (name -> type, modality, tags), from the bundled snapshot."""
-    path = Path(__file__).parent / "data" / "datajuicer_ops.json"
-    return {op["name"]: op for op in json.loads(path.read_text(encoding="utf-8"))["ops"]}
-
-
-def datajuicer_version() -> str:
-    path = Path(__file__).parent / "data" / "datajuicer_ops.json"
-    return json.loads(path.read_text(encoding="utf-8"))["datajuicer_version"]
 
 
 def models_needed(name: str, args: Optional[dict[str, Any]] = None) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from .djkeys import DJ_TYPES, SECTIONS, normalize, yaml_load
+from .djkeys import DJ_TYPES, SECTIONS, export_format, normalize, yaml_load  # noqa: F401 (export_format: re-exported)
 from .errors import RecipeError
 from .jobs import DEFAULT_WORK_DIR
 
@@ -104,16 +104,6 @@ class S3Config(Strict):
 
 class StorageConfig(Strict):
     s3: S3Config = Field(default_factory=S3Config)
-
-
-def export_format(export_path: str) -> str:
-    """The export's format, from its suffix: jsonl (also .json, gzipped or not) or parquet."""
-    p = export_path.lower()
-    if p.endswith(".parquet"):
-        return "parquet"
-    if p.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
-        return "jsonl"
-    raise ValueError(f"export_path {export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
 
 
 JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -339,7 +329,7 @@ def validate_ops(recipe: Recipe) -> None:
 
 def refuse_media_ops(recipe: Recipe) -> None:
     """An image/video/audio recipe fails here, naming every such op at once, not the first one."""
-    from .compat import MEDIA, datajuicer_ops
+    from .djcatalog import MEDIA, datajuicer_ops
     from .ops import registered_ops
     from .ops.dj_adapter import datajuicer_registry
 

@@ -238,11 +238,19 @@ def normalize(raw: dict[str, Any], native: set[str], native_sections: dict[str, 
     return data, warnings
 
 
+def export_format(export_path: str) -> str:
+    """The export's format, from its suffix: jsonl (also .json, gzipped or not) or parquet."""
+    p = export_path.lower()
+    if p.endswith(".parquet"):
+        return "parquet"
+    if p.endswith((".jsonl", ".json", ".jsonl.gz", ".json.gz")):
+        return "jsonl"
+    raise ValueError(f"export_path {export_path!r}: use a .jsonl, .jsonl.gz or .parquet file name")
+
+
 def _check_export_type(export_type: Optional[str], export_path: Any) -> None:
     if not export_type or not isinstance(export_path, str):
         return
-    from .config import export_format
-
     kind = {"json": "jsonl", "jsonl": "jsonl", "parquet": "parquet"}.get(export_type.lower())
     if kind is None:
         raise RecipeError(f"invalid recipe: export_type {export_type!r} is not supported; use jsonl or parquet")

@@ -90,13 +90,20 @@ class Driver:
         self.summary.update(fields)
         write_summary(self.storage, self.paths, JobSummary.model_validate(self.summary))
 
+    def _dashboard_routes(self) -> dict:
+        """The dashboard's page, data and /metrics beside /progress, read from the job's files."""
+        from .dashboard.server import routes
+        from .dashboard.source import JobView
+
+        return routes(JobView(self.job_id, posixpath.dirname(self.paths.job_dir.rstrip("/")), self.storage))
+
     # ---- the job ----------------------------------------------------------
     def run(self) -> JobOutcome:
         ops = build_ops(self.recipe)
         found = read_summary(self.storage, self.paths)
         previous = found.model_dump(exclude_none=True) if found else None
         with job_session(self.storage, self.paths, self.request_stop, self.progress_port,
-                         self.live_progress) as session:
+                         self.live_progress, self._dashboard_routes) as session:
             self.session = session
             ev = self.recipe.event_logging
             log = self.log = EventLog(self.paths.event_dir, self.job_id, ev.max_log_size_mb, ev.backup_count,

@@ -43,7 +43,8 @@ class JobSession:
 @contextmanager
 def job_session(storage: Storage, paths: JobPaths, on_signal: Callable[[], None],
                 progress_port: Optional[int] = None,
-                snapshot: Optional[Callable[[], dict[str, Any]]] = None) -> Iterator[JobSession]:
+                snapshot: Optional[Callable[[], dict[str, Any]]] = None,
+                routes: Optional[Callable[[], dict]] = None) -> Iterator[JobSession]:
     """Raises JobLocked if another live run holds the job. `on_signal` runs inside a signal
     handler: it must take no lock and make no call out."""
     storage.makedirs(paths.job_dir)
@@ -60,7 +61,7 @@ def job_session(storage: Storage, paths: JobPaths, on_signal: Callable[[], None]
         if progress_port is not None and snapshot is not None:
             from .progress_server import serve
 
-            stack.callback(serve(progress_port, snapshot).shutdown)
+            stack.callback(serve(progress_port, snapshot, routes=routes() if routes else None).shutdown)
         yield JobSession(storage, paths, lock)
 
 

@@ -27,6 +27,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="redraw until the job ends")
     p.add_argument("--interval", type=float, default=10.0, help="seconds between redraws (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the data as JSON (one line per update with --watch)")
+    p.add_argument("--web", action="store_true", help="serve the job's live dashboard in the browser until Ctrl-C")
+    p.add_argument("--port", type=int, default=8266, help="the dashboard's port with --web (default %(default)s)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on with --web (default %(default)s)")
     return add_version_flag(p)
 
 
@@ -35,6 +38,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.interval = max(args.interval, 0.1)
     monitor = JobProgressMonitor(args.job_id, args.base_dir)
     try:
+        if args.web:
+            return web(args)
         if args.json:
             emit_json(monitor, args)
         elif args.watch:
@@ -47,6 +52,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def web(args: argparse.Namespace) -> int:
+    from ..dashboard.server import serve_job
+
+    try:
+        server = serve_job(args.job_id, args.base_dir, args.port, args.host)
+    except OSError as err:
+        print(f"cannot serve the dashboard on {args.host}:{args.port}: {err}; pass another --port", file=sys.stderr)
+        return 1
+    host, port = server.server_address[:2]
+    print(f"dashboard of job {args.job_id}: http://{host}:{port}/ (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        server.shutdown()
 
 
 def emit_json(monitor: JobProgressMonitor, args: argparse.Namespace) -> None:
