@@ -303,7 +303,7 @@ write_dns_feeder() {
 #!/usr/bin/env bash
 # Runs dnsmasq, and rewrites its hosts file from the cluster's Services on every change.
 set -uo pipefail
-hosts="$STATE/dns/hosts"
+hosts="$RUN_DIR/dns/hosts"  # dnsmasq reads it as nobody: not under \$HOME
 kubectl() { "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" "\$@"; }
 refresh() {
   kubectl get services -A -o jsonpath='{range .items[*]}{.spec.clusterIP} {.metadata.name}.{.metadata.namespace}.svc.cluster.local{"\n"}{end}' \\
@@ -327,7 +327,8 @@ EOF
 }
 
 start_dns() {
-  mkdir -p "$STATE/dns"
+  mkdir -p "$RUN_DIR/dns"
+  chmod 755 "$RUN_DIR" "$RUN_DIR/dns"
   write_dns_feeder
   start dns "$STATE/bin/dns-feeder"
 }
