@@ -97,7 +97,7 @@ def ray_pod(cluster: dict[str, Any], group: str, template: dict[str, Any], param
     container = spec["containers"][0]
     command = start_command(head, params, container, f"{svc_fqdn}:{GCS_PORT}")
     container["command"] = ["/bin/bash", "-c", "--"]
-    container["args"] = [f"ulimit -n 65536 2>/dev/null; {command}"]
+    container["args"] = [f"ulimit -n 65536 2>/dev/null; exec {command}"]  # ray gets the SIGTERM
     env = [{"name": "RAY_CLUSTER_NAME", "value": name},
            {"name": "RAY_CLOUD_INSTANCE_ID", "value": name},
            {"name": "RAY_NODE_TYPE_NAME", "value": group},

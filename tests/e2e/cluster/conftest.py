@@ -85,9 +85,15 @@ def cluster() -> Kubectl:
             pytest.fail(f"DJ_REQUIRE_LOCAL_CLUSTER is set but {message}")
         pytest.skip(message)
     kc = Kubectl(env)
-    inspect = subprocess.run([DOCKER, "-H", env["DOCKER_HOST"], "image", "inspect", IMAGE], capture_output=True)
+    inspect = subprocess.run([DOCKER, "-H", env["DOCKER_HOST"], "image", "inspect", "-f", "{{.Id}}", IMAGE],
+                             capture_output=True, text=True)
     if inspect.returncode != 0:
         pytest.fail(f"the image {IMAGE} is not built: run scripts/local-images.sh all")
+    kc.image_id = inspect.stdout.strip()
+    # jobs a crashed earlier session left (the cluster keeps its etcd between runs)
+    stale = [n for n in kc("get", "namespaces", "-o", "name").stdout.split() if n.startswith("namespace/dj-e2e-")]
+    if stale:
+        kc("delete", *stale, "--wait=false")
     return kc
 
 
@@ -107,6 +113,9 @@ def operator(cluster: Kubectl) -> Iterator[Kubectl]:
     manifests = render(values, name=RELEASE, namespace=OPERATOR_NAMESPACE)["manifests"]
     for m in manifests:
         m.setdefault("metadata", {}).setdefault("namespace", OPERATOR_NAMESPACE)
+        if m["kind"] == "Deployment":  # a rebuilt image under the same tag rolls the operator out
+            template = m["spec"]["template"].setdefault("metadata", {})
+            template.setdefault("annotations", {})["datajuicer.io/image-id"] = cluster.image_id
     cluster("apply", "-f", "-", input=yaml.safe_dump_all(manifests))
     ops = Kubectl(cluster.env, OPERATOR_NAMESPACE)
     ops("rollout", "status", f"deployment/{RELEASE}", "--timeout=300s")
