@@ -75,7 +75,7 @@ start() {
   local name=$1; shift
   if live_pid "$name" >/dev/null; then return; fi
   say "starting $name (log: $(log_file "$name"))"
-  setsid "$@" >>"$(log_file "$name")" 2>&1 </dev/null &
+  setsid "$@" >>"$(log_file "$name")" 2>&1 </dev/null 8>&- &  # 8: up.lock, not for daemons to hold
   record_pid "$name" $!
 }
 
@@ -102,7 +102,7 @@ kubectl() { "$KUBECTL" --kubeconfig "$STATE/admin.kubeconfig" "$@"; }
 
 install_packages() {
   local missing=() pkg
-  for pkg in docker.io dnsmasq-base iptables conntrack debootstrap; do
+  for pkg in docker.io dnsmasq-base iptables conntrack debootstrap openssl python3; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   ((${#missing[@]} == 0)) && return
