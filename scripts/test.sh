@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --k8s
 start=$SECONDS
 bash scripts/local-cluster.sh up
-eval "$(bash scripts/local-cluster.sh env)"
-bash scripts/local-images.sh all
+# a subshell: KUBECONFIG must not leak into the other tests, which run their own apiservers
+(eval "$(bash scripts/local-cluster.sh env)" && bash scripts/local-images.sh all)
 echo "test.sh: local cluster and images ready in $((SECONDS - start))s" >&2
 export DJ_REQUIRE_K8S=1 DJ_REQUIRE_LOCAL_CLUSTER=1
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
