@@ -26,7 +26,7 @@ Simplifications (none of them is something dj-operator relies on):
   * no init container waiting for the GCS (`ray start` on a worker retries on its own, and the
     kubelet restarts it: pods get restartPolicy Always unless the template says otherwise);
   * no autoscaler sidecar (enableInTreeAutoscaling is ignored: replicas are what runs), no
-    suspend, no Ray job/serve CRDs, no status fields besides state, endpoints and head IP;
+    suspend, no Ray job/serve CRDs; status has only state, the worker replica counts and head.podIP;
   * failed or deleted Pods are replaced, but changes to a template after creation are not
     rolled out.
 """

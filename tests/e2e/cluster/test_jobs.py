@@ -148,6 +148,7 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
     first = events(state_dir, stopped["jobId"])
     done_before = {e["partition_id"] for e in first if e["event_type"] == "PARTITION_COMPLETE"}
     assert done_before, "the stopped attempt completed (and flushed) some partitions"
+    assert "JOB_STOPPED" in [e["event_type"] for e in first], "the kubelet's SIGTERM reached dj-process"
     if executor != "default":
         until(lambda: not kc.pods(f"ray.io/cluster={stopped['children']['rayCluster']}"), 300,
               "the RayCluster's pods to be garbage-collected on stop", why)
