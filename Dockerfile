@@ -2,11 +2,16 @@
 # (dj-process, with dj-monitor and dj-stop beside it) and the KubeRay head and worker pods.
 # Ray and Python come from the official Ray image and must equal the project's pins
 # (pyproject.toml: ray[data]==2.60.0, Python 3.11); tests/deploy/test_image.py checks both.
-FROM rayproject/ray:2.60.0-py311
+# BASE_IMAGE swaps in a stand-in with the same Python, Ray and user, e.g. the one CI builds
+# from Debian and PyPI (docker/ray-base.Dockerfile, scripts/local-images.sh).
+ARG BASE_IMAGE=rayproject/ray:2.60.0-py311
+FROM ${BASE_IMAGE}
 
 # The base image's non-root user: ray, uid 1000, group users (100). The chart and the
-# operator's pods set runAsUser 1000 to match.
+# operator's pods set runAsUser 1000 to match. The directory is made by that user: the
+# legacy builder would create a WORKDIR owned by root, and pip could not write in it.
 USER 1000
+RUN mkdir -p /home/ray/datajuicer-ft
 WORKDIR /home/ray/datajuicer-ft
 
 COPY --chown=1000:100 pyproject.toml README.md requirements-lock.txt ./

@@ -2,6 +2,9 @@
 # Builds, once, the kube-apiserver and kubectl v1.20.2 that the k8s tests run against, and
 # installs etcd. Prints the two binaries' paths (apiserver first, kubectl second) on stdout;
 # progress goes to stderr and the build's own output to build.log in the cache dir.
+# With --node it also builds, from the same tree and build cache, what a one-node cluster
+# needs besides (scripts/local-cluster.sh): kubelet, kube-controller-manager, kube-scheduler
+# and kube-proxy, cached as $CACHE/<name>-v1.20.2 (about a minute each once the cache is warm).
 #
 # Why build: no registry reachable here ships a kube-apiserver, but Debian bookworm ships
 # the Kubernetes v1.20.2 source (package "kubernetes"). Bookworm's Go 1.19 compiles it into
@@ -27,10 +30,18 @@ readonly BULLSEYE_APT="$CACHE/apt-bullseye"
 readonly LOG="$CACHE/build.log"
 readonly DEB_SRC_FILE=/etc/apt/sources.list.d/datajuicer-ft-deb-src.sources
 readonly KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+readonly NODE_COMPONENTS=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+WITH_NODE=0
+[[ ${1:-} == --node ]] && WITH_NODE=1
 
 say() { echo "build-kube-apiserver: $*" >&2; }
 
-is_built() { [[ -x $APISERVER && -x $KUBECTL ]] && command -v etcd >/dev/null; }
+is_built() {
+  [[ -x $APISERVER && -x $KUBECTL ]] && command -v etcd >/dev/null || return 1
+  ((WITH_NODE)) || return 0
+  local name
+  for name in "${NODE_COMPONENTS[@]}"; do [[ -x $CACHE/$name-$VERSION ]] || return 1; done
+}
 
 print_paths() { printf '%s\n%s\n' "$APISERVER" "$KUBECTL"; }
 
@@ -128,11 +139,17 @@ main() {
   if is_built; then print_paths; return; fi  # another process built it while we waited
   say "building into $CACHE; log: $LOG"
   : >"$LOG"
-  install_packages
+  [[ -x $APISERVER && -x $KUBECTL ]] && command -v etcd >/dev/null || install_packages
   fetch_source
   fetch_go115
   [[ -x $APISERVER ]] || go_build ./cmd/kube-apiserver "$APISERVER"
   [[ -x $KUBECTL ]] || go_build ./cmd/kubectl "$KUBECTL"
+  if ((WITH_NODE)); then
+    local name
+    for name in "${NODE_COMPONENTS[@]}"; do
+      [[ -x $CACHE/$name-$VERSION ]] || go_build "./cmd/$name" "$CACHE/$name-$VERSION"
+    done
+  fi
   print_paths
 }
 

@@ -45,8 +45,21 @@ def exec_form(argument: str) -> list[str]:
     return yaml.safe_load(argument) if argument.startswith("[") else shlex.split(argument)
 
 
+def base_images() -> list[str]:
+    """Each FROM's image, with ${ARG}s declared before it replaced by their defaults."""
+    args: dict[str, str] = {}
+    bases = []
+    for word, arg in instructions():
+        if word == "ARG" and "=" in arg:
+            key, _, value = arg.partition("=")
+            args[key.strip()] = value.strip().strip('"')
+        elif word == "FROM":
+            bases.append(re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args[m.group(1) or m.group(2)], arg))
+    return bases
+
+
 def test_base_image_is_the_official_ray_image_of_the_pinned_ray_and_python():
-    bases = [arg for word, arg in instructions() if word == "FROM"]
+    bases = base_images()
     assert len(bases) == 1, "one stage: the same image runs operator, driver and Ray nodes"
     match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3(\d+)", bases[0])
     assert match, f"FROM {bases[0]}: want rayproject/ray:<ray version>-py3<minor>"
