@@ -14,7 +14,7 @@ import yaml
 from djworker import models
 from djworker.config import load_recipe
 from djworker.errors import RecipeError
-from djworker.ops.base import build_op
+from djworker.ops.catalog import build_op
 from tests.support.engine import dj_process, env_with
 
 EN = ["the quick brown fox jumps over a lazy dog", "people walk to school every morning"]

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from djworker import models
-from djworker.ops.base import build_op
+from djworker.ops.catalog import build_op
 from tests.support.make_dj_model_vectors import ASSETS, CASES, WORD_DIR_ARG, digests
 from tests.worker.ops.test_model_ops import model_dir  # noqa: F401  (the session's tiny models)
 from tests.worker.ops.vectors import filter_mismatches, load, sample_table

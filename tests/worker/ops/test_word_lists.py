@@ -8,7 +8,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from djworker.ops.base import build_op
+from djworker.ops.catalog import build_op
 from djworker.ops.word_lists import load_word_lists
 
 PUNCTUATION = "，。、„”“«»１」「《》´∶：？！（）；–—．～’…━〈〉【】％►"

@@ -98,7 +98,7 @@ def require_text(op_name: str, texts: pa.ChunkedArray | pa.Array) -> None:
 
 def model_required(option: str, model: str) -> ValueError:
     """The error for a DataJuicer option that needs a model this engine does not download
-    (the per-option twin of base.MODEL_OPS)."""
+    (the per-option twin of catalog.MODEL_OPS)."""
     return ValueError(
         f"{option} needs {model}, which this engine does not download; "
         "remove the option (use the default) or run this op with py-data-juicer"
