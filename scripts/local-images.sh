@@ -101,6 +101,11 @@ project() {
   say "building $PROJECT_IMAGE FROM $tag (BuildKit)"
   DOCKER_BUILDKIT=1 "$DOCKER" build --progress plain --build-arg "BASE_IMAGE=$tag" -t "$PROJECT_IMAGE" . \
     >"$CACHE/images/project-build.log" 2>&1 || { tail -n 40 "$CACHE/images/project-build.log" >&2; return 1; }
+  # Also under the release's published name, which the chart's defaults and configs/job.yaml
+  # name: a user's manifests then run the local build unchanged (no registry is reachable).
+  local release
+  release=$(.venv/bin/python -c 'from djworker.version import release_image; print(release_image())')
+  "$DOCKER" tag "$PROJECT_IMAGE" "$release"
   "$DOCKER" images "${PROJECT_IMAGE%%:*}" >&2
 }
 
