@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from .errors import StorageUnavailable
 from .jobs import MARKER_ENV, JobLock, JobPaths, driver_marker, stop_request
 from .storage import Storage
 
@@ -54,8 +55,12 @@ def job_session(storage: Storage, paths: JobPaths, on_signal: Callable[[], None]
         stack.callback(lock.release)
         stop_request.clear_stale(storage, paths, lock.identity["process_start_time"])
         stack.callback(stop_request.clear, storage, paths)  # a STOP outliving its run would stop the next at once
-        os.makedirs(paths.event_dir, exist_ok=True)
-        stack.enter_context(open(paths.driver_file, "w"))  # held open: what proves this pid is the driver
+        try:
+            os.makedirs(paths.event_dir, exist_ok=True)
+            stack.enter_context(open(paths.driver_file, "w"))  # held open: what proves this pid is the driver
+        except OSError as err:  # the event log lives there too: the same advice
+            raise StorageUnavailable(f"cannot write the event log under {paths.event_dir!r}: {err}; "
+                                     "point event_log_dir at a writable local directory") from err
         stack.enter_context(_marker_env(paths.job_id, lock.identity))
         stack.enter_context(_signal_handlers(on_signal))
         if progress_port is not None and snapshot is not None:
