@@ -7,7 +7,9 @@ import pytest
 
 from tests.support.s3 import SECRET_KEY
 
-from .helpers import REPO, Kubectl, job_manifest, read_jsonl, s3_keys, upload_dataset, wait_for
+from tests.support.wait import wait_for
+
+from .helpers import REPO, Kubectl, job_manifest, read_jsonl, s3_keys, upload_dataset
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 

@@ -13,14 +13,17 @@ T = TypeVar("T")
 def wait_for(probe: Callable[[], Optional[T]], timeout: float, what: str, *, every: float = 0.2,
              diagnose: Callable[[], str] = str, ignore: tuple[type[BaseException], ...] = (),
              process: Optional[subprocess.Popen] = None) -> T:
-    """Poll probe every `every` seconds until it returns something truthy, and return that.
+    """Poll probe until it returns something truthy, and return that.
 
+    Between polls it pauses `every` seconds, or up to three times as long as the probe took (at
+    most 2 s): a probe that runs kubectl then costs at most a quarter of a core on a small machine.
     At the deadline, fail with `what`, the last value the probe returned (or the last exception
     listed in `ignore` it raised, e.g. a server still starting) and `diagnose()`. With `process`,
     fail as soon as that process exits, with its exit code and its stderr if it was piped."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while True:
+        started = time.monotonic()
         try:
             last = probe()
         except ignore as err:
@@ -29,12 +32,16 @@ def wait_for(probe: Callable[[], Optional[T]], timeout: float, what: str, *, eve
             return last
         if process is not None and process.poll() is not None:
             raise AssertionError(f"the process exited ({process.returncode}) while waiting for {what}; "
-                                 f"last seen: {_short(last)}{_stderr(process)}")
+                                 f"last seen: {_short(last)}{_detail(diagnose)}{_stderr(process)}")
         if time.monotonic() > deadline:
-            detail = diagnose()
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {_short(last)}"
-                                 + (f"\n{detail}" if detail else ""))
-        time.sleep(every)
+                                 f"{_detail(diagnose)}")
+        time.sleep(max(every, min(3 * (time.monotonic() - started), 2.0)))
+
+
+def _detail(diagnose: Callable[[], str]) -> str:
+    text = diagnose()
+    return f"\n{text}" if text else ""
 
 
 def _short(value: Any, limit: int = 2000) -> str:
