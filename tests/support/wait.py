@@ -10,13 +10,13 @@ from typing import Any, Callable, Optional, TypeVar
 T = TypeVar("T")
 
 
-def wait_for(probe: Callable[[], Optional[T]], timeout: float, what: str, *, every: float = 0.2,
-             diagnose: Callable[[], str] = str, ignore: tuple[type[BaseException], ...] = (),
+def wait_for(probe: Callable[[], Optional[T]], timeout: float, what: str, diagnose: Callable[[], str] = str, *,
+             every: float = 0.2, ignore: tuple[type[BaseException], ...] = (),
              process: Optional[subprocess.Popen] = None) -> T:
     """Poll probe until it returns something truthy, and return that.
 
-    Between polls it pauses `every` seconds, or up to three times as long as the probe took (at
-    most 2 s): a probe that runs kubectl then costs at most a quarter of a core on a small machine.
+    Between polls it pauses `every` seconds, or as long as the probe took if that is longer (up
+    to 1 s): a probe that runs kubectl then keeps at most half a core busy on a small machine.
     At the deadline, fail with `what`, the last value the probe returned (or the last exception
     listed in `ignore` it raised, e.g. a server still starting) and `diagnose()`. With `process`,
     fail as soon as that process exits, with its exit code and its stderr if it was piped."""
@@ -36,7 +36,7 @@ def wait_for(probe: Callable[[], Optional[T]], timeout: float, what: str, *, eve
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {_short(last)}"
                                  f"{_detail(diagnose)}")
-        time.sleep(max(every, min(3 * (time.monotonic() - started), 2.0)))
+        time.sleep(max(every, min(time.monotonic() - started, 1.0)))
 
 
 def _detail(diagnose: Callable[[], str]) -> str:
