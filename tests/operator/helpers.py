@@ -9,6 +9,7 @@ import orjson
 import yaml
 
 from djworker.demo_data import rows as demo_rows
+from tests.support.artifacts import JobFiles
 from tests.support.k8s import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +20,11 @@ OPS = [
     {"whitespace_normalization_mapper": {}},
     {"text_length_filter": {"min_len": 30, "max_len": 2000}},
 ]
+
+
+def state_volume_job(volume: Path, job_id: str) -> JobFiles:
+    """A job's files on its state volume, as the operator mounts it (/dj/state: events/ and work/)."""
+    return JobFiles.of(job_id, volume / "work", volume / "events")
 
 
 def s3fs_client(s3_env: dict[str, str]):

@@ -117,9 +117,8 @@ def reference_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, A
 
 def engine_events(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
     st = op["kc"].status(name)
-    path = op["node_agent"].volume_dir(op["job_namespace"], st["children"]["eventLogClaim"]) / "events" \
-        / st["jobId"] / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return h.state_volume_job(op["node_agent"].volume_dir(op["job_namespace"], st["children"]["eventLogClaim"]),
+                              st["jobId"]).events()
 
 
 def test_driver_kill_operator_restart_apiserver_and_etcd_restarts_complete_the_job_exactly_once(op, reference_rows):

@@ -15,6 +15,7 @@ import orjson
 import pytest
 import yaml
 
+from tests.support.artifacts import JobFiles
 from tests.support.wait import wait_for
 
 from .conftest import REPO, Kubectl, state_volume
@@ -72,8 +73,8 @@ def local_reference(tmp: Path, recipe: dict[str, Any], data: list[dict[str, Any]
 
 
 def events(state_dir: Path, job_id: str) -> list[dict[str, Any]]:
-    path = state_dir / "events" / job_id / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The engine's event log on the job's state volume (events/ and work/ under the operator's mount)."""
+    return JobFiles.of(job_id, state_dir / "work", state_dir / "events").events()
 
 
 def mid_run(kc: Kubectl, name: str) -> dict[str, Any]:
