@@ -183,7 +183,8 @@ def main() -> None:
         scenario("local disabled", args.rows, dj_process(recipe(work, data, "disabled", checkpoint={"strategy": "disabled"}), "b", env))
         scenario("local every_partition", args.rows,
                  dj_process(recipe(work, data, "every_partition", checkpoint={"strategy": "every_partition"}), "c", env))
-        # The guide's production range (100-300 rows per partition): per-partition costs show here.
+        # The production range of DataJuicer's fault-tolerance guide (100-300 rows per partition):
+        # per-partition costs show here.
         scenario("every_op, 200-row partitions", args.rows,
                  dj_process(recipe(work, data, "small_every_op", partition={"size": 200}), "p", env))
         scenario("disabled, 200-row partitions", args.rows,

@@ -40,12 +40,6 @@ class JobFiles:
 
         return cls(JobPaths.of(load_recipe(recipe, check_ops=False), job_id))
 
-    @classmethod
-    def recorded(cls, work_dir: str | Path, job_id: str) -> "JobFiles":
-        """The files where the job's summary says they are, as dj-monitor finds them."""
-        plain = JobPaths.recorded(str(work_dir), job_id)
-        return cls(JobPaths.recorded(str(work_dir), job_id, _json(Storage(), plain.summary)))
-
     @property
     def job_id(self) -> str:
         return self.paths.job_id
@@ -128,11 +122,6 @@ class JobFiles:
         for manifest in self.checkpoints():
             found.setdefault(manifest["partition_id"], set()).add(manifest["upto"])
         return found
-
-    # ---- output -----------------------------------------------------------------------------
-    def rows(self) -> list[dict[str, Any]]:
-        """The exported rows of a local .jsonl export, at the path the summary records."""
-        return output_rows(Path(self.summary()["export_path"]))
 
 
 def output_rows(path: Path) -> list[dict[str, Any]]:

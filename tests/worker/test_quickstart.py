@@ -1,5 +1,6 @@
-"""The fault-tolerance guide's quick start as its readers type it: configs/demo/checkpoint_config_example.yaml
-through dj-process from the repo root, and demos/partition_and_checkpoint/run_comprehensive_demo.py.
+"""The quick start of DataJuicer's fault-tolerance guide as its readers type it:
+configs/demo/checkpoint_config_example.yaml through dj-process from the repo root, and
+demos/partition_and_checkpoint/run_comprehensive_demo.py.
 
 The guide's /tmp/fast_event_logs, /tmp/large_checkpoints and ./outputs paths are moved into
 tmp_path with dotted overrides, so runs neither litter /tmp nor collide."""
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from djworker.config import Strategy, load_recipe, parse_overrides
+from djworker.jobs.common import job_ids
 from tests.support.artifacts import JobFiles
 from tests.support.engine import REPO, STANDARD_OPS, env_with
 
@@ -159,4 +161,4 @@ def test_comprehensive_demo_passes_every_check(tmp_path):
     for word in ("every_op", "every_partition", "every_n_ops", "manual", "disabled",
                  "JOB_RESUMED", "PARTITION_SKIPPED", "CHECKPOINT_LOAD"):
         assert word in done.stdout, word
-    assert len(list((tmp_path / "demo" / "jobs").glob("*/job_summary.json"))) == 6  # 5 strategies + the killed job
+    assert len(list(job_ids(str(tmp_path / "demo" / "jobs")))) == 6  # 5 strategies + the killed job
