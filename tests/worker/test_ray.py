@@ -10,7 +10,6 @@ import random
 import signal
 import time
 from collections import defaultdict
-from concurrent.futures import Future
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,13 +20,14 @@ import pytest
 from djworker.config import Strategy
 from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
-from djworker.run import PartitionResult, PartitionTask
+from djworker.run import PartitionTask
 from djworker.scheduler import RetryPolicy, Scheduler, backoff_delay
 from djworker.storage import StorageOptions
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from tests.support.engine import (STANDARD_OPS, dj_process, event_types, events, events_so_far, floor_rows, make_recipe,
                                   output_rows, start_dj_process, wait_exit)
 from tests.support.ray import alive, kill_pids, ray_head, ray_runs, wait_gone  # noqa: F401  (fixtures)
+from tests.support.scripted import ScriptedExecutor
 from tests.support.wait import wait_for
 
 WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "OP_FAILED", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
@@ -70,26 +70,6 @@ def test_backoff_delay_is_capped_and_jitter_stays_within_bounds(kind):
     assert all(0 <= d <= 2.0 * 1.5 for d in capped)
 
 
-class ScriptedExecutor:
-    """Completes each partition's attempts as scripted: an exception to raise, or success."""
-
-    def __init__(self, script: dict[int, list[Any]]):
-        self.script = script
-
-    def submit(self, task: PartitionTask) -> Future:
-        fut: Future = Future()
-        attempts = self.script.get(task.partition.partition_id, [])
-        outcome = attempts[task.attempt] if task.attempt < len(attempts) else None
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(PartitionResult(task.partition.partition_id, 10, 10, "", 0, 0.0))
-        return fut
-
-    def request_stop(self) -> None:
-        pass
-
-
 def scripted_tasks(n: int) -> list[PartitionTask]:
     return [PartitionTask(job_id="j", partition=Partition(partition_id=i, path="", sample_count=10, bytes=1,
                                                           checksum=f"{i:020d}", source={}),
@@ -102,7 +82,7 @@ def test_scheduler_retries_until_spent_then_fails_only_that_partition():
     boom = RuntimeError("boom")
     script = {1: [boom, boom, None], 2: [boom, boom, boom, boom]}
     policy = RetryPolicy(max_retries=2, kind="fixed", base_s=0.05, cap_s=1, jitter=0.0)
-    sched = Scheduler(ScriptedExecutor(script), 2, policy, lambda kind, **f: emitted.append((kind, f, time.time())),
+    sched = Scheduler(ScriptedExecutor(script, rows_out=10), 2, policy, lambda kind, **f: emitted.append((kind, f, time.time())),
                       lambda: False)
     failed = sched.run(scripted_tasks(4))
     assert [pid for pid, _ in failed] == [2] and "boom" in failed[0][1]
@@ -118,7 +98,7 @@ def test_a_non_retryable_error_fails_the_partition_at_once():
     from djworker.storage import StorageAccessDenied
 
     emitted: list[tuple[str, dict]] = []
-    sched = Scheduler(ScriptedExecutor({0: [StorageAccessDenied("denied")]}), 1, RetryPolicy(max_retries=5),
+    sched = Scheduler(ScriptedExecutor({0: [StorageAccessDenied("denied")]}, rows_out=10), 1, RetryPolicy(max_retries=5),
                       lambda kind, **f: emitted.append((kind, f)), lambda: False)
     assert [pid for pid, _ in sched.run(scripted_tasks(1))] == [0]
     assert [(f["retry_count"], f["final"]) for k, f in emitted if k == "PARTITION_FAILED"] == [(0, True)]

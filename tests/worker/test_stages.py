@@ -5,7 +5,6 @@ touch the plan) and the pure half of `decide` (which rows each partition drops, 
 identity and its saved record)."""
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import Any
 
 import pyarrow as pa
@@ -16,11 +15,12 @@ from djworker.checkpoint import manifest_name
 from djworker.config import Strategy
 from djworker.ops import build_op
 from djworker.plan import Partition, Plan
-from djworker.run import PartitionInterrupted, PartitionResult, PartitionTask, hashes_path
+from djworker.run import PartitionInterrupted, PartitionTask, hashes_path
 from djworker.scheduler import RetryPolicy
 from djworker.stages import (Decision, StageHooks, decision_digest, decision_record, duplicate_decision,
                              read_decision, run_stage)
 from djworker.storage import Storage, StorageOptions
+from tests.support.scripted import ScriptedExecutor as Scripted
 
 EXACT = build_op("document_deduplicator", {}, "process[1]")
 OPS = [build_op("clean_links_mapper", {}, "process[0]"), EXACT]
@@ -34,29 +34,6 @@ def tasks(n: int, end: int, root: str = "/ck", results: str = "/res") -> list[Pa
     return [PartitionTask(job_id="j", partition=part(i), ops=OPS, strategy=Strategy.every_op, n_ops=1, op_names=[],
                           checkpoint_root=root, results_root=results, intermediate_root=None,
                           storage_options=StorageOptions(), end=end) for i in range(n)]
-
-
-class Scripted:
-    """Each partition's attempts as scripted: an exception to raise, or success with rows_out = 7."""
-
-    stop_is_signal_safe = False
-
-    def __init__(self, script: dict[int, list[Any]] | None = None):
-        self.script, self.submitted, self.stops = script or {}, [], 0
-
-    def submit(self, task: PartitionTask) -> Future:
-        self.submitted.append((task.partition.partition_id, task.attempt, task.checkpoint_keys))
-        fut: Future = Future()
-        attempts = self.script.get(task.partition.partition_id, [])
-        outcome = attempts[task.attempt] if task.attempt < len(attempts) else None
-        if isinstance(outcome, BaseException):
-            fut.set_exception(outcome)
-        else:
-            fut.set_result(PartitionResult(task.partition.partition_id, 10, 7, "", 0, 0.0))
-        return fut
-
-    def request_stop(self) -> None:
-        self.stops += 1
 
 
 def recorder() -> tuple[list[tuple[str, dict]], Any]:
