@@ -11,7 +11,7 @@ from pydantic import field_validator
 
 from .base import Mapper, register
 from .ftfy_shortcut import shortcut
-from .text_utils import map_rows, re2_class, require_text, various_whitespaces
+from .text_utils import as_array, map_rows, re2_class, require_text, various_whitespaces
 
 
 @functools.cache
@@ -79,9 +79,10 @@ def ftfy_config(normalization: str) -> ftfy.TextFixerConfig:
 class FixUnicodeMapper(Mapper):
     """ftfy 6.3.1 `fix_text` with its defaults and the given normalisation.
 
-    ASCII rows without a character some fixer acts on ('&', CR, ESC, other C0
-    controls) are provably left alone and never leave Arrow; the other rows go through
-    ftfy's own loop with the no-op steps skipped (ftfy_shortcut.py)."""
+    Rows that ftfy provably leaves alone (no '&', no character a fixer acts on, no
+    mojibake pattern, already in the normal form: ftfy_shortcut.py says why that is
+    exact) are found over the whole column with pyarrow.compute and never leave
+    Arrow; the other rows go through ftfy's own loop with the no-op steps skipped."""
 
     normalization: Optional[str] = None
 
@@ -98,10 +99,13 @@ class FixUnicodeMapper(Mapper):
     def map_text(self, text: str) -> str:
         return ftfy.fix_text(text, ftfy_config(self.form()))
 
+    def warm_up(self) -> None:
+        shortcut()
+
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)
         fast, config = shortcut(), ftfy_config(self.form())
         if fast is None:
             return map_rows(texts, self.map_text)
-        untouched = pc.and_(pc.string_is_ascii(texts), pc.invert(pc.match_substring_regex(texts, fast.triggers)))
-        return map_rows(texts, lambda text: fast.fix_text(text, config), pc.invert(untouched))
+        column = as_array(texts)
+        return map_rows(column, lambda text: fast.fix_text(text, config), fast.needs_fixing(column, self.form()))
