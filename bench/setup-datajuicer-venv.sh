@@ -27,8 +27,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.dj-bench-packages"
 if [ "$(cat "$stamp" 2>/dev/null)" != "${PACKAGES[*]}" ]; then
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet "${PACKAGES[@]}"
+  "$VENV/bin/python" -m pip install -qq --upgrade pip
+  "$VENV/bin/python" -m pip install -qq "${PACKAGES[@]}"
   "$VENV/bin/python" - <<'PY'
 import importlib.metadata as md
 for name in ("py-data-juicer", "ftfy", "ray"):

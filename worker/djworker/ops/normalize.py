@@ -20,17 +20,32 @@ def whitespace_table() -> dict[int, str]:
 
 
 @functools.cache
+def python_spaces() -> str:
+    """Every code point str.strip() removes (str.isspace())."""
+    return "".join(chr(cp) for cp in range(0x110000) if chr(cp).isspace())
+
+
+@functools.cache
 def whitespace_work() -> str:
     """RE2 pattern of the rows the mapper changes: an odd space anywhere (the set
     holds ' ' itself, a no-op), or str.isspace() whitespace at either end."""
-    space = re2_class(cp for cp in range(0x110000) if chr(cp).isspace())
-    return f"^{space}|{space}$|{re2_class(map(ord, various_whitespaces().replace(' ', '')))}"
+    space = re2_class(map(ord, python_spaces()))
+    return f"^{space}|{space}$|{odd_spaces()}"
+
+
+@functools.cache
+def odd_spaces() -> str:
+    return re2_class(map(ord, various_whitespaces().replace(" ", "")))
 
 
 @register("whitespace_normalization_mapper")
 class WhitespaceNormalizationMapper(Mapper):
     """str.strip(), then each of 23 odd spaces becomes ' ' one for one; runs are not
-    collapsed and ZWJ emoji sequences break apart."""
+    collapsed and ZWJ emoji sequences break apart.
+
+    Done in Arrow on the rows that need it: `utf8_trim` with exactly the characters
+    str.isspace() accepts is str.strip(), and replacing each match of a one-code-point
+    class by ' ' is the translate table (every entry maps one code point to ' ')."""
 
     def map_text(self, text: str) -> str:
         return text.strip().translate(whitespace_table())
@@ -40,7 +55,13 @@ class WhitespaceNormalizationMapper(Mapper):
 
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)
-        return map_rows(texts, self.map_text, pc.match_substring_regex(texts, whitespace_work()))
+        column = as_array(texts)
+        where = pc.match_substring_regex(column, whitespace_work())
+        if not pc.any(where).as_py():
+            return column
+        rows = pc.filter(column, where)
+        fixed = pc.replace_substring_regex(pc.utf8_trim(rows, python_spaces()), odd_spaces(), " ")
+        return pc.replace_with_mask(column, where, fixed.cast(column.type))
 
 
 # DJ's table: the fullwidth digit １ really maps to '"', and ‘ is not mapped.
