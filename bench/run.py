@@ -3,8 +3,13 @@ measured in the same run (never absolute targets in tests: these machines are no
 
     .venv/bin/python bench/run.py                 # 100k rows, all scenarios except 1M
     .venv/bin/python bench/run.py --big           # also 1M rows (RSS flat, time linear)
-    .venv/bin/python bench/run.py --with-datajuicer   # DataJuicer side by side, if installed
+    .venv/bin/python bench/run.py --with-datajuicer   # + DataJuicer 1.6.1's default and
+                                                      #   ray_partitioned, from its own venv
+    .venv/bin/python bench/run.py --with-datajuicer --write-readme-table   # + README's table
 
+DataJuicer runs from the venv bench/setup-datajuicer-venv.sh makes (created on first
+use, ~/.cache/datajuicer-ft/dj-bench-venv), never from the project's venv, on the same
+generated file and in the same run; every ratio is between figures of this one run.
 Results go to stdout and to bench/results/latest.json."""
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ STANDARD = [
     {"fix_unicode_mapper": {}},
     {"text_length_filter": {"min_len": 100, "max_len": 600}},
 ]
-DJ_RAY_PARTITIONED_ROWS_S = 2032  # DataJuicer 1.6.1 ray_partitioned, 100k rows, every_op, 4 partitions, 2 cores
-DJ_DEFAULT_ROWS_S = 3380
+README = REPO / "README.md"
+TABLE_START = "<!-- bench-table:start (written by bench/run.py --write-readme-table; do not edit) -->"
+TABLE_END = "<!-- bench-table:end -->"
 
 
 def tree_rss(pid: int) -> int:
@@ -59,7 +65,9 @@ def tree_rss(pid: int) -> int:
 def run_measured(cmd: list[str], env: dict[str, str], kill_when: Optional[Any] = None) -> dict[str, Any]:
     """Run a command; sample its process tree's total RSS; optionally SIGKILL it when kill_when() says so."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    # stderr goes to a file: a chatty child (DataJuicer logs a lot) would block on a full pipe.
+    errfile = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=errfile, text=True,
                             start_new_session=True)
     peak, killed = 0, False
     while proc.poll() is None:
@@ -69,7 +77,9 @@ def run_measured(cmd: list[str], env: dict[str, str], kill_when: Optional[Any] =
             killed = True
         time.sleep(0.05)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read() if proc.stderr else ""
+    errfile.seek(0)
+    err = errfile.read()
+    errfile.close()
     if proc.returncode != 0 and not killed:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
     return {"wall_s": wall, "peak_rss_mb": peak / 2**20, "returncode": proc.returncode}
@@ -157,7 +167,12 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--big", action="store_true", help="also run 1M rows")
     ap.add_argument("--skip-ray", action="store_true")
-    ap.add_argument("--with-datajuicer", action="store_true")
+    ap.add_argument("--with-datajuicer", action="store_true",
+                    help="also run DataJuicer 1.6.1 (default and ray_partitioned) from its own venv")
+    ap.add_argument("--dj-python", default=None,
+                    help="python of an existing DataJuicer 1.6.1 venv (default: bench/setup-datajuicer-venv.sh's)")
+    ap.add_argument("--write-readme-table", action="store_true",
+                    help="rewrite README.md's benchmark table from this run's results")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "latest.json"))
     args = ap.parse_args()
 
@@ -204,59 +219,166 @@ def main() -> None:
             scenario("local every_op 1M", 1_000_000, dj_process(recipe(work, big, "big"), "g", env))
             resume_scenario(work, big, 1_000_000, env, scenario, results, " 1M")
         if args.with_datajuicer:
-            results.update(run_datajuicer(work, data, env))
+            results.update(run_datajuicer(work, data, dj_python(args.dj_python), results))
 
-        ratios = {
-            "every_op vs DataJuicer ray_partitioned (x)": results["local every_op"]["rows_per_s"] / DJ_RAY_PARTITIONED_ROWS_S,
-            "every_op vs DataJuicer default (x)": results["local every_op"]["rows_per_s"] / DJ_DEFAULT_ROWS_S,
-            "framework overhead (every_op wall / floor wall)": results["local every_op"]["wall_s"] / results["floor (no framework)"]["wall_s"],
-            "checkpoint cost (every_op / disabled)": results["local every_op"]["wall_s"] / results["local disabled"]["wall_s"],
-            "checkpoint cost at 200-row partitions": results["every_op, 200-row partitions"]["wall_s"]
-            / results["disabled, 200-row partitions"]["wall_s"],
-            "every_op, 200-row partitions vs DataJuicer ray_partitioned (x)":
-                results["every_op, 200-row partitions"]["rows_per_s"] / DJ_RAY_PARTITIONED_ROWS_S,
-            "resume cost (resume wall / full wall)": results["resume after kill at 75%"]["wall_s"] / results["full run (16 partitions)"]["wall_s"],
-            "output rows identical to floor": same,
-        }
-        if args.big:
-            ratios["resume cost at 1M rows"] = results["resume after kill at 75% 1M"]["wall_s"] / results["full run (16 partitions) 1M"]["wall_s"]
-            ratios["RSS 1M / 100k"] = results["local every_op 1M"]["peak_rss_mb"] / results["local every_op"]["peak_rss_mb"]
-            ratios["time 1M / (10 x 100k)"] = results["local every_op 1M"]["wall_s"] / (10 * results["local every_op"]["wall_s"])
+        ratios = compute_ratios(results, same, args.big)
         print()
-        for k, v in ratios.items():
-            print(f"{k:52s} {v:.3f}" if isinstance(v, float) else f"{k:52s} {v}")
-        machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-                   "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+        for name, (value, target) in ratios.items():
+            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+            print(f"{name:62s} {shown:>8s}  target {target}")
+        report = {"machine": machine_info(), "rows": args.rows, "results": results,
+                  "ratios": {k: {"value": v, "target": t} for k, (v, t) in ratios.items()},
+                  "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "commit": commit(),
+                  "load_average": os.getloadavg(), "args": sys.argv[1:]}
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"machine": machine, "rows": args.rows, "results": results, "ratios": ratios,
-                                   "when": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
+        out.write_text(json.dumps(report, indent=2))
         print(f"\nwritten to {out}")
+        if args.write_readme_table:
+            write_readme_table(report)
+            print(f"README table rewritten from this run ({README})")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_datajuicer(work: Path, data: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """DataJuicer's own executors on the same data, when py-data-juicer is installed."""
-    try:
-        import data_juicer  # noqa: F401
-    except ImportError:
-        print("py-data-juicer is not installed: skipping --with-datajuicer")
-        return {}
+def dj_python(explicit: Optional[str]) -> str:
+    """DataJuicer's own venv: the one given, or bench/setup-datajuicer-venv.sh's (made if missing)."""
+    if explicit:
+        return explicit
+    setup = REPO / "bench" / "setup-datajuicer-venv.sh"
+    done = subprocess.run([str(setup)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{setup} failed ({done.returncode}); fix it or pass --dj-python:\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def output_texts(path: Path) -> Optional[list[str]]:
+    """The sorted texts of a JSON-lines export (a file or a directory of them), or None."""
+    files = sorted(path.rglob("*.json*")) if path.is_dir() else [path] if path.exists() else []
+    if not files:
+        return None
+    texts = []
+    for f in files:
+        with open(f, "rb") as fh:
+            texts += [json.loads(line)["text"] for line in fh if line.strip()]
+    return sorted(texts)
+
+
+def run_datajuicer(work: Path, data: Path, python: str, results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """DataJuicer 1.6.1's `default` and `ray_partitioned` executors, from their own venv, on
+    the same file and recipe: 2 processes, and for ray_partitioned 4 partitions with
+    every_op checkpoints, like the `local every_op` scenario."""
+    ours = output_texts(work / "every_op" / "out.jsonl")
     out: dict[str, dict[str, Any]] = {}
     for executor in ("default", "ray_partitioned"):
-        cfg = {"project_name": "bench", "dataset_path": str(data), "export_path": str(work / f"dj_{executor}" / "out.jsonl"),
-               "executor_type": executor, "np": 2, "process": STANDARD}
+        base = work / f"dj_{executor}"
+        cfg: dict[str, Any] = {"project_name": f"bench_{executor}", "dataset_path": str(data),
+                               "export_path": str(base / "out.jsonl"), "work_dir": str(base / "work"),
+                               "executor_type": executor, "np": 2, "process": STANDARD}
         if executor == "ray_partitioned":
-            cfg.update({"checkpoint": {"enabled": True, "strategy": "every_op"}, "partition": {"size": 25000}})
+            cfg.update({"checkpoint": {"enabled": True, "strategy": "every_op"},
+                        "partition": {"mode": "manual", "num_of_partitions": 4}})
         path = work / f"dj_{executor}.yaml"
         path.write_text(yaml.safe_dump(cfg))
-        res = run_measured([sys.executable, "-m", "data_juicer.tools.process_data", "--config", str(path)], env)
+        # A clean environment: nothing of this project's venv or PYTHONPATH leaks in.
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "RAY_ADDRESS")}
+        env.update({"HF_DATASETS_CACHE": str(base / "hf"), "RAY_TMPDIR": str(work / "dj_ray"),
+                    "TMPDIR": str(base / "tmp")})
+        (base / "tmp").mkdir(parents=True, exist_ok=True)
+        dj_process = str(Path(python).parent / "dj-process")
+        res = run_measured([dj_process, "--config", str(path)], env)
         res["rows"] = count_rows(data)
         res["rows_per_s"] = res["rows"] / res["wall_s"]
+        texts = output_texts(base / "out.jsonl")
+        res["rows_out"] = None if texts is None else len(texts)
+        res["output_identical_to_ours"] = None if texts is None or ours is None else texts == ours
         out[f"datajuicer {executor}"] = res
-        print(f"datajuicer {executor:18s} {res['wall_s']:8.2f} s {res['rows_per_s']:10.0f} rows/s", flush=True)
+        print(f"{'datajuicer ' + executor:28s} {res['wall_s']:8.2f} s {res['rows_per_s']:10.0f} rows/s"
+              f"  peak RSS {res['peak_rss_mb']:.0f} MB  same output as ours: {res['output_identical_to_ours']}",
+              flush=True)
     return out
+
+
+def compute_ratios(results: dict[str, Any], same: bool, big: bool) -> dict[str, tuple[Any, str]]:
+    """Every ratio with its target; all from figures of this run."""
+    r = results
+    wall = lambda name: r[name]["wall_s"]  # noqa: E731
+    ratios: dict[str, tuple[Any, str]] = {}
+    if "datajuicer ray_partitioned" in r:
+        ratios["every_op vs DataJuicer ray_partitioned (DJ wall / our wall)"] = (
+            wall("datajuicer ray_partitioned") / wall("local every_op"), ">= 10")
+        ratios["200-row every_op vs DataJuicer ray_partitioned"] = (
+            wall("datajuicer ray_partitioned") / wall("every_op, 200-row partitions"), "(none)")
+        ratios["DataJuicer ray_partitioned output identical to ours"] = (
+            r["datajuicer ray_partitioned"]["output_identical_to_ours"], "True")
+    if "datajuicer default" in r:
+        ratios["every_op vs DataJuicer default (DJ wall / our wall)"] = (
+            wall("datajuicer default") / wall("local every_op"), "(none)")
+        ratios["DataJuicer default output identical to ours"] = (r["datajuicer default"]["output_identical_to_ours"], "True")
+    ratios["framework overhead (every_op wall / floor wall)"] = (wall("local every_op") / wall("floor (no framework)"), "<= 1.15")
+    ratios["checkpoint cost (every_op / disabled)"] = (wall("local every_op") / wall("local disabled"), "<= 1.10")
+    ratios["checkpoint cost at 200-row partitions (every_op / disabled)"] = (
+        wall("every_op, 200-row partitions") / wall("disabled, 200-row partitions"), "<= 1.25")
+    ratios["resume cost (resume wall / full wall)"] = (
+        wall("resume after kill at 75%") / wall("full run (16 partitions)"), "<= 0.25 (see README)")
+    ratios["output rows identical to floor"] = (same, "True")
+    if big:
+        ratios["resume cost at 1M rows"] = (wall("resume after kill at 75% 1M") / wall("full run (16 partitions) 1M"), "<= 0.25")
+        ratios["RSS 1M / 100k"] = (r["local every_op 1M"]["peak_rss_mb"] / r["local every_op"]["peak_rss_mb"], "<= 1.5")
+        ratios["time 1M / (10 x 100k)"] = (wall("local every_op 1M") / (10 * wall("local every_op")), "~1 (linear)")
+    return ratios
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    return {"nproc": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+            "platform": platform.platform(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1)}
+
+
+def commit() -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "--short=12", "HEAD") or "unknown"
+    return head + ("+uncommitted" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def readme_table(report: dict[str, Any]) -> str:
+    """The README's benchmark block, from one run's report."""
+    m = report["machine"]
+    load = ", ".join(f"{x:.1f}" for x in report["load_average"])
+    lines = [TABLE_START, "",
+             f"Run {report['when']} at commit `{report['commit']}` on {m['nproc']} x {m['cpu']}, "
+             f"{m['memory_gb']} GiB, Python {m['python']}; load average at the end {load}; "
+             f"`bench/run.py {' '.join(report['args'])}`, {report['rows']:,} rows.", "",
+             "| scenario | wall | rows/s | peak RSS |", "| --- | --- | --- | --- |"]
+    for name, res in report["results"].items():
+        rss = f"{res['peak_rss_mb']:.0f} MB" if res.get("peak_rss_mb") else "-"
+        lines.append(f"| {name} | {res['wall_s']:.2f} s | {res['rows_per_s']:,.0f} | {rss} |")
+    lines += ["", "| ratio (this run) | value | target |", "| --- | --- | --- |"]
+    for name, item in report["ratios"].items():
+        value = item["value"]
+        shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {name} | {shown} | {item['target']} |")
+    lines += ["", TABLE_END]
+    return "\n".join(lines)
+
+
+def write_readme_table(report: dict[str, Any]) -> None:
+    text = README.read_text()
+    if TABLE_START not in text or TABLE_END not in text:
+        raise SystemExit(f"README.md has no {TABLE_START!r} ... {TABLE_END!r} block to rewrite")
+    head, rest = text.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    README.write_text(head + readme_table(report) + tail)
 
 
 if __name__ == "__main__":

@@ -176,3 +176,111 @@ def test_expand_macro_prefilter_skips_only_rows_without_a_definition():
     fast = op.map_column(pa.chunked_array([pa.array(texts)])).to_pylist()
     assert fast == [op.map_text(t) for t in texts]
     assert sum(f != t for f, t in zip(fast, texts)) > 100  # the generated rows do define and use macros
+
+
+# --- the kernels of the standard benchmark: generated tricky text, plain path, DataJuicer ---------
+
+# fmt: off
+TRICKY = [
+    "http://a.b/c", "https://example.com/page/1?q=1", "www.site1.net", "WWW.X.ORG/p", "ftp://h/x(y)", "a:b",
+    "(see http://x.y/(z))", "«https://x.y»", "user1@example.org", "A@B.COM", "a.b-c+d_e@x-y.co", "x@y", "@@",
+    "mail:me@x.io", "\xa0", "\u3000", "\t", " ", "  ", "\u2028", "\x85", "\x1c", "\u200b", "\ufeff", "\r\n",
+    "cafÃ©", "Ã ", "Ã\xa0", "â€œ", "â€\x9d", "â€™", "Ã¡", "Â·", "√±", "вЂ", "ГўВЂВ", "×²", "Ã‰", "\x93q\x94",
+    "“quoted”", "‘s’", "&amp;", "&lt;b&gt;", "&#x42;", "<p>", "ﬁ", "ＡＢ", "e\u0301", "\u1100\u1161", "한",
+    "\uf900", "Å", "\u212b", "ǖ", "\u0344", "\u0f73", "\x1b[31m", "\x00", "\x7f", "\ufffd", "\x1a",
+    "data", "juicer", "text", "中文", "ελληνικά", "привет", "😀", "-", ".", ":", "/", "(", ")",
+]
+# fmt: on
+STANDARD_MAPPERS = [
+    ("clean_links_mapper", {}), ("clean_links_mapper", {"repl": "<LINK>"}), ("clean_email_mapper", {}),
+    ("clean_email_mapper", {"repl": "<EMAIL>"}), ("whitespace_normalization_mapper", {}),
+    ("fix_unicode_mapper", {}), ("fix_unicode_mapper", {"normalization": "NFKC"}),
+    ("fix_unicode_mapper", {"normalization": "NFD"}), ("fix_unicode_mapper", {"normalization": "NFKD"}),
+]
+
+
+def tricky_texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(count):
+        parts = [rng.choice(TRICKY) if rng.random() < 0.6 else mojibake(rng.choice(TRICKY + SNIPPETS), rng)
+                 for _ in range(rng.randint(0, 14))]
+        texts.append("".join(p + rng.choice(["", " ", " ", "\n", "\t", "\xa0"]) for p in parts))
+    return texts + ["", " ", "\n", "plain ascii only", "x" * 3000 + " http://a.b/c " + "y@z.com"]
+
+
+@pytest.mark.parametrize("name,args", STANDARD_MAPPERS, ids=lambda v: v if isinstance(v, str) else str(sorted(v)))
+def test_standard_kernel_equals_plain_per_row_path(name, args):
+    texts = tricky_texts(3000, sum(map(ord, name)))
+    op = build_op(name, args, "t")
+    got = op.process(pa.table({"text": texts})).column("text").to_pylist()
+    expected = [op.map_text(t) for t in texts]
+    bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    assert not bad, f"{len(bad)} differ, first: {bad[0]!r}"
+    assert sum(e != t for e, t in zip(expected, texts)) > 100  # the generated text does get changed
+
+
+@pytest.mark.parametrize("name,args", STANDARD_MAPPERS, ids=lambda v: v if isinstance(v, str) else str(sorted(v)))
+def test_standard_kernel_equals_datajuicer(name, args):
+    """DataJuicer's own op on the same texts, where py-data-juicer is importable."""
+    base_op = pytest.importorskip("data_juicer.ops.base_op")
+    import data_juicer.ops  # noqa: F401  (registers the ops)
+
+    texts = tricky_texts(1500, sum(map(ord, name)) + 1)
+    dj = base_op.OPERATORS.modules[name](**args)
+    expected = dj.process_batched({"text": list(texts)})["text"]
+    got = build_op(name, args, "t").process(pa.table({"text": texts})).column("text").to_pylist()
+    bad = [(t, e, g) for t, e, g in zip(texts, expected, got) if e != g]
+    assert not bad, f"{len(bad)} differ from DataJuicer, first: {bad[0]!r}"
+
+
+def test_fix_unicode_pre_check_only_skips_rows_ftfy_leaves_alone():
+    """Rows the Arrow pre-check lets through untouched really are fix_text's fixed points,
+    including non-ASCII ones, and it does let many non-ASCII rows through."""
+    rng = random.Random(11)
+    clean = ["café", "naïve", "中文", "ελληνικά", "привет", "😀", "Å", "한국어", "—", "…", "€5", "½", "ß"]
+    texts = tricky_texts(2000, 12) + [
+        " ".join(rng.choice(clean + ["data", "text", "a.b"]) for _ in range(rng.randint(1, 20))) for _ in range(2000)
+    ]
+    arr = pa.array(texts)
+    for form in ("NFC", "NFKC", "NFD", "NFKD"):
+        flags = shortcut().needs_fixing(arr, form).to_pylist()
+        for text, needs in zip(texts, flags):
+            if not needs:
+                assert ftfy.fix_text(text, normalization=form) == text, (form, text)
+        skipped_non_ascii = sum(1 for t, n in zip(texts, flags) if not n and not t.isascii())
+        assert skipped_non_ascii > 100, form  # NFD and NFKD also refuse the precomposed letters
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFKC", "NFD", "NFKD"])
+def test_normalization_safe_characters_are_already_normal(form):
+    """Every character outside normalization_unsafe(form), alone and in random runs, is in `form`."""
+    import sys
+    import unicodedata
+
+    from djworker.ops.ftfy_shortcut import normalization_unsafe
+
+    singles = pa.array([chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF])
+    safe_mask = pc.invert(pc.match_substring_regex(singles, normalization_unsafe(form)))
+    safe = pc.filter(singles, safe_mask).to_pylist()
+    assert len(safe) > 1_000_000
+    for ch in safe:
+        if unicodedata.normalize(form, ch) != ch:
+            raise AssertionError(f"{form}: U+{ord(ch):04X} is treated as safe but normalises to something else")
+    rng = random.Random(form)
+    composites = [c for c in safe if unicodedata.decomposition(c)] or safe
+    for _ in range(3000):
+        text = "".join(rng.choice(composites if rng.random() < 0.5 else safe) for _ in range(rng.randint(2, 12)))
+        assert unicodedata.normalize(form, text) == text, (form, text)
+
+
+def test_regex_whitespace_is_never_a_word_character():
+    """clean_links' LocalSub needs `regex`'s \\s and \\w disjoint (the leading \\b sees the
+    boundary character before a window as non-word), and \\d within \\S."""
+    import sys
+
+    import regex
+
+    both = regex.compile(r"(?=\s)[\w\d]")
+    chars = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    assert both.search(chars) is None

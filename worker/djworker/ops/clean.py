@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
-from typing import ClassVar, Optional
+import re
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator, Optional
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -19,6 +21,54 @@ def compiled(pattern: str) -> regex.Pattern:
     return regex.compile(pattern, regex.DOTALL)
 
 
+@dataclass(frozen=True)
+class LocalSub:
+    """`pattern.sub(repl, text)`, scanning only windows of the text.
+
+    Valid for a pattern none of whose matches holds a `boundary` character, each of
+    which holds a `trigger` match, and whose only assertion is a `\\b` at its start
+    where a boundary character counts as a non-word character. A window is the
+    maximal run of non-boundary characters around a trigger. A match lies inside
+    one window (it holds a trigger and no boundary), a scan from the window's start
+    finds the same matches as a full scan (none is in progress across a boundary
+    character, and `\\b` at the window's start sees the boundary character before
+    it, which `regex` looks at also with `pos`), and `endpos` at a boundary character
+    hides nothing a match could use. So the substitution equals the full one."""
+
+    pattern: regex.Pattern
+    trigger: re.Pattern
+    forward: regex.Pattern  # the next boundary character
+    backward: regex.Pattern  # the previous one (a reverse search)
+
+    def windows(self, text: str) -> Iterator[tuple[int, int]]:
+        hi = -1
+        for hit in self.trigger.finditer(text):
+            at = hit.start()
+            if at < hi:
+                continue  # inside the last window
+            before = self.backward.search(text, 0, at)
+            after = self.forward.search(text, at)
+            lo = before.end() if before else 0
+            hi = after.start() if after else len(text)
+            yield lo, hi
+
+    def sub(self, repl: str, text: str) -> str:
+        pieces, last = [], 0
+        for lo, hi in self.windows(text):
+            for match in self.pattern.finditer(text, lo, hi):
+                pieces += [text[last : match.start()], repl]
+                last = match.end()
+        if not pieces:
+            return text
+        pieces.append(text[last:])
+        return "".join(pieces)
+
+
+@functools.cache
+def local_sub(pattern: str, trigger: str, boundary: str) -> LocalSub:
+    return LocalSub(compiled(pattern), re.compile(trigger), regex.compile(boundary), regex.compile("(?r)" + boundary))
+
+
 class PatternMapper(Mapper):
     """Replaces every match of a DOTALL regex by `repl`; `pattern=None` selects the built-in one."""
 
@@ -29,6 +79,11 @@ class PatternMapper(Mapper):
     # An RE2 pattern that every match of the default pattern contains: rows where it
     # finds nothing cannot match and skip the (much slower) `regex` substitution.
     prefilter: ClassVar[Optional[str]] = None
+    # For LocalSub: a `re` pattern every match of the default pattern contains, and
+    # a `regex` class of the characters no match consumes (see LocalSub for why the
+    # windowed substitution is the full one).
+    trigger: ClassVar[Optional[str]] = None
+    boundary: ClassVar[Optional[str]] = None
 
     @field_validator("pattern")
     @classmethod
@@ -46,15 +101,24 @@ class PatternMapper(Mapper):
     def map_text(self, text: str) -> str:
         return self.compiled().sub(self.repl, text)
 
+    def fast_map_text(self) -> Callable[[str], str]:
+        """map_text, or the equal windowed substitution for the default pattern (a
+        `repl` with a backslash is a template: that case keeps the plain one)."""
+        if self.pattern is not None or self.trigger is None or self.boundary is None or "\\" in self.repl:
+            return self.map_text
+        local, repl = local_sub(self.default_pattern, self.trigger, self.boundary), self.repl
+        return lambda text: local.sub(repl, text)
+
     def warm_up(self) -> None:
         self.compiled()
+        self.fast_map_text()
 
     def map_column(self, texts: pa.ChunkedArray) -> pa.Array:
         require_text(self.op_name, texts)  # DJ's regex.sub raises TypeError on None
         where = None
         if self.pattern is None and self.prefilter:
             where = pc.match_substring_regex(texts, self.prefilter)
-        return map_rows(texts, self.map_text, where)
+        return map_rows(texts, self.fast_map_text(), where)
 
 
 @register("clean_links_mapper")
@@ -72,6 +136,12 @@ class CleanLinksMapper(PatternMapper):
     )
     # Prefix 1 needs ':', prefix 3 needs '/', prefix 2 needs 'www' in any case.
     prefilter: ClassVar[Optional[str]] = r"[:/]|(?i:www)"
+    trigger: ClassVar[Optional[str]] = r"[:/]|(?i:www)"
+    # Every item of the pattern is a letter, digit, '_', '-', '%', ':', '/', '.', a
+    # parenthesis or a `[^\s...]` class: never whitespace (`regex`'s \s, which is
+    # also never a word character, so the leading \b sees a non-word character
+    # before a window; tests/worker/ops/test_fast_paths.py checks both over Unicode).
+    boundary: ClassVar[Optional[str]] = r"\s"
 
 
 @register("clean_email_mapper")
@@ -80,6 +150,8 @@ class CleanEmailMapper(PatternMapper):
 
     default_pattern: ClassVar[str] = r"[A-Za-z0-9.\-+_]+@[a-z0-9.\-+_]+\.[a-z]+"
     prefilter: ClassVar[Optional[str]] = "@"
+    trigger: ClassVar[Optional[str]] = "@"
+    boundary: ClassVar[Optional[str]] = r"[^A-Za-z0-9.\-+_@]"  # a match consumes only these ASCII characters
 
 
 @register("clean_ip_mapper")
