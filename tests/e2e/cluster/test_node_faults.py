@@ -17,7 +17,9 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from .conftest import OPERATOR_NAMESPACE, RELEASE, SCRIPT, Kubectl, state_volume, until
+from tests.support.wait import wait_for
+
+from .conftest import OPERATOR_NAMESPACE, RELEASE, SCRIPT, Kubectl, state_volume
 from .test_jobs import events, finished, job_manifest, local_reference, mid_run, read_output, upload
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -41,8 +43,8 @@ def healthy(cluster: Kubectl) -> None:
     """Every component up, the node Ready and untainted, the operator rolled out."""
     local_cluster("up")
     name = node_name(cluster)
-    until(lambda: not [t for t in cluster.json("get", "node", name)["spec"].get("taints") or []
-                       if t["key"] in (UNREACHABLE, NOT_READY)], 120, f"node {name} untainted")
+    wait_for(lambda: not [t for t in cluster.json("get", "node", name)["spec"].get("taints") or []
+                         if t["key"] in (UNREACHABLE, NOT_READY)], 120, f"node {name} untainted", every=1)
     Kubectl(cluster.env, OPERATOR_NAMESPACE)("rollout", "status", f"deployment/{RELEASE}", "--timeout=300s")
 
 
@@ -87,16 +89,16 @@ def test_kubelet_restart_mid_job_leaves_it_running_with_its_status_current(kc: K
     name = "kubelet-restart"
     job, state_dir, data = start_job(kc, s3, s3_endpoint, tmp_path, name)
     why = lambda: kc.describe(name)  # noqa: E731
-    seen = until(lambda: mid_run(kc, name), 900, f"{name} mid-run", why)
+    seen = wait_for(lambda: mid_run(kc, name), 900, f"{name} mid-run", why, every=1)
     before = kc.get("pod", f"{name}-driver-1")
     try:
         local_cluster("restart", "kubelet")
     finally:
         healthy(cluster)
     # the operator keeps polling the driver over the pod network: the status moves on
-    moved = until(lambda: (s := kc.status(name)).get("phase") == "Succeeded"
-                  or (s.get("partitions") or {}).get("completed", 0) > seen["partitions"]["completed"],
-                  300, f"{name}'s status to move on after the kubelet restart", why)
+    moved = wait_for(lambda: (s := kc.status(name)).get("phase") == "Succeeded"
+                     or (s.get("partitions") or {}).get("completed", 0) > seen["partitions"]["completed"],
+                     300, f"{name}'s status to move on after the kubelet restart", why, every=1)
     assert moved
     after = kc.get("pod", f"{name}-driver-1")
     if after is not None:  # the same container, never restarted
@@ -113,7 +115,7 @@ def test_docker_restart_kills_the_driver_and_the_retry_resumes_exactly_once(kc: 
     name = "docker-restart"
     job, state_dir, data = start_job(kc, s3, s3_endpoint, tmp_path, name)
     why = lambda: kc.describe(name)  # noqa: E731
-    seen = until(lambda: mid_run(kc, name), 900, f"{name} mid-run", why)
+    seen = wait_for(lambda: mid_run(kc, name), 900, f"{name} mid-run", why, every=1)
     try:
         local_cluster("restart", "dockerd")  # every container on the node dies, the operator's too
     finally:
@@ -178,7 +180,7 @@ def test_lost_node_evicts_the_driver_and_the_job_resumes_when_it_returns(kc: Kub
     job, state_dir, data = start_job(kc, s3, s3_endpoint, tmp_path, name, terminationGracePeriodSeconds=20,
                                      scheduling={"tolerations": short})
     why = lambda: kc.describe(name)  # noqa: E731
-    seen = until(lambda: mid_run(kc, name), 900, f"{name} mid-run", why)
+    seen = wait_for(lambda: mid_run(kc, name), 900, f"{name} mid-run", why, every=1)
     node = node_name(cluster)
     driver = f"{name}-driver-1"
     tolerated = {t["key"]: t.get("tolerationSeconds") for t in kc.get("pod", driver)["spec"]["tolerations"]}
@@ -186,11 +188,11 @@ def test_lost_node_evicts_the_driver_and_the_job_resumes_when_it_returns(kc: Kub
     try:
         local_cluster("stop", "kubelet")  # the node's agent is gone; its containers run on
         mark_not_ready(cluster, node)
-        until(lambda: [t for t in cluster.json("get", "node", node)["spec"].get("taints") or []
-                       if t["key"] == UNREACHABLE and t["effect"] == "NoExecute"], 60,
-              f"the node controller to taint {node} unreachable", why)
-        until(lambda: (kc.get("pod", driver) or {}).get("metadata", {}).get("deletionTimestamp"), 60,
-              "the driver's eviction after its 2 s toleration", why)
+        wait_for(lambda: [t for t in cluster.json("get", "node", node)["spec"].get("taints") or []
+                         if t["key"] == UNREACHABLE and t["effect"] == "NoExecute"], 60,
+                 f"the node controller to taint {node} unreachable", why, every=1)
+        wait_for(lambda: (kc.get("pod", driver) or {}).get("metadata", {}).get("deletionTimestamp"), 60,
+                 "the driver's eviction after its 2 s toleration", why, every=1)
         assert "TaintManagerEviction" in [e["reason"] for e in kc.json("get", "events")["items"]
                                           if e["involvedObject"]["name"] == driver]
         assert kc.status(name)["attempt"] == 1
