@@ -6,6 +6,8 @@
 #   scripts/local-cluster.sh down     stop what `up` started, by the pids it recorded
 #   scripts/local-cluster.sh status   one line per component: running or not
 #   scripts/local-cluster.sh env      `export KUBECONFIG=... DOCKER_HOST=...` lines, for eval
+#   scripts/local-cluster.sh stop C   stop one component (dockerd, kubelet, ...); `up` starts it again
+#   scripts/local-cluster.sh restart C   stop one component, then `up` (the fault tests' restarts)
 #
 # What runs, each a host process whose pid is kept in $STATE/pids/:
 #   dockerd      Debian's docker.io, on its own socket and data root, with a runc wrapper as
@@ -383,10 +385,18 @@ env_lines() {
   echo "export DJ_NODE_IP=$NODE_IP"
 }
 
+component() {
+  local name
+  for name in "${COMPONENTS[@]}"; do [[ $name == "${1:-}" ]] && return 0; done
+  die "unknown component '${1:-}'; one of: ${COMPONENTS[*]}"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
+  stop) component "${2:-}" && stop "$2" ;;
+  restart) component "${2:-}" && stop "$2" && up ;;
   status) status ;;
   env) env_lines ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|stop COMPONENT|restart COMPONENT" >&2; exit 2 ;;
 esac

@@ -8,8 +8,11 @@
 #                                     ray==2.60.0 and the project's locked dependencies from
 #                                     PyPI, laid out like the official Ray image (user ray,
 #                                     uid 1000, group users); prints its tag
+#   scripts/local-images.sh sdist [DIR]  the release's sdist (`python -m build --sdist`),
+#                                     unpacked in DIR (default: a new temp dir); prints the tree
 #   scripts/local-images.sh project   the project's Dockerfile built FROM that base, with
-#                                     BuildKit, as $DJ_IMAGE (default datajuicer-ft:0.1.0)
+#                                     BuildKit, as $DJ_IMAGE (default datajuicer-ft:0.1.0), from
+#                                     the unpacked sdist: what a user building the release has
 #   scripts/local-images.sh all       the three in order
 #
 # Talks to the engine at $DOCKER_HOST (scripts/local-cluster.sh env). Everything is cached:
@@ -95,12 +98,27 @@ base() {
   echo "$tag"
 }
 
+# The sdist, built offline from this tree as the release workflow builds it, and unpacked:
+# its top directory is a complete build context (MANIFEST.in includes what the Dockerfile copies).
+sdist() {
+  local out=${1:-$(mktemp -d)} archive
+  mkdir -p "$out"
+  .venv/bin/python -m build --sdist --no-isolation --skip-dependency-check --outdir "$out" . \
+    >"$out/build.log" 2>&1 || { tail -n 40 "$out/build.log" >&2; return 1; }
+  archive=$(ls "$out"/*.tar.gz)
+  tar -xzf "$archive" -C "$out"
+  echo "$out/$(tar -tzf "$archive" | head -n 1 | cut -d/ -f1)"
+}
+
 project() {
-  local tag
+  local tag tree
   tag=$(base | tail -n 1)
-  say "building $PROJECT_IMAGE FROM $tag (BuildKit)"
-  DOCKER_BUILDKIT=1 "$DOCKER" build --progress plain --build-arg "BASE_IMAGE=$tag" -t "$PROJECT_IMAGE" . \
-    >"$CACHE/images/project-build.log" 2>&1 || { tail -n 40 "$CACHE/images/project-build.log" >&2; return 1; }
+  tree=$(sdist | tail -n 1)
+  say "building $PROJECT_IMAGE FROM $tag (BuildKit) from the unpacked sdist $(basename "$tree")"
+  DOCKER_BUILDKIT=1 "$DOCKER" build --progress plain --build-arg "BASE_IMAGE=$tag" \
+    --label "datajuicer.io/build-context=sdist:$(basename "$tree")" -t "$PROJECT_IMAGE" "$tree" \
+    >"$CACHE/images/project-build.log" 2>&1 || { tail -n 40 "$CACHE/images/project-build.log" >&2; rm -rf "$(dirname "$tree")"; return 1; }
+  rm -rf "$(dirname "$tree")"
   # Also under the release's published name, which the chart's defaults and configs/job.yaml
   # name: a user's manifests then run the local build unchanged (no registry is reachable).
   local release
@@ -112,7 +130,8 @@ project() {
 case "${1:-}" in
   pause) pause ;;
   base) base ;;
+  sdist) sdist "${2:-}" ;;
   project) project ;;
   all) project ;;
-  *) echo "usage: $0 pause|base|project|all" >&2; exit 2 ;;
+  *) echo "usage: $0 pause|base|sdist [DIR]|project|all" >&2; exit 2 ;;
 esac

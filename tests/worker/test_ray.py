@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +19,7 @@ import orjson
 import pytest
 
 from djworker.config import Strategy
+from djworker.executors import ray as ray_executor
 from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
 from djworker.run import PartitionTask
@@ -112,6 +114,22 @@ def test_ray_address_comes_from_the_recipe_then_ray_address_env(monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     assert ray_address(recipe) == "ray://head:10001"
     assert ray_address(SimpleNamespace(ray_address="ray://other:10001")) == "ray://other:10001"
+
+
+def test_a_ray_client_disconnect_that_never_returns_does_not_hold_the_driver(monkeypatch):
+    """Ray Client's disconnect joins its RPC thread without a timeout; the driver waits a
+    bounded time, then drops Ray's exit hook (which would wait the same way) and goes on."""
+    unblock, started = threading.Event(), threading.Event()
+    fake = SimpleNamespace(shutdown=lambda: (started.set(), unblock.wait(60)))
+    unregistered: list[Any] = []
+    monkeypatch.setattr(ray_executor.atexit, "unregister", unregistered.append)
+    began = time.monotonic()
+    ray_executor._disconnect_client(fake, 0.5)
+    assert started.is_set() and time.monotonic() - began < 5
+    assert unregistered == [fake.shutdown]
+    unblock.set()
+    ray_executor._disconnect_client(SimpleNamespace(shutdown=lambda: None), 5)  # a prompt one leaves the hook
+    assert unregistered == [fake.shutdown]
 
 
 def test_a_local_ray_is_sized_by_np_and_a_remote_one_gets_settings_but_never_secrets(monkeypatch):

@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -184,3 +186,47 @@ def state_volume(kc: Kubectl, claim: str, root: Path) -> Path:
     kc("apply", "-f", "-", input=yaml.safe_dump(pv))
     kc.volumes.append((pv["metadata"]["name"], path))
     return path
+
+
+@dataclass(frozen=True)
+class ContainerExit:
+    pod: str
+    container: str
+    code: int
+    at: float  # the engine's clock: time.time() on this machine
+
+
+class ContainerExits:
+    """Every pod container's death from now on, as the engine reports it (`docker events`):
+    its exit code and time survive the pod, which the kubelet removes right after."""
+
+    def __init__(self, kc: Kubectl) -> None:
+        self._proc = subprocess.Popen([DOCKER, "-H", kc.env["DOCKER_HOST"], "events", "--filter", "type=container",
+                                       "--filter", "event=die", "--format", "{{json .}}"],
+                                      stdout=subprocess.PIPE, text=True)
+        self.seen: list[ContainerExit] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            attrs = json.loads(line).get("Actor", {}).get("Attributes", {})
+            if "io.kubernetes.pod.name" in attrs and "exitCode" in attrs:
+                event = json.loads(line)
+                self.seen.append(ContainerExit(attrs["io.kubernetes.pod.name"], attrs.get("io.kubernetes.container.name", ""),
+                                               int(attrs["exitCode"]), event["timeNano"] / 1e9))
+
+    def of(self, pod: str, container: str) -> list[ContainerExit]:
+        return [e for e in self.seen if e.pod == pod and e.container == container]
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
+@pytest.fixture
+def container_exits(cluster: Kubectl) -> Iterator[ContainerExits]:
+    exits = ContainerExits(cluster)
+    yield exits
+    exits.close()
+

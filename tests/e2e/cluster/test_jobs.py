@@ -8,6 +8,7 @@ import copy
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,10 @@ import yaml
 from tests.support.artifacts import JobFiles
 from tests.support.wait import wait_for
 
-from .conftest import REPO, Kubectl, state_volume
+from .conftest import REPO, ContainerExits, Kubectl, state_volume
 
 EXAMPLE = REPO / "configs" / "job.yaml"
+STOP_EXIT_CODE = 130  # dj-process: stopped on request
 SMALL = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1800)]
@@ -121,7 +123,8 @@ def test_operator_runs_as_a_pod_from_the_built_image(operator: Kubectl, cluster:
 
 
 @pytest.mark.parametrize("executor", ["default", "ray_partitioned"])
-def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endpoint, tmp_path, executor):
+def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endpoint, tmp_path, executor,
+                                                       container_exits: ContainerExits):
     name = f"cleaning-{executor.replace('_', '-')}"
     job = job_manifest(kc, s3_endpoint, name, executor)
     recipe = job["spec"]["recipe"]
@@ -142,6 +145,7 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
         for pod in ray_pods:
             assert_non_root(kc, pod)
 
+    stop_at = time.time()
     kc("patch", "djjob", name, "--type", "merge", "-p", '{"spec":{"stop":true}}')
     wait_for(lambda: kc.status(name).get("phase") in ("Stopped", "Succeeded", "Failed"), 300, f"{name} Stopped", why,
              every=1)
@@ -149,6 +153,13 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
     assert stopped["phase"] == "Stopped", why()
     wait_for(lambda: not [p for p in job_pods(kc, name) if "driver" in p["metadata"]["name"]], 180,
              "the driver pod to be gone", why, every=1)
+    # dj-process ends by itself on the kubelet's SIGTERM, well inside the grace period: a
+    # driver the kubelet has to SIGKILL would show 137 here, a full grace period late
+    grace = job["spec"]["driver"].get("terminationGracePeriodSeconds", 60)
+    (exit_,) = wait_for(lambda: container_exits.of(driver["metadata"]["name"], "driver"), 60,
+                        "the driver container's exit", lambda: f"{container_exits.seen}\n{why()}", every=1)
+    assert exit_.code == STOP_EXIT_CODE, exit_
+    assert exit_.at - stop_at < grace / 2, f"the driver took {exit_.at - stop_at:.0f}s of its {grace}s grace period"
     first = events(state_dir, stopped["jobId"])
     done_before = {e["partition_id"] for e in first if e["event_type"] == "PARTITION_COMPLETE"}
     assert done_before, "the stopped attempt completed (and flushed) some partitions"

@@ -14,6 +14,7 @@ started that outlived `ray.shutdown()`. Ray fate-shares those processes with the
 driver (PR_SET_PDEATHSIG), so a SIGKILLed driver takes them along too."""
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import signal
@@ -23,6 +24,7 @@ from concurrent.futures import Future
 from typing import Any, Callable, Optional
 
 import psutil
+from loguru import logger
 
 from ..errors import DJError
 from ..run import PartitionTask, run_partition
@@ -107,6 +109,9 @@ def init_kwargs(recipe: Any, address: str) -> dict[str, Any]:
 
 
 CONNECT_ATTEMPTS = 3
+# Ray Client's disconnect waits, without a timeout, for its streaming RPC thread to end,
+# which needs the cluster's answer; a stopping driver must not wait on that forever.
+CLIENT_DISCONNECT_TIMEOUT_S = 10.0
 
 
 def _connect(ray: Any, kwargs: dict[str, Any]) -> None:
@@ -212,9 +217,25 @@ class RayExecutor(Executor):
         self._drainer.join(timeout=10)  # let in-flight events land before the mailbox goes away
         if not self.owns_ray:
             return
+        if self.address.startswith("ray://"):
+            return _disconnect_client(self.ray, CLIENT_DISCONNECT_TIMEOUT_S)
         leftovers = _processes(self.ray_processes())  # taken before: psutil then never kills a reused pid
         self.ray.shutdown()
         _reap(leftovers, grace_s=0 if kill else 5)
+
+
+def _disconnect_client(ray: Any, timeout_s: float) -> None:
+    """ray.shutdown() of a Ray Client connection, bounded: on a cluster that does not answer
+    (busy, stopping, gone) it would block the driver's exit until the kubelet's SIGKILL.
+    Its threads are daemons, so a process that gives up waiting still exits; Ray's own
+    exit hook, which would make the same wait, is taken off then."""
+    closing = threading.Thread(target=ray.shutdown, name="dj-ray-disconnect", daemon=True)
+    closing.start()
+    closing.join(timeout_s)
+    if closing.is_alive():
+        atexit.unregister(ray.shutdown)
+        logger.warning("the Ray Client connection did not close within {:g}s; the driver exits without waiting "
+                       "for the cluster's answer", timeout_s)
 
 
 def _signal_handlers() -> dict[int, Any]:
