@@ -4,7 +4,8 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any, Optional, Sequence
+import time
+from typing import Any, Callable, Optional, Sequence
 from urllib.parse import urlsplit
 
 import kopf
@@ -27,6 +28,12 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     s.watching.connect_timeout = 10
     s.watching.server_timeout = 300
     s.networking.request_timeout = 30
+    # kopf retries a failed request (a watch included) after each of these and escalates after
+    # the last. Its default waits up to 21 s between tries, so a watch could resume that long
+    # after the apiserver is back. With at most 5 s between tries, the watches resume within
+    # 5 s; the tries still cover a minute of outage before the error ends kopf's run (then
+    # supervise() restarts it).
+    s.networking.error_backoffs = (1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5)
     s.execution.max_workers = 8
     s.peering.lifetime = settings.peering_lifetime
     return s
@@ -42,15 +49,25 @@ def peering_priority(settings: Settings) -> Optional[int]:
 
 class Readiness:
     """Ready once kopf has run its startup, discovered the DataJuicerJob resource and
-    started watching it. Reads kopf's own flags (from other threads; they only go up)."""
+    started watching it. Reads kopf's own flags (from other threads; they only go up
+    within one kopf run; renew() starts them afresh for the next run)."""
 
     def __init__(self) -> None:
+        self.started = threading.Event()
+        self.restarting: Optional[str] = None
+        self.renew()
+
+    def renew(self) -> None:
+        """Fresh flags for a new kopf run (kopf's Insights hold asyncio primitives bound to
+        the event loop of the run that used them)."""
         from kopf._cogs.structs.references import Insights  # kopf exports no public handle on this
 
-        self.started = threading.Event()
+        self.started.clear()
         self.insights = Insights()
 
     def missing(self) -> Optional[str]:
+        if self.restarting:
+            return self.restarting
         if not self.started.is_set():
             return "kopf is starting"
         if not self.insights.ready_resources.is_set():
@@ -90,18 +107,59 @@ def main(argv: Sequence[str] | None = None) -> None:
     priority = peering_priority(settings)
     if priority is not None:
         log.info("peering %r with priority %d", settings.peering, priority)
-    kopf.run(
-        registry=registry,
-        settings=kopf_settings(settings),
-        standalone=settings.peering is None,
-        peering_name=settings.peering,
-        priority=priority,
-        clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
-        liveness_endpoint=settings.liveness,
-        insights=readiness.insights,
-        ready_flag=readiness.started,
-    )
+
+    def run_kopf() -> None:
+        kopf.run(
+            registry=registry,
+            settings=kopf_settings(settings),
+            standalone=settings.peering is None,
+            peering_name=settings.peering,
+            priority=priority,
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            liveness_endpoint=settings.liveness,
+            insights=readiness.insights,
+            ready_flag=readiness.started,
+        )
+
+    supervise(run_kopf, readiness, metrics)
+
+
+# Seconds between in-process restarts of kopf: doubling from the first, capped, and back to
+# the first once a run has lasted STABLE_AFTER_S (a crash loop slows down, a rare blip does not).
+RESTART_BACKOFF_S = (1.0, 10.0)
+STABLE_AFTER_S = 120.0
+
+
+def supervise(run: Callable[[], None], readiness: Readiness, metrics: OperatorMetrics,
+              sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic) -> None:
+    """Runs kopf until it stops cleanly (a signal), restarting it when it stops on an error.
+
+    kopf ends the whole operator when one watch stream fails with an error it does not
+    retry: a 404 for the DataJuicerJob API while the apiserver, just restarted, has not
+    installed the CRD's handler yet; a 5xx or 403 that outlasts its request retries. Those
+    are transient. A restarted kopf lists every job again and runs the resume handler for
+    each, and the reconcile is idempotent with all state in the CRs, so the jobs are caught
+    up at once, as after a pod restart, but without a CrashLoopBackOff's growing delays."""
+    first, cap = RESTART_BACKOFF_S
+    delay = first
+    while True:
+        began = clock()
+        try:
+            run()
+            return  # stopped on purpose (SIGTERM/SIGINT): kopf has shut down cleanly
+        except Exception as err:  # noqa: BLE001 - every error that ends kopf is retried: the pod would be restarted anyway
+            if clock() - began >= STABLE_AFTER_S:
+                delay = first
+            what = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+            metrics.kopf_restarts.labels(type(err).__name__).inc()
+            readiness.restarting = f"kopf stopped on {what}; restarting its watches in {delay:g}s"
+            log.error("kopf stopped on %s; restarting its watches in %gs (the jobs' state is in their "
+                      "status, nothing is lost)", what, delay)
+            sleep(delay)
+            delay = min(delay * 2, cap)
+            readiness.renew()
+            readiness.restarting = None
 
 
 if __name__ == "__main__":
