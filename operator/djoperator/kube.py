@@ -15,7 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
-from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION
+from .crd import API_VERSION, KIND, PLURAL, RAY_GROUP, RAY_VERSION
 from .observed import CreateFailure
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,15 @@ class Kube:
         items = sorted((e.to_dict() for e in found.items),
                        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
         return [f"{e.get('reason')}: {e.get('message') or ''}" for e in items]
+
+    def job_api_served(self) -> bool:
+        """Whether the apiserver serves the DataJuicerJob API right now (its discovery
+        document lists the resource), asked directly, past the client's discovery cache."""
+        try:
+            found = self.dyn.request("get", f"/apis/{API_VERSION}", _request_timeout=REQUEST_TIMEOUT)
+        except Exception:  # noqa: BLE001 - not served, or not reachable: either way, no
+            return False
+        return any(r.get("name") == PLURAL for r in (found.to_dict().get("resources") or []))
 
     def get_job(self, namespace: str, name: str) -> dict[str, Any]:
         """The DataJuicerJob as stored now. Raises JobGone if it was deleted, and

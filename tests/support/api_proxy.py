@@ -38,7 +38,7 @@ class APIProxy:
         self.url = f"http://127.0.0.1:{self.port}"
         self.refused_404: list[str] = []  # paths answered with the not-served 404, for the test to check
         self._prefix: Optional[str] = None
-        self._open: set[tuple[str, web.Request]] = set()
+        self._open: dict[int, tuple[str, web.Request]] = {}  # by id(request)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="api-proxy", daemon=True)
         self._runner: Optional[web.AppRunner] = None
@@ -52,7 +52,7 @@ class APIProxy:
         return self
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
@@ -63,7 +63,7 @@ class APIProxy:
             self._prefix = prefix
             if prefix is None:
                 return
-            for path, request in list(self._open):
+            for path, request in list(self._open.values()):
                 if path.startswith(prefix) and request.transport is not None:
                     request.transport.close()
         self._loop.call_soon_threadsafe(apply)
@@ -88,12 +88,12 @@ class APIProxy:
                                               auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
 
     async def _stop(self) -> None:
-        for _, request in list(self._open):
+        for _, request in list(self._open.values()):
             if request.transport is not None:
                 request.transport.close()
         if self._runner is not None:
@@ -107,8 +107,8 @@ class APIProxy:
             return web.Response(status=404, text="404 page not found\n", content_type="text/plain")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         body = await request.read()
-        key = (request.path, request)
-        self._open.add(key)
+        key = id(request)
+        self._open[key] = (request.path, request)
         response: Optional[web.StreamResponse] = None
         try:
             assert self._session is not None
@@ -128,4 +128,4 @@ class APIProxy:
                 request.transport.close()
             return response if response is not None else web.Response(status=503)
         finally:
-            self._open.discard(key)
+            self._open.pop(key, None)
