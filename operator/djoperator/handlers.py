@@ -3,8 +3,10 @@
 create, resume (operator restart), any spec change (spec.stop included) and the
 timer all call the same reconcile, which checks spec.stop level-based; the timer
 also mirrors the driver's progress. kopf may run the timer and a change handler
-for one object at once, so a per-object lock (in kopf's per-object memo)
-serialises them; the status is written before the children it names."""
+for one object at once, so a per-object lock serialises them; the status is
+written before the children it names. A read the apiserver cannot answer
+(kube.APIUnavailable) ends the reconcile before anything is decided, and kopf
+retries it one interval later."""
 from __future__ import annotations
 
 import logging
@@ -18,7 +20,7 @@ import kopf
 from . import observe
 from . import status as core
 from .crd import GROUP, PLURAL, STOPPED, TERMINAL, VERSION
-from .kube import Kube, status_patch
+from .kube import APIUnavailable, JobGone, Kube, status_patch
 from .metrics import OperatorMetrics
 from .observed import Event
 from .settings import Settings
@@ -26,8 +28,22 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _lock(memo: kopf.Memo) -> threading.Lock:
-    return memo.setdefault("reconcile_lock", threading.Lock())
+class Locks:
+    """One lock per job, for the life of the process. Not in kopf's per-object memo: the
+    supervisor in main.py may restart kopf (new memos) while a reconcile of the run that
+    failed is still finishing in its worker thread."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+
+    def __call__(self, uid: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._guard:
+            self._locks.pop(uid, None)
 
 
 def _now() -> datetime:
@@ -61,22 +77,30 @@ def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
              metrics: Optional[OperatorMetrics] = None) -> None:
     """Adds the DataJuicerJob handlers to registry, closing over settings and the client."""
-    resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+    # A failed handler is retried after `backoff` (kopf's default is 60 s): one interval
+    # instead, so a job whose reconciles failed while the apiserver was away is caught up
+    # within a poll interval of its return.
+    resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry, backoff=settings.interval)
     metrics = metrics or OperatorMetrics()
+    lock = Locks()
 
-    def reconcile(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    def reconcile(body: kopf.Body, **kwargs: Any) -> None:
         began = time.monotonic()
         try:
-            _reconcile(body, memo)
+            _reconcile(body)
+        except JobGone:
+            return  # deleted between the event and this read: nothing to reconcile
         except Exception as err:
             metrics.reconcile_errors.labels(type(err).__name__).inc()
+            if isinstance(err, APIUnavailable):
+                raise kopf.TemporaryError(str(err), delay=settings.interval) from err
             raise
         finally:
             metrics.reconcile_seconds.observe(time.monotonic() - began)
 
-    def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+    def _reconcile(body: kopf.Body) -> None:
         for _round in range(3):  # `again`: the first round only records the job id and child names
-            with _lock(memo):
+            with lock(body["metadata"]["uid"]):
                 observed = observe.job(kube, body, settings, _now())
                 decision = core.next_status(observed, settings)
                 patch = status_patch(observed.status.dump(), decision.status)
@@ -93,13 +117,21 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
             if not decision.again:
                 break
 
-    def finalize(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-        with _lock(memo):
-            observed = observe.job(kube, body, settings, _now(), with_progress=False)
-            decision = core.teardown(observed, settings)
-            kube.apply([], decision.delete)
+    def finalize(body: kopf.Body, **_: Any) -> None:
+        uid = body["metadata"]["uid"]
+        try:
+            with lock(uid):
+                observed = observe.job(kube, body, settings, _now(), with_progress=False)
+                decision = core.teardown(observed, settings)
+                kube.apply([], decision.delete)
+        except JobGone:
+            lock.forget(uid)
+            return
+        except APIUnavailable as err:
+            raise kopf.TemporaryError(str(err), delay=settings.interval) from err
         if not decision.waiting:
             metrics.forget(observed.namespace, observed.name)
+            lock.forget(uid)
         if decision.waiting:
             raise kopf.TemporaryError("waiting for the driver to checkpoint and exit, then for the RayCluster",
                                       delay=settings.interval)

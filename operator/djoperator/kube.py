@@ -15,11 +15,36 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
-from .crd import API_VERSION, KIND, RAY_GROUP, RAY_VERSION
+from .crd import API_VERSION, KIND, PLURAL, RAY_GROUP, RAY_VERSION
 from .observed import CreateFailure
 
 log = logging.getLogger(__name__)
 RAY_API_VERSION = f"{RAY_GROUP}/{RAY_VERSION}"
+# (connect, read) seconds for every call: a reconcile holds its job's lock, so a call to an
+# apiserver that accepted the connection but never answers (etcd down under it) must end.
+REQUEST_TIMEOUT = (5, 30)
+
+
+class APIUnavailable(RuntimeError):
+    """The apiserver cannot answer for this job right now: a 404 for a whole API path (a
+    CRD not served yet, as for a few seconds after an apiserver restart), not for one
+    object. Transient: the reconcile is retried, and nothing is decided on a missing read."""
+
+
+def object_missing(err: ApiException) -> bool:
+    """A 404 about one object (a Status with reason NotFound), as opposed to a 404 for a
+    path nobody serves ("404 page not found"), which says nothing about the object."""
+    import json
+    try:
+        body = json.loads(err.body)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("kind") == "Status" and body.get("reason") == "NotFound"
+
+
+def _not_served(err: ApiException, what: str) -> APIUnavailable:
+    return APIUnavailable(f"{what}: the apiserver answered 404 for the API path itself ({_api_message(err)}); "
+                          "its API is not served yet (an apiserver restart), retrying")
 
 
 def api_client() -> ApiClient:
@@ -29,6 +54,10 @@ def api_client() -> ApiClient:
         return ApiClient()
     except kube_config.ConfigException:
         return kube_config.new_client_from_config()
+
+
+class JobGone(RuntimeError):
+    """The DataJuicerJob itself no longer exists: there is nothing left to reconcile."""
 
 
 class Kube:
@@ -43,13 +72,19 @@ class Kube:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
         """The object as a dict, or None if it (or its kind, e.g. KubeRay's CRD) does not exist."""
         try:
-            return self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict()
-        except (NotFoundError, ResourceNotFoundError):
+            return self._resource(api_version, kind).get(name=name, namespace=namespace,
+                                                         _request_timeout=REQUEST_TIMEOUT).to_dict()
+        except ResourceNotFoundError:
             return None
+        except NotFoundError as err:
+            if object_missing(err):
+                return None
+            raise _not_served(err, f"get {kind} {namespace}/{name}") from err
 
     def list(self, api_version: str, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
         try:
-            found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+            found = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector,
+                                                          _request_timeout=REQUEST_TIMEOUT)
         except ResourceNotFoundError:
             return []
         return [item.to_dict() for item in found.items]
@@ -58,7 +93,8 @@ class Kube:
         """The pod's Warning events as "Reason: message", oldest first."""
         try:
             found = self._resource("v1", "Event").get(
-                namespace=namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning")
+                namespace=namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod},type=Warning",
+                _request_timeout=REQUEST_TIMEOUT)
         except (NotFoundError, ResourceNotFoundError):
             return []
         except ApiException as err:
@@ -71,8 +107,27 @@ class Kube:
                        key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
         return [f"{e.get('reason')}: {e.get('message') or ''}" for e in items]
 
-    def get_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get(API_VERSION, KIND, namespace, name)
+    def job_api_served(self) -> bool:
+        """Whether the apiserver serves the DataJuicerJob API right now (its discovery
+        document lists the resource), asked directly, past the client's discovery cache."""
+        try:
+            found = self.dyn.request("get", f"/apis/{API_VERSION}", _request_timeout=REQUEST_TIMEOUT)
+        except Exception:  # noqa: BLE001 - not served, or not reachable: either way, no
+            return False
+        return any(r.get("name") == PLURAL for r in (found.to_dict().get("resources") or []))
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any]:
+        """The DataJuicerJob as stored now. Raises JobGone if it was deleted, and
+        APIUnavailable if its API is not served at the moment (its CRD is never optional)."""
+        try:
+            self._resource(API_VERSION, KIND)
+        except ResourceNotFoundError as err:
+            raise APIUnavailable(f"get {KIND} {namespace}/{name}: {API_VERSION} is not in the apiserver's "
+                                 "discovery (an apiserver restart, or the CRD was removed), retrying") from err
+        job = self.get(API_VERSION, KIND, namespace, name)
+        if job is None:
+            raise JobGone(f"{KIND} {namespace}/{name} is gone")
+        return job
 
     # -- writes -------------------------------------------------------------------
 
@@ -89,12 +144,15 @@ class Kube:
             raise RuntimeError(f"cannot create {manifest['kind']} {meta['namespace']}/{meta['name']}: the API "
                                f"{manifest['apiVersion']} is not served; install its CRD (KubeRay for RayCluster)") from err
         try:
-            resource.create(body=manifest, namespace=meta["namespace"])
+            resource.create(body=manifest, namespace=meta["namespace"], _request_timeout=REQUEST_TIMEOUT)
             log.info("created %s %s/%s", manifest["kind"], meta["namespace"], meta["name"])
         except ConflictError:
             if manifest["kind"] == "ConfigMap":
                 resource.patch(body={"data": manifest.get("data", {})}, name=meta["name"],
-                               namespace=meta["namespace"], content_type="application/merge-patch+json")
+                               namespace=meta["namespace"], content_type="application/merge-patch+json",
+                               _request_timeout=REQUEST_TIMEOUT)
+        except NotFoundError as err:  # a create never finds "no such object": the path is not served
+            raise _not_served(err, f"create {manifest['kind']} {meta['namespace']}/{meta['name']}") from err
         except ApiException as err:
             if err.status not in (400, 403, 422):
                 raise
@@ -109,10 +167,13 @@ class Kube:
             options["gracePeriodSeconds"] = ref["gracePeriodSeconds"]
         try:
             self._resource(ref["apiVersion"], ref["kind"]).delete(
-                name=ref["name"], namespace=ref["namespace"], body=options)
+                name=ref["name"], namespace=ref["namespace"], body=options, _request_timeout=REQUEST_TIMEOUT)
             log.info("deleting %s %s/%s", ref["kind"], ref["namespace"], ref["name"])
-        except (NotFoundError, ResourceNotFoundError):
+        except ResourceNotFoundError:
             pass
+        except NotFoundError as err:
+            if not object_missing(err):
+                raise _not_served(err, f"delete {ref['kind']} {ref['namespace']}/{ref['name']}") from err
 
     def apply(self, create: Iterable[dict[str, Any]], delete: Iterable[dict[str, Any]]) -> list[CreateFailure]:
         """Deletes first (a stop must not wait behind creates), then creates in the given
@@ -131,9 +192,13 @@ class Kube:
         resource = self._resource(API_VERSION, KIND)
         try:
             resource.status.patch(body={"status": patch}, name=name, namespace=namespace,
-                                  content_type="application/merge-patch+json")
-        except NotFoundError:
-            pass  # deleted meanwhile: nothing left to report on
+                                  content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT)
+        except NotFoundError as err:
+            # Deleted meanwhile, or not served: either way the children this status names must
+            # not be created after it, so this reconcile ends here.
+            if object_missing(err):
+                raise JobGone(f"{KIND} {namespace}/{name} is gone") from err
+            raise _not_served(err, f"patch the status of {KIND} {namespace}/{name}") from err
 
 
 def _api_message(err: ApiException) -> str:

@@ -121,6 +121,9 @@ class OperatorMetrics:
         self.reconcile_errors = Counter(
             f"{PREFIX}_operator_reconcile_errors", "Reconciles that raised (kopf retries them)",
             ["error"], registry=self.registry)
+        self.kopf_restarts = Counter(
+            f"{PREFIX}_operator_kopf_restarts", "Times kopf stopped on an error and its watches were restarted in-process",
+            ["error"], registry=self.registry)
         self.progress_poll_failures = Counter(
             f"{PREFIX}_operator_progress_poll_failures", "Polls of a running driver's /progress that got no answer",
             ["namespace", "name"], registry=self.registry)

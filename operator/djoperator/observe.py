@@ -20,10 +20,11 @@ log = logging.getLogger(__name__)
 def job(kube: Kube, body: Mapping[str, Any], settings: Settings, now: datetime,
         with_progress: bool = True) -> Observed:
     """Everything next_status needs. The CR is re-read, not taken from the event that
-    triggered us, so a timer and a spec change in a row see each other's status."""
+    triggered us, so a timer and a spec change in a row see each other's status; if it
+    cannot be read (kube.JobGone, kube.APIUnavailable) nothing is decided."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    fresh = kube.get_job(namespace, name) or dict(body)
+    fresh = kube.get_job(namespace, name)
     spec, spec_error, unknown = None, None, []
     try:
         spec, unknown = crd.parse_spec_lenient(fresh.get("spec"))

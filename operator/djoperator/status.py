@@ -27,8 +27,8 @@ from .progress import conditions, mirror_final, mirror_progress
 from .settings import Settings
 
 CREATE_FAILURES = {400: "CreateInvalid", 403: "CreateForbidden", 422: "CreateInvalid"}
-STUCK_REASONS = frozenset({*CREATE_FAILURES.values(), "DriverCannotStart"})
-WARNING_REASONS = frozenset({*STUCK_REASONS, "StartDeadlineExceeded", "DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart",
+STUCK_REASONS = frozenset({*CREATE_FAILURES.values(), "DriverCannotStart", "DriverUnschedulable"})
+WARNING_REASONS = frozenset({*STUCK_REASONS, "StartDeadlineExceeded", "DriverFailed", "DriverLost", "ProgressUnreachable", "DriverCannotStart", "DriverUnschedulable",
                              "DriverTerminating", "RayClusterLost", "DeadlineExceeded", "ProgressDeadlineExceeded",
                              "InvalidSpec"})
 
@@ -361,6 +361,12 @@ def _run(step: _Step) -> None:
         st.starting_since = None
         step.set_phase(RUNNING, "DriverRunning", f"driver {name.driver} is processing job {job.job_id}")
         mirror_progress(o, st)
+    elif pod.blocked and pod.blocked.startswith("Unschedulable"):
+        # The scheduler finds no node (resources, selectors, taints): the pod never starts
+        # until the cluster or the spec changes, and the start deadline ends the job with this reason.
+        step.set_phase(PROVISIONING, "DriverUnschedulable",
+                       f"driver {name.driver} cannot be scheduled: {pod.blocked}; fix spec.driver.resources or "
+                       "spec.scheduling, or add capacity")
     elif pod.blocked:
         step.set_phase(PROVISIONING, "DriverCannotStart", f"driver {name.driver} cannot start: {pod.blocked}")
     else:

@@ -556,6 +556,21 @@ def test_a_driver_stuck_pending_fails_at_the_start_deadline():
     assert kinds(d.delete) == [("Pod", "demo-driver-1")]
 
 
+def test_an_unschedulable_driver_says_so_and_fails_with_that_reason_at_the_start_deadline():
+    from djoperator.observed import PodState
+    pending = PodState("demo-driver-1", 1, "Pending", blocked="Unschedulable: 0/3 nodes are available: 3 Insufficient cpu.")
+    d = next_status(observed("Provisioning", pods=(pending,), starting_since=NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                             reason="DriverStarting", **RUNNING), SETTINGS)
+    assert d.status["phase"] == "Provisioning" and d.status["reason"] == "DriverUnschedulable"
+    assert "Insufficient cpu" in d.status["message"] and "spec.driver.resources" in d.status["message"]
+    assert ("Warning", "DriverUnschedulable") in [(e.type, e.reason) for e in d.events]
+    late = next_status(observed("Provisioning", pods=(pending,), starting_since="2026-01-02T02:00:00Z",
+                                reason="DriverUnschedulable", message=d.status["message"], **RUNNING), SETTINGS)
+    assert late.status["phase"] == "Stopping" and late.status["reason"] == "DriverUnschedulable"
+    assert "spec.startDeadlineSeconds" in late.status["message"] and "Insufficient cpu" in late.status["message"]
+    assert kinds(late.delete) == [("Pod", "demo-driver-1")]
+
+
 def carried_raw(status_dict):
     st = parse_status(status_dict)
     return {k: v for k, v in st.model_dump().items() if v is not None}

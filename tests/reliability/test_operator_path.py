@@ -280,3 +280,22 @@ def kubelet_reports(op: dict[str, Any], pod: str, waiting: Optional[tuple[str, s
 
     client.CoreV1Api(op["kube_cluster"].api_client()).patch_namespaced_pod_status(pod, op["job_namespace"],
                                                                                   {"status": status})
+
+
+def test_a_driver_stuck_unschedulable_fails_at_the_start_deadline_with_reason_driver_unschedulable(op):
+    """A driver pod the scheduler can place nowhere stays Pending for ever; startDeadlineSeconds
+    ends the job, and the reason says it was never scheduled, with the scheduler's words."""
+    kc = op["kc"]
+    op["node_agent"].release(op["job_namespace"])  # no node: the scheduler is played below
+    kc.apply(h.job_manifest("unplaced", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], startDeadlineSeconds=6,
+                            driver={"resources": {"requests": {"cpu": "64"}}}))
+    pod = h.wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "unplaced"))
+    kubelet_reports(op, pod["metadata"]["name"], unschedulable="0/1 nodes are available: 1 Insufficient cpu.")
+    st = h.wait_for(lambda: (s := kc.status("unplaced")).get("reason") == "DriverUnschedulable" and s, 10,
+                    "reason DriverUnschedulable", lambda: diagnose(op, "unplaced"))
+    assert st["phase"] == "Provisioning" and "Insufficient cpu" in st["message"]
+    done = finished(op, "unplaced", 60)
+    assert done["phase"] == "Failed" and done["reason"] == "DriverUnschedulable", diagnose(op, "unplaced")
+    assert "spec.startDeadlineSeconds" in done["message"] and "Insufficient cpu" in done["message"]
+    assert kc.pods() == [], "the pending driver is deleted"
+    assert any(e["type"] == "Warning" and e["reason"] == "DriverUnschedulable" for e in kc.events("unplaced"))

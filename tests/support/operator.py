@@ -35,8 +35,9 @@ def node_agent(kube_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFact
 class OperatorProcess:
     """`dj-operator` as a user runs it: a process with a kubeconfig, watching all namespaces."""
 
-    def __init__(self, cluster: LocalCluster, log: Path) -> None:
+    def __init__(self, cluster: LocalCluster, log: Path, kubeconfig: Path | None = None) -> None:
         self.cluster, self.log = cluster, log
+        self.kubeconfig = kubeconfig  # None: the cluster's admin kubeconfig
         self.port = free_port()
         self.metrics_port = free_port()  # /metrics and /readyz share it
         self.proc: subprocess.Popen | None = None
@@ -51,7 +52,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env["KUBECONFIG"] = str(self.cluster.kubeconfig)
+        env["KUBECONFIG"] = str(self.kubeconfig or self.cluster.kubeconfig)
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(self.command, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL)
@@ -71,6 +72,22 @@ class OperatorProcess:
     def tail(self, lines: int = 60) -> str:
         return tail(self.log, lines)
 
+    def died(self) -> str | None:
+        """Why the process is not running, with its log tail; None while it runs (or was
+        stopped on purpose)."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"dj-operator exited with code {self.proc.returncode}; its log ends:\n{self.tail(40)}"
+
+    def ensure_running(self) -> None:
+        """Fails at once, with the reason, if the operator died (a test then errors in setup
+        instead of timing out on a dead operator), after restarting it for the tests after."""
+        why = self.died()
+        if why is not None:
+            self.start()
+            pytest.fail(f"the session's operator died during an earlier test (restarted for the next ones): {why}",
+                        pytrace=False)
+
 
 @pytest.fixture(scope="session")
 def dj_operator(kube_cluster: LocalCluster, dj_crd: str, kuberay_crd: str,
@@ -84,6 +101,7 @@ def dj_operator(kube_cluster: LocalCluster, dj_crd: str, kuberay_crd: str,
 @pytest.fixture
 def job_namespace(kube_namespace: str, node_agent: NodeAgent, dj_operator: OperatorProcess) -> Iterator[str]:
     """A fresh namespace that the node agent serves and the operator watches."""
+    dj_operator.ensure_running()
     node_agent.adopt(kube_namespace)
     yield kube_namespace
     node_agent.release(kube_namespace)
