@@ -384,6 +384,7 @@ class Driver:
         perf = None
         if "run_start_time" in self.summary:
             perf = self.run_metrics.result(self.summary["run_start_time"], time.time())
+            perf["storage_retries"] += self.storage.retries  # the driver's own (plan, listings, export)
             log.emit(EventType.PERFORMANCE_METRIC, **perf, peak_rss_mb=round(self.sampler.peak_rss / 2**20, 1),
                      message=f"{perf['rows_per_s']:.0f} rows/s: {perf['rows_in']} rows in {perf['wall_s']:.2f} s "
                              f"({perf['partitions_processed']} partitions processed, {perf['partitions_skipped']} skipped)")
