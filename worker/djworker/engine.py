@@ -392,7 +392,8 @@ class Driver:
         now = time.time()
         self._update_summary(status=status, end_time=now, duration_s=now - self.summary.get("start_time", now),
                              error=message if status != "completed" else None, exit_code=code,
-                             export=export, progress=self.live_progress(), performance=perf)
+                             export=export, progress=self.live_progress(), performance=perf,
+                             event_log_degraded=log.degraded)
         if status != "completed":
             retention.apply_at_end(self.storage, self.paths, self.recipe, status)
         return JobOutcome(self.job_id, status, self.paths, export, None if status == "completed" else message, code)
