@@ -11,28 +11,31 @@ import argparse
 import os
 import tempfile
 import time
+from types import SimpleNamespace
 
 import orjson
 
 from djworker.dashboard.source import JobView
 from djworker.jobs.monitor import JobProgressMonitor
+from djworker.jobs.paths import JobPaths
 
 OPS = ("clean_links_mapper", "whitespace_normalization_mapper", "text_length_filter")
 
 
 def write_job(base: str, job_id: str, partitions: int, done: float) -> None:
-    job_dir = os.path.join(base, job_id)
-    event_dir = os.path.join(job_dir, "event_logs")
-    os.makedirs(os.path.join(job_dir, "metadata"))
-    os.makedirs(event_dir)
+    """The job's files where the driver writes them, with the recipe's default layout under base."""
+    paths = JobPaths.of(SimpleNamespace(work_dir=base, event_log_dir=None, checkpoint_dir=None), job_id)
+    os.makedirs(os.path.dirname(paths.mapping))
+    os.makedirs(paths.event_dir)
     plan = {"total_samples": partitions * 100,
             "partitions": [{"partition_id": i, "sample_count": 100} for i in range(partitions)]}
-    with open(os.path.join(job_dir, "metadata", "dataset_mapping.json"), "wb") as fh:
+    with open(paths.mapping, "wb") as fh:
         fh.write(orjson.dumps(plan))
-    with open(os.path.join(job_dir, "job_summary.json"), "wb") as fh:
-        fh.write(orjson.dumps({"job_id": job_id, "status": "completed", "event_log_dir": event_dir, "attempts": 1}))
+    with open(paths.summary, "wb") as fh:
+        fh.write(orjson.dumps({"job_id": job_id, "status": "completed", "event_log_dir": paths.event_dir,
+                               "attempts": 1}))
     t0 = time.time() - 3600
-    with open(os.path.join(event_dir, "events.jsonl"), "wb") as fh:
+    with open(paths.events_file, "wb") as fh:
         def emit(event_type: str, t: float, **fields) -> None:
             fh.write(orjson.dumps({"event_type": event_type, "job_id": job_id, "timestamp": t0 + t,
                                    "time": "", **fields}) + b"\n")

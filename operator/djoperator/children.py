@@ -5,7 +5,10 @@ recipe ConfigMap (inline recipes) -> state PVC (event log + work dir, on fast st
 `dj-process`).
 
 The driver always gets the same --job_id, so attempt n+1 resumes from the checkpoints
-attempt n left in object storage, and the same state volume, so it finds its events."""
+attempt n left in object storage, and the same state volume, so it finds its events.
+
+Over 300 lines: one builder per child kind (ConfigMap, PVC, Secret, RayCluster, driver Pod,
+Service), which share the naming, labels and pod security settings defined here."""
 from __future__ import annotations
 
 import hashlib

@@ -3,7 +3,9 @@
 The CRD's OpenAPI schema (crds/datajuicer.io_datajuicerjobs.yaml) rejects wrong
 types at `kubectl apply`; these models add the cross-field rules a v1.20 schema
 cannot express (no CEL), and give the rest of the operator typed access. A spec
-that fails here sets the job `Failed` with reason `InvalidSpec`."""
+that fails here sets the job `Failed` with reason `InvalidSpec`.
+
+Over 300 lines because it is the resource's schema: every spec and status section as a model."""
 from __future__ import annotations
 
 import json

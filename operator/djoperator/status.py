@@ -8,7 +8,10 @@
 Every call is idempotent: it decides from what is observed plus the status (the
 operator's only memory) and names children deterministically, so a repeated or
 concurrent reconcile repeats the same writes instead of doubling them. The first
-reconcile only records the job id and child names; nothing is created before that."""
+reconcile only records the job id and child names; nothing is created before that.
+
+Over 300 lines: it is the whole state machine above, one step function per phase;
+splitting the phases apart would hide the transitions from each other."""
 from __future__ import annotations
 
 from dataclasses import replace

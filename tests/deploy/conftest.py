@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.k8s import LocalCluster, wait_for
+from tests.support.k8s import LocalCluster
+from tests.support.wait import wait_for
 
 from .chart import CHART, CRD_NAME, is_established
 
@@ -23,5 +24,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def chart_crd(kube_cluster: LocalCluster) -> str:
     """The chart's copy of the DataJuicerJob CRD, applied as `kubectl apply -f` would, Established."""
     kube_cluster.kubectl("apply", "-f", str(CHART / "crds"))
-    wait_for(lambda: is_established(kube_cluster, CRD_NAME), what=f"CRD {CRD_NAME} to be Established")
+    wait_for(lambda: is_established(kube_cluster, CRD_NAME), 60, f"CRD {CRD_NAME} to be Established")
     return CRD_NAME

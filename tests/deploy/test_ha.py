@@ -14,10 +14,11 @@ from typing import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.operator.helpers import Kubectl, job_manifest, upload_dataset, wait_for
+from tests.operator.helpers import Kubectl, job_manifest, upload_dataset
 from tests.support.k8s import LocalCluster, free_port
 from tests.support.node_agent import NodeAgent
 from tests.support.operator import OperatorProcess
+from tests.support.wait import wait_for
 
 from .chart import REPO
 

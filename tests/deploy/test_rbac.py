@@ -23,9 +23,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.operator.helpers import Kubectl, job_manifest, read_jsonl, upload_dataset, wait_for
+from tests.operator.helpers import Kubectl, job_manifest, read_jsonl, upload_dataset
 from tests.support.k8s import (OPERATOR_SA_GROUPS, OPERATOR_SA_TOKEN, OPERATOR_SA_USER, LocalCluster, free_port)
 from tests.support.node_agent import PROGRESS_ANNOTATION, NodeAgent
+from tests.support.wait import wait_for
 
 from .chart import (CHART, CRD_NAME, NAMESPACE, RELEASE, REPO, documented_grants, grants, is_established, only,
                     operator_container, render, without)

@@ -11,7 +11,8 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.k8s import OPERATOR_SA_TOKEN, wait_for
+from tests.support.k8s import OPERATOR_SA_TOKEN
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -98,8 +99,8 @@ def test_service_account_token_is_forbidden_until_a_role_binding_grants_it(
     # RBAC changes reach the authorizer through an informer: allow a short delay.
     wait_for(
         lambda: kube_cluster.kubectl(*listing, kubeconfig=as_operator, check=False).returncode == 0,
-        what="the RoleBinding to take effect",
-        timeout_s=15,
+        15,
+        "the RoleBinding to take effect",
     )
     still_denied = kube_cluster.kubectl(
         "get", "secrets", "-n", kube_namespace, kubeconfig=as_operator, check=False

@@ -1,19 +1,18 @@
-"""What the operator's shell tests do as a user would: kubectl, S3 objects, waiting."""
+"""What the operator's shell tests do as a user would: kubectl and S3 objects (waiting: tests.support.wait)."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import orjson
 import yaml
 
 from djworker.demo_data import rows as demo_rows
+from tests.support.artifacts import JobFiles
 from tests.support.k8s import LocalCluster
 
 REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 OPS = [
     {"clean_links_mapper": {}},
@@ -23,17 +22,9 @@ OPS = [
 ]
 
 
-def wait_for(predicate: Callable[[], Optional[T]], timeout: float, what: str,
-             diagnose: Callable[[], str] = lambda: "") -> T:
-    """Polls until predicate returns something truthy; fails with what + diagnostics."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnose()}")
-        time.sleep(0.5)  # each poll is a kubectl process: keep it cheap on a small machine
+def state_volume_job(volume: Path, job_id: str) -> JobFiles:
+    """A job's files on its state volume, as the operator mounts it (/dj/state: events/ and work/)."""
+    return JobFiles.of(job_id, volume / "work", volume / "events")
 
 
 def s3fs_client(s3_env: dict[str, str]):

@@ -14,7 +14,9 @@ import yaml
 from djworker.demo_data import write_jsonl
 from tests.support.ray import running_ray_head
 
-from .helpers import REPO, Kubectl, read_jsonl, upload_dataset, wait_for
+from tests.support.wait import wait_for
+
+from .helpers import REPO, Kubectl, read_jsonl, upload_dataset
 from .test_lifecycle import diagnose
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]

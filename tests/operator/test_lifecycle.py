@@ -7,7 +7,9 @@ import pytest
 
 from tests.support.s3 import SECRET_KEY
 
-from .helpers import REPO, Kubectl, job_manifest, read_jsonl, s3_keys, upload_dataset, wait_for
+from tests.support.wait import wait_for
+
+from .helpers import REPO, Kubectl, job_manifest, read_jsonl, s3_keys, state_volume_job, upload_dataset
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
@@ -83,13 +85,9 @@ def reference_rows(tmp_path_factory) -> list[dict]:
 
 
 def engine_events(node_agent, kc: Kubectl, name: str) -> list[dict]:
-    """The engine's events.jsonl on the job's state volume (the agent's PVC directory)."""
-    import json
-
+    """The engine's event log on the job's state volume (the agent's PVC directory)."""
     st = kc.status(name)
-    path = node_agent.volume_dir(kc.namespace, st["children"]["eventLogClaim"]) / "events" / st["jobId"] \
-        / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return state_volume_job(node_agent.volume_dir(kc.namespace, st["children"]["eventLogClaim"]), st["jobId"]).events()
 
 
 def start_slow_job(kc, s3_env, s3_bucket, name: str, **spec) -> None:

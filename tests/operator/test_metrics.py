@@ -10,8 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from djoperator.metrics import JobTrack, OperatorMetrics, fold
 
+from tests.support.wait import wait_for
+
 from .factories import NOW
-from .helpers import Kubectl, job_manifest, upload_dataset, wait_for
+from .helpers import Kubectl, job_manifest, upload_dataset
 
 
 def test_phase_seconds_add_up_across_transitions():

@@ -14,7 +14,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +23,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.reliability.conftest import remount
-from tests.support.engine import (dj_process, env_with, event_types, events, make_recipe, output_rows,
-                                  start_dj_process, summary)
+from tests.support.engine import (dj_process, env_with, event_types, events, events_so_far, job_files, make_recipe,
+                                  output_rows, start_dj_process, summary)
 from tests.support.engine import expected_rows, wait_exit
+from tests.support.wait import wait_for
 
 JOB = "j"
 
@@ -180,7 +180,7 @@ def test_missing_dataset_fails_with_exit_3_naming_the_path(tmp_path):
     recipe = make_recipe(tmp_path, dataset_path=str(tmp_path / "nope" / "data.jsonl"))
     proc = dj_process(recipe, JOB)
     failed_with(tmp_path, proc, 3, "nope/data.jsonl' does not exist", "check the path")
-    assert not (tmp_path / "jobs" / JOB / "metadata" / "dataset_mapping.json").exists()
+    assert job_files(tmp_path, JOB).plan() is None
     assert not out(tmp_path).exists()
 
 
@@ -245,7 +245,7 @@ def test_a_huge_line_becomes_its_own_partition_and_comes_out_whole(tmp_path):
     proc = dj_process(recipe, JOB)
     assert proc.returncode == 0, proc.stderr
     assert output_rows(out(tmp_path))[1] == huge
-    plan = json.loads((tmp_path / "jobs" / JOB / "metadata" / "dataset_mapping.json").read_text())
+    plan = job_files(tmp_path, JOB).plan()
     assert [p["sample_count"] for p in plan["partitions"]] == [1, 1, 1]
     assert not rejects(tmp_path)
 
@@ -325,7 +325,7 @@ def test_a_truncated_gzip_is_bad_input_not_a_crash(tmp_path):
     data.write_bytes(blob[: len(blob) // 2])
     proc = dj_process(make_recipe(tmp_path, dataset_path=str(data)), JOB)
     failed_with(tmp_path, proc, 3, "input.jsonl.gz: unreadable after line", "truncated or corrupt")
-    assert not (tmp_path / "jobs" / JOB / "metadata" / "dataset_mapping.json").exists()  # no half plan
+    assert job_files(tmp_path, JOB).plan() is None  # no half plan
 
 
 # ---- storage --------------------------------------------------------------------------
@@ -365,7 +365,7 @@ def test_full_disk_fails_partitions_keeps_the_rest_and_resumes_once_space_is_fre
     proc = dj_process(recipe, JOB)
     s = failed_with(tmp_path, proc, 6, "No space left on device", "has space", "resume with: dj-process")
     assert "partitions failed after 2 retries" in s["error"]  # retried: ENOSPC may be transient
-    report = json.loads((tmp_path / "jobs" / JOB / "metadata" / "final_mapping_report.json").read_text())
+    report = job_files(tmp_path, JOB).report()
     statuses = [p["status"] for p in report["partitions"]]
     assert "failed" in statuses and "completed" in statuses  # what fit was kept
     kept = checksums(tmp_path / "jobs" / JOB / "results")
@@ -406,7 +406,8 @@ def test_s3_endpoint_going_away_mid_run_fails_partitions_then_resumes_losing_not
                          checkpoint={"strategy": "every_op"}, retry={"max_retries": 0})
     env = {"AWS_ENDPOINT_URL": restartable_s3.url}
     proc = start_dj_process(recipe, JOB, env=env)
-    wait_for_events(tmp_path, lambda types: types.count("PARTITION_COMPLETE") >= 2, proc)
+    wait_for(lambda: event_types(events_so_far(tmp_path, JOB)).count("PARTITION_COMPLETE") >= 2, 60,
+             "two completed partitions", every=0.05, process=proc)
     restartable_s3.stop()
     stdout, stderr = proc.communicate(timeout=120)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
@@ -419,29 +420,19 @@ def test_s3_endpoint_going_away_mid_run_fails_partitions_then_resumes_losing_not
     assert before <= set(fs.ls("flaky/ckpt/j/results", refresh=True))
 
 
-def wait_for_events(tmp: Path, predicate: Any, proc: subprocess.Popen, timeout: float = 60, job: str = JOB) -> None:
-    path = tmp / "events" / job / "event_logs" / "events.jsonl"
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if path.exists() and predicate([orjson.loads(x)["event_type"] for x in path.read_bytes().splitlines() if x]):
-            return
-        assert proc.poll() is None, f"dj-process exited {proc.returncode} first"
-        time.sleep(0.05)
-    raise AssertionError("events not seen before the deadline")
-
-
 # ---- misuse -----------------------------------------------------------------------------
 def test_second_run_while_the_first_runs_is_refused_and_changes_nothing(tmp_path):
     ops = [{"slow_mapper": {"seconds": 1.5}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=300, process=ops)
     first = start_dj_process(recipe, JOB)
     try:
-        wait_for_events(tmp_path, lambda types: "PARTITION_START" in types, first)
-        before = (tmp_path / "jobs" / JOB / "job_summary.json").read_bytes()
+        wait_for(lambda: "PARTITION_START" in event_types(events_so_far(tmp_path, JOB)), 60, "a partition started",
+                 every=0.05, process=first)
+        before = job_files(tmp_path, JOB).summary_path.read_bytes()
         second = dj_process(recipe, JOB)
         assert second.returncode == 4
         said(second, f"job {JOB} is running (pid {first.pid}", f"dj-stop {JOB}", "another --job_id")
-        assert (tmp_path / "jobs" / JOB / "job_summary.json").read_bytes() == before
+        assert job_files(tmp_path, JOB).summary_path.read_bytes() == before
         assert wait_exit(first, 120) == 0
     finally:
         if first.poll() is None:

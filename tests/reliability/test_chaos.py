@@ -2,7 +2,8 @@
 mid-export, ...) and resumed until it completes gives an uninterrupted run's output, byte for byte
 after sorting by id; its event log accounts for every partition once; no process outlives it.
 
-The harness is bench/chaos.py (`--kills 50` is the long run); here it runs a handful of kills.
+The harness is tests/support/chaos.py (`bench/chaos.py --kills 50` is the long run); here it runs a
+handful of kills.
 The seed is random per run and printed with the tally, so a failure can be replayed."""
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import subprocess
 import pytest
 
 import tests.reliability.fault_ops  # noqa: F401  (registers the fault ops here too)
-from bench.chaos import chaos
 from djworker.executors.ray import ray_available
+from tests.support.chaos import chaos
 from tests.support.engine import make_recipe, output_rows, start_dj_process
 from tests.support.engine import expected_rows
 

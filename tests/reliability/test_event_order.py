@@ -14,9 +14,8 @@ from djworker.config import load_recipe
 from djworker.engine import run_job
 from djworker.jobs.liveness import MARKER_ENV
 from djworker.progress import progress
+from tests.support.chaos import late_worker_events
 from tests.support.engine import event_types, events, make_recipe
-
-WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
 
 
 def ev(event_type: str, pid: int = 0, **fields) -> dict:
@@ -63,7 +62,4 @@ def test_a_partitions_worker_events_are_written_before_its_completion(tmp_path, 
     assert run_job(recipe, "order", on_event=slow_writer).status == "completed"
     evs = events(tmp_path, "order")
     assert event_types(evs)[-1] == "JOB_COMPLETE"
-    for pid in {e["partition_id"] for e in evs if e.get("partition_id") is not None}:
-        done = next(i for i, e in enumerate(evs) if e["event_type"] == "PARTITION_COMPLETE" and e["partition_id"] == pid)
-        late = [e["event_type"] for e in evs[done:] if e.get("partition_id") == pid and e["event_type"] in WORKER_EVENTS]
-        assert not late, f"partition {pid}: {late} written after its PARTITION_COMPLETE"
+    assert late_worker_events(evs) == []

@@ -24,9 +24,10 @@ import orjson
 import pytest
 import yaml
 
-import tests.operator.helpers as h  # the operator tests' kubectl, S3 and waiting helpers
+import tests.operator.helpers as h  # the operator tests' kubectl and S3 helpers
 from djworker.demo_data import write_jsonl
 from tests.support.s3 import SECRET_KEY
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
@@ -57,8 +58,8 @@ def diagnose(op: dict[str, Any], name: str) -> str:
 
 
 def finished(op: dict[str, Any], name: str, timeout: float = 180) -> dict[str, Any]:
-    return h.wait_for(lambda: (s := op["kc"].status(name)).get("phase") in ("Succeeded", "Failed") and s,
-                              timeout, f"{name} to finish", lambda: diagnose(op, name))
+    return wait_for(lambda: (s := op["kc"].status(name)).get("phase") in ("Succeeded", "Failed") and s,
+                            timeout, f"{name} to finish", lambda: diagnose(op, name))
 
 
 # ---- chaos on the operator path ---------------------------------------------------------
@@ -116,9 +117,8 @@ def reference_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, A
 
 def engine_events(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
     st = op["kc"].status(name)
-    path = op["node_agent"].volume_dir(op["job_namespace"], st["children"]["eventLogClaim"]) / "events" \
-        / st["jobId"] / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return h.state_volume_job(op["node_agent"].volume_dir(op["job_namespace"], st["children"]["eventLogClaim"]),
+                              st["jobId"]).events()
 
 
 def test_driver_kill_operator_restart_apiserver_and_etcd_restarts_complete_the_job_exactly_once(op, reference_rows):
@@ -129,11 +129,11 @@ def test_driver_kill_operator_restart_apiserver_and_etcd_restarts_complete_the_j
                             rows_per_partition=PARTITION, slow=SLOW))
     why = lambda: diagnose(op, "chaotic")  # noqa: E731
     with DriverWatch(op) as watch:
-        h.wait_for(lambda: (s := kc.status("chaotic")).get("phase") == "Running"
-                   and (s.get("partitions") or {}).get("completed", 0) >= 1, 90, "driver 1 mid-run", why)
+        wait_for(lambda: (s := kc.status("chaotic")).get("phase") == "Running"
+                 and (s.get("partitions") or {}).get("completed", 0) >= 1, 90, "driver 1 mid-run", why)
         agent.kill(ns, "chaotic-driver-1")  # SIGKILL, as an OOM kill or a lost node
-        h.wait_for(lambda: (s := kc.status("chaotic")).get("attempt") == 2 and s.get("phase") == "Running",
-                   90, "driver 2 running", why)
+        wait_for(lambda: (s := kc.status("chaotic")).get("attempt") == 2 and s.get("phase") == "Running",
+                 90, "driver 2 running", why)
         op["dj_operator"].kill()  # the operator crashes mid-run...
         op["dj_operator"].start()  # ...and its Deployment restarts it
         op["kube_cluster"].restart_apiserver()  # then the control plane goes away briefly
@@ -157,8 +157,8 @@ def test_pods_run_as_non_root_without_privilege_escalation_and_the_secret_leaks_
     with_secret(op)
     h.upload_dataset(op["s3_env"], op["s3_bucket"], 80)
     kc.apply(h.job_manifest("tidy", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], rows_per_partition=40))
-    driver = h.wait_for(lambda: next((p for p in kc.pods() if p["metadata"]["name"] == "tidy-driver-1"), None), 60,
-                        "the driver pod", lambda: diagnose(op, "tidy"))
+    driver = wait_for(lambda: next((p for p in kc.pods() if p["metadata"]["name"] == "tidy-driver-1"), None), 60,
+                      "the driver pod", lambda: diagnose(op, "tidy"))
     done = finished(op, "tidy", 120)
     assert done["phase"] == "Succeeded", diagnose(op, "tidy")
     pod_security, container = driver["spec"]["securityContext"], driver["spec"]["containers"][0]
@@ -184,8 +184,8 @@ def test_ray_children_run_as_non_root_without_privilege_escalation(op):
     kc = op["kc"]
     with_secret(op)
     kc.apply(h.job_manifest("rayjob", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], executorType="ray"))
-    cluster = h.wait_for(lambda: (kc.get("rayclusters") or [None])[0], 60, "the RayCluster",
-                         lambda: diagnose(op, "rayjob"))
+    cluster = wait_for(lambda: (kc.get("rayclusters") or [None])[0], 60, "the RayCluster",
+                       lambda: diagnose(op, "rayjob"))
     spec = cluster["spec"]
     templates = [spec["headGroupSpec"]["template"], *(g["template"] for g in spec.get("workerGroupSpecs", []))]
     for template in templates:
@@ -228,8 +228,8 @@ def test_an_over_long_name_is_refused_by_the_apiserver_and_a_long_one_gets_short
     assert done.returncode != 0 and "must be no more than 253 characters" in done.stderr, done.stderr
     long_name = "a-very-long-data-juicer-job-name-" + "x" * 40  # 73: over every child-name limit
     kc.apply(h.job_manifest(long_name, op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], stop=True))
-    st = h.wait_for(lambda: (s := kc.status(long_name)).get("children") and s, 30, "children names",
-                    lambda: diagnose(op, long_name))
+    st = wait_for(lambda: (s := kc.status(long_name)).get("children") and s, 30, "children names",
+                  lambda: diagnose(op, long_name))
     assert all(len(child) <= 63 for child in st["children"].values()), st["children"]
 
 
@@ -239,11 +239,11 @@ def test_an_absent_secret_is_named_in_status_and_a_warning_event(op):
     op["node_agent"].release(op["job_namespace"])  # kubelet is played below
     h.upload_dataset(op["s3_env"], op["s3_bucket"], 40)
     kc.apply(h.job_manifest("nosecret", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], secret="missing-creds"))
-    pod = h.wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "nosecret"))
+    pod = wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "nosecret"))
     kubelet_reports(op, pod["metadata"]["name"], waiting=("CreateContainerConfigError",
                                                          'secret "missing-creds" not found'))
-    st = h.wait_for(lambda: "missing-creds" in (kc.status("nosecret").get("message") or "") and kc.status("nosecret"),
-                    8, "a status message naming the Secret", lambda: diagnose(op, "nosecret"))
+    st = wait_for(lambda: "missing-creds" in (kc.status("nosecret").get("message") or "") and kc.status("nosecret"),
+                  8, "a status message naming the Secret", lambda: diagnose(op, "nosecret"))
     assert st["phase"] in ("Provisioning", "Failed")
     assert any(e["type"] == "Warning" and "missing-creds" in e["message"] for e in kc.events("nosecret"))
 
@@ -259,10 +259,10 @@ def test_a_driver_that_cannot_start_gets_a_status_message_saying_why(op, problem
     kind, detail, words = problem
     kc.apply(h.job_manifest("stuck", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], image="registry.invalid/dj:nope",
                             driver={"resources": {"requests": {"cpu": "64"}}}))
-    pod = h.wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "stuck"))
+    pod = wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "stuck"))
     kubelet_reports(op, pod["metadata"]["name"], **{kind: detail})
-    h.wait_for(lambda: words in (kc.status("stuck").get("message") or ""), 8, f"a status message with {words!r}",
-               lambda: diagnose(op, "stuck"))
+    wait_for(lambda: words in (kc.status("stuck").get("message") or ""), 8, f"a status message with {words!r}",
+             lambda: diagnose(op, "stuck"))
 
 
 def kubelet_reports(op: dict[str, Any], pod: str, waiting: Optional[tuple[str, str]] = None,

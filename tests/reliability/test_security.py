@@ -16,9 +16,11 @@ import psutil
 import pytest
 
 from djworker.demo_data import write_jsonl
-from tests.support.engine import dj_process, env_with, make_recipe, start_dj_process
+from tests.support.engine import dj_process, env_with, event_types, events_so_far, job_files, make_recipe, \
+    start_dj_process
 from tests.support.k8s import free_port
 from tests.support.s3 import SECRET_KEY
+from tests.support.wait import wait_for
 
 JOB = "sec"
 
@@ -125,7 +127,7 @@ def finished_job(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real job, run to completion by dj-process: its summary is what the tests below falsify."""
     tmp = tmp_path_factory.mktemp("stopper")
     assert dj_process(make_recipe(tmp, rows=100), JOB).returncode == 0
-    (tmp / "summary.orig").write_bytes((tmp / "jobs" / JOB / "job_summary.json").read_bytes())
+    (tmp / "summary.orig").write_bytes(job_files(tmp, JOB).summary_path.read_bytes())
     return tmp
 
 
@@ -133,7 +135,7 @@ def pretend_running(tmp: Path, identity: dict) -> dict:
     """Rewrite the finished job's (original) summary as if a driver with `identity` were still running it."""
     summary = json.loads((tmp / "summary.orig").read_text())
     summary.update(status="running", process={**summary["process"], **identity})
-    (tmp / "jobs" / JOB / "job_summary.json").write_text(json.dumps(summary))
+    job_files(tmp, JOB).summary_path.write_text(json.dumps(summary))
     return summary
 
 
@@ -150,7 +152,7 @@ def test_a_reused_pid_is_refused_and_the_process_is_left_alone(finished_job, bys
     assert done.returncode == 2, done.stderr
     assert "now belongs to an unrelated process" in done.stderr and "not signalled" in done.stderr
     assert untouched(bystander)
-    assert not (finished_job / "jobs" / JOB / "STOP").exists()
+    assert not os.path.exists(job_files(finished_job, JOB).paths.stop_request)
 
 
 @pytest.mark.parametrize("host", ["another-node", None])
@@ -159,7 +161,7 @@ def test_a_driver_it_cannot_check_is_never_signalled(finished_job, bystander, ho
     summary = pretend_running(finished_job, identity_of(bystander, host=host or "x"))
     if host is None:
         summary.pop("process")
-        (finished_job / "jobs" / JOB / "job_summary.json").write_text(json.dumps(summary))
+        job_files(finished_job, JOB).summary_path.write_text(json.dumps(summary))
     done = cli("djworker.cli.stop", JOB, "--base-dir", str(finished_job / "jobs"), "--force", "--json")
     result = json.loads(done.stdout)
     assert result["killed"] == [] and not result["success"], result
@@ -189,10 +191,8 @@ def test_stopping_a_real_job_spares_its_launcher_and_the_launchers_other_childre
                                 start_new_session=True)
     try:
         sibling, driver = (psutil.Process(int(launcher.stdout.readline())) for _ in range(2))
-        events = tmp_path / "events" / JOB / "event_logs" / "events.jsonl"
-        deadline = time.time() + 60
-        while not (events.exists() and b"PARTITION_START" in events.read_bytes()) and time.time() < deadline:
-            time.sleep(0.1)
+        wait_for(lambda: "PARTITION_START" in event_types(events_so_far(tmp_path, JOB)), 60, "a partition started",
+                 every=0.1)
         done = cli("djworker.cli.stop", JOB, "--base-dir", str(tmp_path / "jobs"), "--force", "--json")
         result = json.loads(done.stdout)
         assert result["success"] and driver.pid in result["killed"], result

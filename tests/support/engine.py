@@ -1,7 +1,6 @@
 """Helpers for driving dj-process the way a user does: a recipe file and a subprocess."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import orjson
 import yaml
 
 from djworker.demo_data import write_jsonl
+from tests.support.artifacts import JobFiles, output_rows  # noqa: F401  (output_rows: re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 STANDARD_OPS = [
@@ -86,24 +86,23 @@ def wait_exit(proc: subprocess.Popen, timeout: float) -> int:
         raise AssertionError(f"dj-process still running after {timeout} s; its threads:\n{err}") from None
 
 
+def job_files(tmp: Path, job_id: str) -> JobFiles:
+    """The files of a job run from a make_recipe recipe under tmp."""
+    return JobFiles.of(job_id, tmp / "jobs", tmp / "events", tmp / "ckpt")
+
+
 def events(tmp: Path, job_id: str) -> list[dict[str, Any]]:
-    path = tmp / "events" / job_id / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """Every event of an ended job; a line that does not parse fails the test."""
+    return job_files(tmp, job_id).events()
 
 
 def events_so_far(tmp: Path, job_id: str) -> list[dict[str, Any]]:
     """The events of a running job: none before its log exists, and not a line it is mid-writing."""
-    from djworker.events import read_events
-
-    return list(read_events(str(tmp / "events" / job_id / "event_logs")))
+    return job_files(tmp, job_id).events_so_far()
 
 
 def event_types(evs: list[dict[str, Any]]) -> list[str]:
     return [e["event_type"] for e in evs]
-
-
-def output_rows(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
 
 def floor_rows(input_path: Path, recipe_path: Path) -> list[dict[str, Any]]:
@@ -129,4 +128,4 @@ def expected_rows(recipe_path: Path) -> list[dict[str, Any]]:
 
 
 def summary(tmp: Path, job_id: str) -> dict[str, Any]:
-    return json.loads((tmp / "jobs" / job_id / "job_summary.json").read_text())
+    return job_files(tmp, job_id).summary()

@@ -21,13 +21,15 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
+
+from tests.support.wait import wait_for
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -49,7 +51,6 @@ OPERATOR_SA_GROUPS = (
 )
 
 READY_TIMEOUT_S = 90.0
-T = TypeVar("T")
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -92,22 +93,16 @@ def wait_until_healthy(
     token: str | None = None,
 ) -> None:
     """Polls url until it answers 200, failing fast with the log tail if proc dies first."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
     request = urllib.request.Request(url)
     if token:
         request.add_header("Authorization", f"Bearer {token}")
-    last_error = ""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{log.stem} exited with {proc.returncode}:\n{tail(log)}")
-        try:
-            with urllib.request.urlopen(request, timeout=5, context=ssl_context) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError) as err:
-            last_error = str(err)
-        time.sleep(0.2)
-    raise TimeoutError(f"{url} not healthy in {READY_TIMEOUT_S}s ({last_error}):\n{tail(log)}")
+
+    def healthy() -> bool:
+        with urllib.request.urlopen(request, timeout=5, context=ssl_context) as response:
+            return response.status == 200
+
+    wait_for(healthy, READY_TIMEOUT_S, f"{url} to answer 200", lambda: tail(log),
+             ignore=(urllib.error.URLError, OSError), process=proc)
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -317,17 +312,6 @@ class LocalCluster:
         ]
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout_s: float = 60.0) -> T:
-    """Polls condition until it returns something truthy, and returns that; a test waits
-    on state with a deadline, never with a fixed sleep."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
-    return result
-
-
 def should_fail_without_k8s() -> bool:
     """CI and DJ_REQUIRE_K8S make a missing apiserver a failure instead of a skip."""
     return bool(os.environ.get("CI") or os.environ.get("DJ_REQUIRE_K8S"))
@@ -371,5 +355,5 @@ def kuberay_crd(kube_cluster: LocalCluster) -> str:
         conditions = crd["status"].get("conditions") or []
         return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
-    wait_for(is_established, what=f"CRD {name} to be Established")
+    wait_for(is_established, 60, f"CRD {name} to be Established")
     return name

@@ -24,8 +24,10 @@ from typing import Any, Callable, Iterator, Optional
 import psutil
 import pytest
 
+from tests.support.artifacts import JobFiles
 from tests.support.engine import env_with
 from tests.support.k8s import free_port
+from tests.support.wait import wait_for
 
 
 def descendants(pid: int) -> dict[int, str]:
@@ -75,7 +77,7 @@ class RayRun:
     """One dj-process run on a local Ray, watched from the outside."""
 
     proc: subprocess.Popen
-    events_path: Path
+    job: JobFiles
     log_path: Path
     seen: dict[int, str] = field(default_factory=dict)
 
@@ -86,30 +88,18 @@ class RayRun:
                     self.seen[pid] = name
 
     def events(self) -> list[dict[str, Any]]:
-        import orjson
+        return self.job.events_so_far()
 
-        if not self.events_path.exists():
-            return []
-        out = []
-        for line in self.events_path.read_bytes().splitlines():
-            try:
-                out.append(orjson.loads(line))
-            except orjson.JSONDecodeError:
-                pass  # the driver is mid-write
-        return out
-
-    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 120) -> list[dict[str, Any]]:
+    def wait_for(self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 120,
+                 what: str = "") -> list[dict[str, Any]]:
         """Poll the event log (and record Ray's processes) until predicate holds; fail on a deadline."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def probe() -> Optional[list[dict[str, Any]]]:
             self.watch()
             evs = self.events()
-            if predicate(evs):
-                return evs
-            if self.proc.poll() is not None:
-                raise AssertionError(f"dj-process exited {self.proc.returncode} first: {self.output[-3000:]}")
-            time.sleep(0.1)
-        raise AssertionError("condition not reached before the deadline")
+            return evs if predicate(evs) else None
+
+        return wait_for(probe, timeout, what or f"the event log to satisfy {predicate.__name__}",
+                        lambda: f"dj-process output:\n{self.output[-3000:]}", every=0.1, process=self.proc)
 
     def finish(self, timeout: float = 180) -> int:
         deadline = time.time() + timeout
@@ -143,7 +133,7 @@ def ray_runs() -> Iterator[Callable[..., RayRun]]:
         with open(log, "wb") as out:
             proc = subprocess.Popen(cmd, env=env_with({"DJ_RAY_TEMP_DIR": temp, **(env or {})}), stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=recipe.parent)
-        run = RayRun(proc, recipe.parent / "events" / job_id / "event_logs" / "events.jsonl", log)
+        run = RayRun(proc, JobFiles.for_recipe(recipe, job_id), log)
         runs.append(run)
         return run
 
@@ -199,20 +189,15 @@ def running_ray_head(env: dict[str, str]) -> Iterator[RayHead]:
     log = Path(temp) / "head.out"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    def up() -> bool:  # every daemon is up (the runtime-env agent too), and the client port listens
+        if "Ray runtime started" not in log.read_text(errors="replace"):
+            return False
+        socket.create_connection(("127.0.0.1", client_port), timeout=1).close()
+        return True
+
     try:
-        deadline = time.time() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"ray start exited {proc.returncode}: {log.read_text()[-3000:]}")
-            if "Ray runtime started" in log.read_text(errors="replace"):
-                try:  # every daemon is up (the runtime-env agent too), and the client port listens
-                    socket.create_connection(("127.0.0.1", client_port), timeout=1).close()
-                    break
-                except OSError:
-                    pass
-            if time.time() > deadline:
-                raise RuntimeError("the Ray head did not come up within 90 s")
-            time.sleep(0.5)
+        wait_for(up, 90, "the Ray head", lambda: log.read_text(errors="replace")[-3000:], every=0.5,
+                 ignore=(OSError,), process=proc)
         yield RayHead(proc, f"ray://127.0.0.1:{client_port}", f"127.0.0.1:{gcs_port}")
     finally:
         for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):

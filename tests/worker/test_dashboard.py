@@ -12,34 +12,23 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.support.engine import REPO, env_with, events, make_recipe, start_dj_process, summary, wait_exit
+from tests.support.engine import REPO, env_with, event_types, events, events_so_far, make_recipe, start_dj_process, \
+    summary, wait_exit
+from tests.support.wait import wait_for
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 ARTIFACTS = Path(os.environ.get("DJ_TEST_ARTIFACTS", REPO / "test-artifacts"))
 SLOW_OPS = [{"slow_mapper": {"seconds": 0.6}}, {"clean_email_mapper": {}}, {"whitespace_normalization_mapper": {}},
             {"text_length_filter": {"min_len": 100, "max_len": 600}}]
 
+NOT_YET = (Exception,)  # what a probe raises while a server is still starting or an element is not drawn yet
 pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
                                 reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except Exception as err:  # noqa: BLE001 (a server still starting, an element not drawn yet)
-            last = err
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 def free_port() -> int:
@@ -126,14 +115,16 @@ def test_live_dashboard_follows_the_driver(browser, slow_job):
     base = f"http://127.0.0.1:{port}/"
     try:
         total = 40
-        wait_for("a job with some partitions done and some pending", lambda: (
-            lambda p: 3 <= p["partitions"]["completed"] <= 12)(orjson.loads(get(base + "progress"))), 90)
+        wait_for(lambda: (lambda p: 3 <= p["partitions"]["completed"] <= 12)(orjson.loads(get(base + "progress"))),
+                 90, "a job with some partitions done and some pending", ignore=NOT_YET)
         open_page(browser, base)
-        wait_for("the grid drawn", lambda: len(browser.find_elements("css selector", "#grid rect")) == total)
+        wait_for(lambda: len(browser.find_elements("css selector", "#grid rect")) == total, 60, "the grid drawn",
+                 ignore=NOT_YET)
 
         before_ms = time.time() * 1000
         before = orjson.loads(get(base + "progress"))
-        wait_for("a poll after /progress was read", lambda: page_updated_after(browser, before_ms), 20, 0.05)
+        wait_for(lambda: page_updated_after(browser, before_ms), 20, "a poll after /progress was read", every=0.05,
+                 ignore=NOT_YET)
         shown = {"percent": float(text(browser, "percent").rstrip("%")), "done": int(text(browser, "p-done")),
                  "total": int(text(browser, "p-total")), "status": text(browser, "status").lower(),
                  "states": [r.get_attribute("class") for r in browser.find_elements("css selector", "#grid rect")]}
@@ -157,14 +148,15 @@ def test_live_dashboard_follows_the_driver(browser, slow_job):
         from selenium.webdriver.common.action_chains import ActionChains
         done_cell = browser.find_elements("css selector", "#grid rect.st-d")[0]
         ActionChains(browser).move_to_element(done_cell).perform()
-        tip = wait_for("the tooltip", lambda: text(browser, "tip"), 10)
+        tip = wait_for(lambda: text(browser, "tip"), 10, "the tooltip", ignore=NOT_YET)
         pid = done_cell.get_attribute("data-pid")
         assert f"partition {pid}: done" in tip and "rows in 50" in tip and "last checkpoint: after text_length_filter" in tip
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         ActionChains(browser).move_to_element(browser.find_element("id", "job-id")).perform()  # no tooltip in the picture
         # Wait for the resource chart to have samples, so the picture shows every panel.
-        wait_for("resource samples", lambda: browser.find_elements("css selector", "#resources polyline"), 30)
+        wait_for(lambda: browser.find_elements("css selector", "#resources polyline"), 30, "resource samples",
+                 ignore=NOT_YET)
         browser.save_screenshot(str(ARTIFACTS / "dashboard-running.png"))
         assert console_errors(browser) == []
         browser.get("about:blank")  # the driver's server goes when the job ends: no failed polls logged
@@ -180,7 +172,7 @@ def test_finished_job_funnel_equals_the_summary(browser, slow_job):
     web = WebMonitor(tmp, job_id)
     try:
         open_page(browser, web.url)
-        wait_for("the completed status", lambda: text(browser, "status").lower() == "completed")
+        wait_for(lambda: text(browser, "status").lower() == "completed", 60, "the completed status", ignore=NOT_YET)
         steps = [(s.get_attribute("data-label"), int(s.get_attribute("data-rows")))
                  for s in browser.find_elements("css selector", "#funnel g.step")]
         assert [label for label, _ in steps] == ["input", "slow_mapper", "flaky_mapper", "clean_email_mapper",
@@ -224,15 +216,15 @@ def test_killed_job_shows_interrupted_with_the_resume_command(browser, tmp_path)
     job_id = "dash-killed"
     proc = start_dj_process(recipe, job_id)
     try:
-        wait_for("a partition done", lambda: any(e["event_type"] == "PARTITION_COMPLETE"
-                                                 for e in events(tmp_path, job_id)), 90)
+        wait_for(lambda: "PARTITION_COMPLETE" in event_types(events_so_far(tmp_path, job_id)), 90, "a partition done")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     web = WebMonitor(tmp_path, job_id)
     try:
         open_page(browser, web.url)
-        wait_for("the interrupted status", lambda: text(browser, "status").lower() == "interrupted")
+        wait_for(lambda: text(browser, "status").lower() == "interrupted", 60, "the interrupted status",
+                 ignore=NOT_YET)
         command = text(browser, "resume-command")
         assert command == summary(tmp_path, job_id)["resumption_command"]
         assert command.startswith("dj-process --config ") and f"--job_id {job_id}" in command
@@ -277,8 +269,8 @@ def test_grid_stays_usable_at_10k_partitions(browser):
     server = serve(port, lambda: compact(progress), host="127.0.0.1", routes=routes(FixedView()))
     try:
         open_page(browser, f"http://127.0.0.1:{port}/")
-        wait_for("10k cells", lambda: browser.execute_script(
-            "return document.querySelectorAll('#grid rect').length") == n, 60)
+        wait_for(lambda: browser.execute_script("return document.querySelectorAll('#grid rect').length") == n, 60,
+                 "10k cells", ignore=NOT_YET)
         classes = browser.execute_script(
             "return Array.from(document.querySelectorAll('#grid rect'), (r) => r.getAttribute('class')).join(',')")
         assert classes.split(",") == ["st-d"] * (n // 2) + ["st-p"] * (n // 2)
@@ -286,7 +278,8 @@ def test_grid_stays_usable_at_10k_partitions(browser):
         assert height < 600  # the grid fits on a screen, cells shrink instead
         from selenium.webdriver.common.action_chains import ActionChains
         ActionChains(browser).move_to_element(browser.find_elements("css selector", "#grid rect")[n - 1]).perform()
-        assert wait_for("the last cell's tooltip", lambda: text(browser, "tip"), 10).startswith(f"partition {n - 1}: pending")
+        tip = wait_for(lambda: text(browser, "tip"), 10, "the last cell's tooltip", ignore=NOT_YET)
+        assert tip.startswith(f"partition {n - 1}: pending")
         assert console_errors(browser) == []
         browser.get("about:blank")
     finally:

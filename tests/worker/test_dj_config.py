@@ -15,7 +15,7 @@ from djworker.compat import compat_markdown
 from djworker.config import load_recipe, parse_overrides
 from djworker.djkeys import DJ_TYPES, IGNORED, MAPPED, REFUSED
 from djworker.errors import RecipeError
-from tests.support.engine import REPO, env_with, make_recipe
+from tests.support.engine import REPO, env_with, job_files, make_recipe
 
 DJ_PROCESS = Path(sys.executable).with_name("dj-process")
 
@@ -51,8 +51,7 @@ def test_ignored_keys_become_one_warning_event_each_in_a_real_run(tmp_path):
     done = subprocess.run([str(DJ_PROCESS), "--config", str(path), "--quiet", "--job_id", "j1"], cwd=tmp_path,
                           env=env_with(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    events = [json.loads(line) for line in (tmp_path / "events" / "j1" / "event_logs" / "events.jsonl").read_text()
-              .splitlines()]
+    events = job_files(tmp_path, "j1").events()
     warnings = [e["message"] for e in events if e["event_type"] == "WARNING"]
     for key in ("open_tracer", "trace_num", "use_cache", "op_fusion", "partition.mode"):
         assert sum(f"'{key}'" in w for w in warnings) == 1, (key, warnings)

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import time
 from pathlib import Path
 
 import orjson
@@ -15,9 +14,9 @@ import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from djworker.config import load_recipe
 from djworker.engine import run_job
 from djworker.jobs.liveness import MARKER_ENV
-from djworker.storage import Storage
-from tests.support.engine import (dj_process, expected_rows, event_types, events, make_recipe, output_rows, start_dj_process,
-                                  summary, wait_exit)
+from tests.support.engine import (dj_process, expected_rows, event_types, events, events_so_far, job_files, make_recipe,
+                                  output_rows, start_dj_process, summary, wait_exit)
+from tests.support.wait import wait_for
 
 
 def run_ok(recipe: Path, job: str, *args: str, env=None):
@@ -43,15 +42,15 @@ def test_clean_run_output_layout_and_event_sequence(tmp_path):
         assert e["schema_version"] == 1 and e["job_id"] == "job1" and e["pid"] and e["host"]
     op_done = [e for e in evs if e["event_type"] == "OP_COMPLETE"]
     assert all(e["rows_in"] >= e["rows_out"] and e["duration_s"] >= 0 and e["op_name"] for e in op_done)
-    job = tmp_path / "jobs" / "job1"
-    for rel in ["job_summary.json", "metadata/dataset_mapping.json", "metadata/final_mapping_report.json",
-                "partitions/partition_000005.parquet"]:
-        assert (job / rel).exists(), rel
-    s = summary(tmp_path, "job1")
+    job = job_files(tmp_path, "job1")
+    for path in [job.paths.summary, job.paths.mapping, job.paths.final_report,
+                 os.path.join(job.paths.partitions, "partition_000005.parquet")]:
+        assert os.path.exists(path), path
+    s = job.summary()
     assert s["status"] == "completed" and s["total_samples"] == 600 and "--job_id job1" in s["resumption_command"]
-    report = json.loads((job / "metadata/final_mapping_report.json").read_text())
+    report = job.report()
     assert sum(p["output_samples"] for p in report["partitions"]) == len(output_rows(out_path(tmp_path)))
-    assert (tmp_path / "events" / "job1" / "event_logs" / "events.log").read_text().count("PARTITION_COMPLETE") == 6
+    assert job.event_prose().count("PARTITION_COMPLETE") == 6
     manifest = json.loads(Path(str(out_path(tmp_path)) + ".manifest.json").read_text())
     assert manifest["rows"] == len(output_rows(out_path(tmp_path)))
 
@@ -66,10 +65,7 @@ def test_clean_run_output_layout_and_event_sequence(tmp_path):
 def test_each_strategy_writes_exactly_its_checkpoints(tmp_path, strategy, extra, per_partition):
     recipe = make_recipe(tmp_path, rows=300, checkpoint={"strategy": strategy, **extra})
     run_ok(recipe, "s")
-    manifests = sorted(p.name for p in (tmp_path / "ckpt" / "s").glob("checkpoint_*.json")) \
-        if (tmp_path / "ckpt" / "s").exists() else []
-    got = sorted({(m.split("_")[2], int(m.split("_op")[1][:3])) for m in manifests})
-    assert got == sorted((f"{pid:06d}", n) for pid in range(3) for n in per_partition)
+    assert job_files(tmp_path, "s").checkpointed_ops() == {pid: set(per_partition) for pid in range(3) if per_partition}
     saves = [e for e in events(tmp_path, "s") if e["event_type"] == "CHECKPOINT_SAVE"]
     assert sorted((e["partition_id"], e["op_idx"] + 1) for e in saves) == sorted(
         (pid, n) for pid in range(3) for n in per_partition)
@@ -123,11 +119,12 @@ def test_changed_op_parameter_reuses_only_the_unchanged_prefix(tmp_path):
 def test_torn_checkpoint_is_recomputed_not_loaded(tmp_path):
     recipe = make_recipe(tmp_path, rows=200, checkpoint={"strategy": "every_op"})
     assert dj_process(recipe, "t", env={"DJ_FAILPOINTS": "partition_done=1"}).returncode == -signal.SIGKILL
-    ckpts = sorted((tmp_path / "ckpt" / "t").glob("partition_*_op00[45]_*.parquet"))
+    job = job_files(tmp_path, "t")
+    ckpts = [Path(m["data_path"]) for m in job.checkpoints() if m["upto"] in (4, 5)]
     assert ckpts
     for c in ckpts:
         c.write_bytes(c.read_bytes()[: len(c.read_bytes()) // 2])
-    shutil.rmtree(tmp_path / "jobs" / "t" / "results")  # force the partitions to go back to their checkpoints
+    shutil.rmtree(job.paths.results)  # force the partitions to go back to their checkpoints
     run_ok(recipe, "t")
     evs = events(tmp_path, "t")
     invalid = [e for e in evs if e["event_type"] == "CHECKPOINT_INVALID"]
@@ -141,9 +138,7 @@ def test_second_concurrent_run_is_refused_and_stale_lock_taken_over(tmp_path):
     recipe = make_recipe(tmp_path, rows=200, process=[{"slow_mapper": {"seconds": 0.5}}])
     first = start_dj_process(recipe, "c")
     try:
-        deadline = time.time() + 30
-        while not (tmp_path / "jobs" / "c" / "job.lock").exists() and time.time() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: os.path.exists(job_files(tmp_path, "c").paths.lock), 30, "the job's lock", every=0.05)
         second = dj_process(recipe, "c")
         assert second.returncode == 4
         assert "job c is running" in second.stderr and "dj-stop c" in second.stderr
@@ -168,12 +163,8 @@ def test_sigterm_stops_cleanly_then_resume_is_identical(tmp_path):
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.3}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=800, process=ops, checkpoint={"strategy": "disabled"})
     proc = start_dj_process(recipe, "st")
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        path = tmp_path / "events" / "st" / "event_logs" / "events.jsonl"
-        if path.exists() and path.read_text().count('"PARTITION_COMPLETE"') >= 1:
-            break
-        time.sleep(0.05)
+    wait_for(lambda: "PARTITION_COMPLETE" in event_types(events_so_far(tmp_path, "st")), 60, "a completed partition",
+             every=0.05)
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc, 60) == 130
     evs = events(tmp_path, "st")
@@ -209,7 +200,7 @@ def test_retry_then_success_and_permanent_failure_keeps_other_partitions(tmp_pat
     assert event_types(evs)[-1] == "JOB_FAILED"
     assert [e["retry_count"] for e in evs if e["event_type"] == "PARTITION_FAILED"] == [0, 1, 2]
     assert summary(tmp_path, "f2")["status"] == "failed"
-    report = json.loads((tmp_path / "jobs" / "f2" / "metadata" / "final_mapping_report.json").read_text())
+    report = job_files(tmp_path, "f2").report()
     assert [p["status"] for p in report["partitions"]] == ["completed", "failed", "completed"]
     # fix the cause and resume: only the failed partition runs again
     poison.unlink()
@@ -231,7 +222,7 @@ def test_malformed_records_are_rejected_counted_and_kept(tmp_path):
     recipe = make_recipe(tmp_path, process=[{"text_length_filter": {"min_len": 1}}])
     run_ok(recipe, "m")
     assert len(output_rows(out_path(tmp_path))) == 50
-    rejects = [json.loads(line) for line in (tmp_path / "jobs" / "m" / "rejects" / "rejects.jsonl").read_text().splitlines()]
+    rejects = job_files(tmp_path, "m").rejects()
     assert [r["record"] for r in rejects] == [11, 21, 31, 41]
     assert "invalid JSON" in rejects[0]["reason"] and "missing text key" in rejects[1]["reason"]
     assert summary(tmp_path, "m")["rejected_samples"] == 4
@@ -263,30 +254,25 @@ def test_an_in_process_run_leaves_the_process_as_it_was(tmp_path):
     assert outcome.status == "completed"
     assert os.environ.get(MARKER_ENV) == before
     assert {s: sig.getsignal(s) for s in handlers} == handlers
-    assert not (tmp_path / "jobs" / "l" / "job.lock").exists() and not (tmp_path / "jobs" / "l" / "STOP").exists()
+    job = job_files(tmp_path, "l")
+    assert not os.path.exists(job.paths.lock) and not os.path.exists(job.paths.stop_request)
 
 
-def test_workers_take_their_checkpoint_keys_from_the_drivers_one_listing(tmp_path, monkeypatch):
-    """A local checkpoint directory lists in O(files): one listing per partition would make a
-    job of n partitions cost O(n^2). The driver lists once per stage and hands each task its keys."""
+def test_workers_take_their_checkpoint_keys_from_the_drivers_one_listing(tmp_path):
+    """A local checkpoint directory lists in O(files), so the driver lists it once per stage and
+    hands each task its keys (one listing per partition would make a job of n partitions O(n^2)).
+    What a user sees of that hand-over: after a kill, every unfinished partition resumes from the
+    latest checkpoint it has on disk, and the others are skipped."""
     recipe = make_recipe(tmp_path, rows=800, partition={"size": 100}, checkpoint={"strategy": "every_op"})
     killed = dj_process(recipe, "w", env={"DJ_FAILPOINTS": "op_done=12"})  # some partitions keep op checkpoints
     assert killed.returncode == -signal.SIGKILL
-    monkeypatch.delenv(MARKER_ENV, raising=False)
-    record = tmp_path / "listed.txt"
-    real = Storage.listdir
-
-    def listdir(self, uri, prefix=""):  # the pool forks inside run_job, so its workers record here too
-        with open(record, "a") as fh:
-            fh.write(f"{os.getpid()}|{uri}|{prefix}\n")
-        return real(self, uri, prefix)
-
-    monkeypatch.setattr(Storage, "listdir", listdir)
-    outcome = run_job(load_recipe(str(recipe)), "w")
-    assert outcome.status == "completed"
+    job = job_files(tmp_path, "w")
+    on_disk = job.checkpointed_ops()
+    run_ok(recipe, "w")
     assert output_rows(out_path(tmp_path)) == expected_rows(recipe)
-    listed = [line.split("|") for line in record.read_text().splitlines()]
-    ckpt_root = str(tmp_path / "ckpt" / "w")
-    assert [pid for pid, uri, _ in listed if uri == ckpt_root] == [str(os.getpid())]  # the driver, once
-    assert not [p for _, _, p in listed if p.startswith("checkpoint_partition_")]  # no worker listed
-    assert any(e["event_type"] == "CHECKPOINT_LOAD" for e in events(tmp_path, "w"))  # and they still resumed
+    evs = job.events()
+    after = evs[event_types(evs).index("JOB_RESUMED"):]
+    skipped = {e["partition_id"] for e in after if e["event_type"] == "PARTITION_SKIPPED"}
+    loaded = {e["partition_id"]: e["reused_ops"] for e in after if e["event_type"] == "CHECKPOINT_LOAD"}
+    assert loaded, "no partition was left mid-way with checkpoints: the kill came too late"
+    assert loaded == {pid: max(ops) for pid, ops in on_disk.items() if pid not in skipped}

@@ -10,7 +10,7 @@ from rich.console import Console
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from djworker.jobs.monitor import JobProgressMonitor
 from djworker.metrics import performance
-from tests.support.engine import dj_process, event_types, events, make_recipe, output_rows, summary
+from tests.support.engine import dj_process, event_types, events, job_files, make_recipe, output_rows, summary
 
 
 def test_a_run_samples_its_resources_and_reports_its_performance(tmp_path):
@@ -59,7 +59,7 @@ def test_debug_events_record_scheduling_and_resume_decisions_when_enabled(tmp_pa
     assert per_partition == {0: 2, 1: 2, 2: 2}  # submitted, and no checkpoint to resume from
     assert any("slots busy" in e["message"] for e in debug)
     assert any("starting from its input slice" in e["message"] for e in debug)
-    log = (tmp_path / "events" / "dbg" / "event_logs" / "events.log").read_text()
+    log = job_files(tmp_path, "dbg").event_prose()
     assert "DEBUG" in log and "slots busy" in log
 
 

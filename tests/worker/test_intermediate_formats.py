@@ -22,7 +22,8 @@ import xxhash
 from djworker.checkpoint import Checkpoints, compression_note, encode_table, read_partition, resolve_codec, schema_b64
 from djworker.config import build_ops, load_recipe
 from djworker.demo_data import rows as demo_rows
-from djworker.engine import Driver
+from djworker.jobs import JobPaths
+from djworker.stages import stage_tasks
 from djworker.storage import Storage
 from tests.support.engine import dj_process, event_types, events, make_recipe
 
@@ -254,7 +255,8 @@ def test_memory_mapped_arrow_partitions_are_used_in_place(tmp_path):
 def test_arrow_memory_mapping_reaches_every_partition_task(tmp_path, nested, flat):
     recipe = load_recipe(make_recipe(tmp_path, intermediate_storage={"format": "arrow", **nested}, **flat))
     part = SimpleNamespace(partition_id=0)
-    tasks = Driver(recipe, "m")._tasks(SimpleNamespace(partitions=[part]), [], 0, {}, 0, 1)
+    plan = SimpleNamespace(partitions=[part])
+    tasks = stage_tasks(recipe, JobPaths.of(recipe, "m"), Storage(), "m", plan, [], 0, {}, 0, 1)
     assert recipe.memory_map_arrow and tasks[0].memory_map_arrow
     off = load_recipe(make_recipe(tmp_path, name="off", intermediate_storage={"format": "arrow"}))
     assert not off.memory_map_arrow

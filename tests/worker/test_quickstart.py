@@ -1,11 +1,11 @@
-"""The fault-tolerance guide's quick start as its readers type it: configs/demo/checkpoint_config_example.yaml
-through dj-process from the repo root, and demos/partition_and_checkpoint/run_comprehensive_demo.py.
+"""The quick start of DataJuicer's fault-tolerance guide as its readers type it:
+configs/demo/checkpoint_config_example.yaml through dj-process from the repo root, and
+demos/partition_and_checkpoint/run_comprehensive_demo.py.
 
 The guide's /tmp/fast_event_logs, /tmp/large_checkpoints and ./outputs paths are moved into
 tmp_path with dotted overrides, so runs neither litter /tmp nor collide."""
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -15,12 +15,13 @@ import pytest
 import yaml
 
 from djworker.config import Strategy, load_recipe, parse_overrides
+from djworker.jobs.common import job_ids
+from tests.support.artifacts import JobFiles
 from tests.support.engine import REPO, STANDARD_OPS, env_with
 
 CONFIG = Path("configs/demo/checkpoint_config_example.yaml")  # relative: the guide runs from the repo root
 DEMO = REPO / "demos" / "partition_and_checkpoint" / "run_comprehensive_demo.py"
 DJ_PROCESS = Path(sys.executable).with_name("dj-process")
-MANIFEST = re.compile(r"checkpoint_partition_(\d+)_op(\d+)_.*\.json")
 
 # The guide's "Basic Configuration" (executor_type and job_id aside: see the config's comments).
 REFERENCE = {
@@ -51,22 +52,22 @@ def quickstart(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
+def job(tmp: Path, job_id: str) -> JobFiles:
+    """The job's files where path_flags put them."""
+    return JobFiles.of(job_id, tmp / "work", tmp / "fast_event_logs", tmp / "large_checkpoints")
+
+
 def job_summary(tmp: Path, job_id: str) -> dict:
-    return json.loads((tmp / "work" / job_id / "job_summary.json").read_text())
+    return job(tmp, job_id).summary()
 
 
 def job_events(tmp: Path, job_id: str) -> list[dict]:
-    path = tmp / "fast_event_logs" / job_id / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return job(tmp, job_id).events()
 
 
 def checkpointed_ops(tmp: Path, job_id: str) -> dict[int, set[int]]:
     """partition -> the op counts it has a checkpoint manifest after."""
-    found: dict[int, set[int]] = {}
-    for path in (tmp / "large_checkpoints" / job_id).iterdir():
-        if m := MANIFEST.fullmatch(path.name):
-            found.setdefault(int(m[1]), set()).add(int(m[2]))
-    return found
+    return job(tmp, job_id).checkpointed_ops()
 
 
 # ---- (a) the config as the recipe loader sees it
@@ -160,4 +161,4 @@ def test_comprehensive_demo_passes_every_check(tmp_path):
     for word in ("every_op", "every_partition", "every_n_ops", "manual", "disabled",
                  "JOB_RESUMED", "PARTITION_SKIPPED", "CHECKPOINT_LOAD"):
         assert word in done.stdout, word
-    assert len(list((tmp_path / "demo" / "jobs").glob("*/job_summary.json"))) == 6  # 5 strategies + the killed job
+    assert len(list(job_ids(str(tmp_path / "demo" / "jobs")))) == 6  # 5 strategies + the killed job

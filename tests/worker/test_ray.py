@@ -28,6 +28,7 @@ import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
 from tests.support.engine import (STANDARD_OPS, dj_process, event_types, events, events_so_far, floor_rows, make_recipe,
                                   output_rows, start_dj_process, wait_exit)
 from tests.support.ray import alive, kill_pids, ray_head, ray_runs, wait_gone  # noqa: F401  (fixtures)
+from tests.support.wait import wait_for
 
 WORKER_EVENTS = {"PARTITION_START", "OP_START", "OP_COMPLETE", "OP_FAILED", "CHECKPOINT_SAVE", "CHECKPOINT_LOAD"}
 
@@ -201,7 +202,7 @@ def test_killed_ray_worker_and_failing_op_are_retried_with_data_on_s3(tmp_path, 
                          retry={"max_retries": 2, "retry_backoff": "linear", "base_delay_s": 1.0, "max_delay_s": 5.0,
                                 "jitter": 0.25})
     run = ray_runs(recipe, "k")
-    run.wait_for(lambda _: (pids / "rows-from-200.0").exists())
+    run.wait_for(lambda _: (pids / "rows-from-200.0").exists(), what="the worker of rows from 200 to start")
     victim = int((pids / "rows-from-200.0").read_text())
     assert victim in run.ray_pids and victim != run.proc.pid  # a Ray worker, not the driver
     os.kill(victim, signal.SIGKILL)
@@ -229,7 +230,7 @@ def test_sigterm_stops_ray_job_without_orphans_and_local_executor_resumes_it(tmp
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 1.0}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=600, process=ops, executor_type="ray")
     run = ray_runs(recipe, "st")
-    run.wait_for(lambda evs: "CHECKPOINT_SAVE" in event_types(evs))
+    run.wait_for(lambda evs: "CHECKPOINT_SAVE" in event_types(evs), what="a checkpoint saved")
     os.kill(run.proc.pid, signal.SIGTERM)
     assert run.finish() == 130, run.output
     evs = events(tmp_path, "st")
@@ -251,7 +252,7 @@ def test_sigkilled_driver_takes_ray_core_along_and_leftovers_share_its_process_g
     stay in the driver's process group, which is what dj-stop kills."""
     recipe = make_recipe(tmp_path, rows=200, process=[{"slow_mapper": {"seconds": 30}}], executor_type="ray")
     run = ray_runs(recipe, "sk")
-    run.wait_for(lambda evs: "OP_START" in event_types(evs))
+    run.wait_for(lambda evs: "OP_START" in event_types(evs), what="an op started")
     group = os.getpgid(run.proc.pid)
     os.kill(run.proc.pid, signal.SIGKILL)
     run.proc.wait()
@@ -287,10 +288,8 @@ def test_a_stopped_remote_job_resumes_on_the_cluster_to_identical_output(tmp_pat
     ops = [{"clean_links_mapper": {}}, {"slow_mapper": {"seconds": 0.5}}, {"text_length_filter": {"min_len": 100}}]
     recipe = make_recipe(tmp_path, rows=800, process=ops, executor_type="ray", ray_address=ray_head.address)
     proc = start_dj_process(recipe, "rs", env=ray_head.driver_env)
-    deadline = time.time() + 120
-    while "PARTITION_COMPLETE" not in event_types(events_so_far(tmp_path, "rs")):
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.1)
+    wait_for(lambda: "PARTITION_COMPLETE" in event_types(events_so_far(tmp_path, "rs")), 120, "a completed partition",
+             every=0.1, process=proc)
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc, 120) == 130
     stopped = events(tmp_path, "rs")

@@ -17,7 +17,7 @@ from djworker.export import partial_export_paths
 from djworker.jobs import JobPaths, JobSummary, process_identity
 from djworker.retention import apply_at_end, cleanup_old_jobs, is_expired, should_clean
 from djworker.storage import Storage
-from tests.support.engine import REPO, dj_process, env_with, make_recipe, output_rows
+from tests.support.engine import REPO, dj_process, env_with, job_files, make_recipe, output_rows
 
 DAY = 86400.0
 
@@ -130,7 +130,8 @@ def test_cleanup_expires_finished_jobs_by_their_own_settings_wherever_their_summ
 
 # ---- end to end -----------------------------------------------------------------------
 def ckpt_and_data(tmp: Path, job: str) -> list[Path]:
-    return [p for p in [tmp / "ckpt" / job, tmp / "jobs" / job / "partitions", tmp / "jobs" / job / "results"] if p.exists()]
+    paths = job_files(tmp, job).paths
+    return [Path(p) for p in (paths.checkpoint_root, paths.partitions, paths.results) if os.path.exists(p)]
 
 
 def test_keep_failed_only_keeps_a_failed_jobs_data_and_cleans_after_it_succeeds(tmp_path):
@@ -146,7 +147,7 @@ def test_keep_failed_only_keeps_a_failed_jobs_data_and_cleans_after_it_succeeds(
     assert dj_process(recipe, "kf").returncode == 0
     assert ckpt_and_data(tmp_path, "kf") == []
     assert len(output_rows(tmp_path / "out" / "result.jsonl")) == 300
-    assert (tmp_path / "events" / "kf" / "event_logs" / "events.jsonl").exists()
+    assert job_files(tmp_path, "kf").events_file.exists()
     (tmp_path / "out" / "result.jsonl").unlink()
     assert dj_process(recipe, "kf").returncode == 0  # a cleaned, completed job id runs again from scratch
     assert len(output_rows(tmp_path / "out" / "result.jsonl")) == 300
@@ -172,11 +173,11 @@ def test_a_jobs_end_never_touches_other_jobs_and_cleanup_honours_each_jobs_setti
     assert proc.returncode == 0, proc.stderr
     assert ckpt_and_data(tmp_path, "failed") == [] and "ckpt/failed" in proc.stdout  # its own 2 days are past
     assert len(ckpt_and_data(tmp_path, "first")) == 3 and len(ckpt_and_data(tmp_path, "second")) == 3  # keep_all
-    assert (tmp_path / "out" / "result.jsonl").exists() and (tmp_path / "jobs" / "failed" / "job_summary.json").exists()
+    assert (tmp_path / "out" / "result.jsonl").exists() and job_files(tmp_path, "failed").summary_path.exists()
 
 
 def age(tmp: Path, job: str, days: float) -> None:
-    path = tmp / "jobs" / job / "job_summary.json"
+    path = job_files(tmp, job).summary_path
     summary = json.loads(path.read_text())
     summary["end_time"] = time.time() - days * DAY
     path.write_text(json.dumps(summary))

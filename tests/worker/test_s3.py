@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,8 +21,10 @@ from djworker.checkpoint import Checkpoints
 from djworker.demo_data import write_jsonl
 from djworker.storage import Storage
 import tests.support.test_ops  # noqa: F401  (registers the test ops here too)
-from tests.support.engine import dj_process, event_types, events, floor_rows, make_recipe, start_dj_process, summary
+from tests.support.engine import dj_process, event_types, events, events_so_far, floor_rows, job_files, make_recipe, \
+    start_dj_process, summary
 from tests.support.s3 import SECRET_KEY
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.s3
 
@@ -57,14 +58,9 @@ def private_s3() -> Iterator[Any]:
                                 env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         servers.append(proc)
         endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-                return endpoint, proc
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("private moto server did not start")
+        wait_for(lambda: urllib.request.urlopen(endpoint + "/moto-api/", timeout=1), 30, "a private moto server",
+                 every=0.1, ignore=(OSError,), process=proc)
+        return endpoint, proc
 
     yield start
     for proc in servers:
@@ -101,7 +97,7 @@ def test_kill_mid_checkpoint_then_resume_on_s3_gives_identical_output(tmp_path, 
     saved = {e["checkpoint_path"].rsplit("/checkpoint_", 1)[1][:-5] for e in after if e["event_type"] == "CHECKPOINT_SAVE"}
     assert torn <= saved  # recomputed and written whole this time
     # the event log stays on the local path; job metadata beside it; data in the bucket
-    assert (tmp_path / "events" / "s3k" / "event_logs" / "events.jsonl").exists()
+    assert job_files(tmp_path, "s3k").events_file.exists()
     assert not [p for p in fs.find(s3_bucket) if "event" in p.rsplit("/", 1)[1]]
     assert fs.find(f"{root}/partitions") and not (tmp_path / "jobs" / "s3k" / "partitions").exists()
     assert summary(tmp_path, "s3k")["status"] == "completed"
@@ -195,9 +191,9 @@ def test_wrong_credentials_fail_fast_with_a_clear_error_and_no_secret_leak(tmp_p
     proc = dj_process(recipe, "wc", env={"AWS_ENDPOINT_URL": endpoint})
     assert proc.returncode == 5
     assert "access denied" in proc.stderr and "check the credentials" in proc.stderr
-    log = (tmp_path / "events" / "wc" / "event_logs" / "events.jsonl").read_text()
-    assert event_types(events(tmp_path, "wc"))[-1] == "JOB_FAILED"
-    assert SECRET_KEY not in proc.stderr + proc.stdout + log + (tmp_path / "jobs" / "wc" / "job_summary.json").read_text()
+    job = job_files(tmp_path, "wc")
+    assert event_types(job.events())[-1] == "JOB_FAILED"
+    assert SECRET_KEY not in proc.stderr + proc.stdout + job.events_file.read_text() + job.summary_path.read_text()
     assert not (tmp_path / "jobs" / "wc" / "partitions").exists()
 
 
@@ -209,10 +205,8 @@ def test_endpoint_lost_mid_run_is_retried_then_fails_clearly_with_local_state_in
     recipe = make_recipe(tmp_path, rows=300, process=ops, checkpoint_dir="s3://flaky-endpoint/ckpt",
                          retry={"max_retries": 1, "base_delay_s": 0.1, "max_delay_s": 0.2})
     proc = start_dj_process(recipe, "lost", env={"AWS_ENDPOINT_URL": endpoint})
-    path = tmp_path / "events" / "lost" / "event_logs" / "events.jsonl"
-    deadline = time.time() + 90
-    while not (path.exists() and '"CHECKPOINT_SAVE"' in path.read_text()) and time.time() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "CHECKPOINT_SAVE" in event_types(events_so_far(tmp_path, "lost")), 90, "a checkpoint on S3",
+             every=0.05, process=proc)
     server.kill()
     server.wait()
     _, stderr = proc.communicate(timeout=120)
@@ -225,4 +219,4 @@ def test_endpoint_lost_mid_run_is_retried_then_fails_clearly_with_local_state_in
     assert event_types(evs)[-1] == "JOB_FAILED"
     s = summary(tmp_path, "lost")
     assert s["status"] == "failed" and s["exit_code"] == 6
-    assert (tmp_path / "jobs" / "lost" / "metadata" / "dataset_mapping.json").exists()
+    assert job_files(tmp_path, "lost").plan() is not None

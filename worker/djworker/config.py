@@ -4,7 +4,9 @@ Nested sections (`partition`, `retry`, `intermediate_storage`, ...) win; the leg
 flat keys (`partition_size`, `max_retries`, `storage_format`, ...) are the fallback,
 as DataJuicer's fault-tolerance guide specifies. Dotted CLI overrides
 (`--checkpoint.strategy every_n_ops`) are applied to the raw mapping first, so they
-are validated exactly like the file."""
+are validated exactly like the file.
+
+Over 300 lines because it is the recipe's schema: every section as a pydantic model, in one place."""
 from __future__ import annotations
 
 import difflib

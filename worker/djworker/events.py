@@ -195,15 +195,18 @@ class EventLog:
             self._sink_id = None
 
 
+def log_files(directory: str) -> list[str]:
+    """The event log's files in write order: rotated backups oldest first, then the live file (if any)."""
+    path = os.path.join(directory, "events.jsonl")
+    backups = sorted(_glob_backups(path), key=lambda p: -int(p.rsplit(".", 1)[1]))
+    return [f for f in [*backups, path] if os.path.exists(f)]
+
+
 def read_events(directory: str) -> Iterator[dict[str, Any]]:
     """Every event of a job in order: rotated backups oldest first, then the live file.
 
     A torn last line (the writer was killed mid-write) is skipped, not fatal."""
-    path = os.path.join(directory, "events.jsonl")
-    backups = sorted((p for p in _glob_backups(path)), key=lambda p: -int(p.rsplit(".", 1)[1]))
-    for file in [*backups, path]:
-        if not os.path.exists(file):
-            continue
+    for file in log_files(directory):
         with open(file, "rb") as fh:
             for line in fh:
                 try:

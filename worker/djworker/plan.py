@@ -1,6 +1,10 @@
 """The partition plan: input -> deterministic partitions -> metadata/dataset_mapping.json.
 
-The plan is made once per job and persisted with a fingerprint of the input.
+The plan is made once per job and persisted with a fingerprint of the input. It is a
+value: nothing records run state in it (that is the event fold's job, see progress.py),
+so the file is written once, when the job is planned. Files written by earlier versions
+also hold per-partition run fields (status, retries, times, error); they are ignored on
+read, and those versions read this plan with their defaults.
 Each partition's input slice is written in the intermediate format (Parquet unless
 intermediate_storage.format says otherwise) and read by workers directly from
 storage, so the driver never ships data. Re-planning the same input
@@ -13,7 +17,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import orjson
 import xxhash
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .errors import InputError
 from .sources import Reject, input_files, iter_slices, parse_slice
@@ -24,18 +28,16 @@ PLAN_VERSION = 1
 
 
 class Partition(BaseModel):
+    """One input slice, by position: which rows, where they were written, and their checksum."""
+
+    model_config = ConfigDict(frozen=True)  # extra keys (an older version's run fields) are ignored
+
     partition_id: int
     path: str
     sample_count: int
     bytes: int
     checksum: str
     source: dict[str, Any]
-    status: str = "pending"  # pending | processing | completed | failed
-    retries: int = 0
-    output_samples: Optional[int] = None
-    start_time: Optional[float] = None
-    end_time: Optional[float] = None
-    error: Optional[str] = None
 
     @property
     def fingerprint(self) -> str:
@@ -43,6 +45,8 @@ class Partition(BaseModel):
 
 
 class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
     schema_version: int = PLAN_VERSION
     job_id: str
     dataset_path: str
@@ -55,7 +59,7 @@ class Plan(BaseModel):
     rejected_samples: int
     rejects_path: Optional[str]
     created_at: float
-    partitions: list[Partition]
+    partitions: tuple[Partition, ...]
 
 
 def fingerprint(files: list[dict[str, Any]]) -> str:
@@ -106,7 +110,7 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
     return Plan(job_id=job_id, dataset_path=dataset_path, input_files=files, input_fingerprint=fingerprint(files),
                 text_key=text_key, partition_size=rows, max_size_mb=max_mb,
                 total_samples=sum(p.sample_count for p in partitions), rejected_samples=n_rejected,
-                rejects_path=rejects_path if n_rejected else None, created_at=time.time(), partitions=partitions)
+                rejects_path=rejects_path if n_rejected else None, created_at=time.time(), partitions=tuple(partitions))
 
 
 def save_plan(storage: Storage, path: str, plan: Plan) -> None:

@@ -5,7 +5,10 @@ read it. Totals come from the persisted partition plan, never from the events se
 far; failed partitions are counted; the ETA comes from the current run's completed
 samples. Events can be lost (log rotation, `event_logging.enabled: false`), so the
 driver's final_mapping_report.json and the job summary are ground truth too (`reconcile`).
-Pure: the caller reads files and passes `now` in."""
+Pure: the caller reads files and passes `now` in.
+
+Over 300 lines: most of it is the pydantic models (`Progress`, `LiveProgress`), which are the
+wire format dj-monitor --json, /progress and the operator read; the fold itself is ~150 lines."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional
@@ -30,6 +33,8 @@ class PartitionProgress(BaseModel):
     checkpoints_saved: int = 0
     retries: int = 0
     error: Optional[str] = None
+    start_time: Optional[float] = None  # its latest start
+    end_time: Optional[float] = None  # when it completed, or failed for good
 
 
 class PartitionCounts(BaseModel):
@@ -190,6 +195,20 @@ class ProgressFold:
         elif pid is not None:
             self._add_partition_event(et, pid, ts, ev)
 
+    def seed_outcomes(self, report: Optional[dict[str, Any]]) -> None:
+        """Outcomes an earlier run recorded in final_mapping_report.json that its events no longer
+        show (event logging off, or rotated away): a skipped partition keeps its output count."""
+        for entry in (report or {}).get("partitions", []):
+            p = self.parts.setdefault(entry["partition_id"], PartitionProgress(samples=entry.get("input_samples") or 0))
+            if entry.get("status") == "completed" and p.status != "completed":
+                p.status, p.output_samples = "completed", entry.get("output_samples")
+                p.start_time, p.end_time = entry.get("start_time"), entry.get("end_time")
+
+    def output_rows(self, pid: int) -> Optional[int]:
+        """A completed partition's output rows as last recorded (None if no run recorded them)."""
+        p = self.parts.get(pid)
+        return p.output_samples if p is not None else None
+
     def _restart(self, statuses: tuple[str, ...]) -> None:
         for p in self.parts.values():
             if p.status in statuses:
@@ -207,12 +226,16 @@ class ProgressFold:
                 self.run_done_samples += p.samples
             p.status, p.current_op = "completed", None
             p.output_samples = ev.get("rows_out", p.output_samples)
+            if et == "PARTITION_COMPLETE":
+                p.end_time = ts
         elif et == "PARTITION_START":
             if (pid, stage) in self.ended:
                 return  # a worker's event that reached the log after the driver recorded the end
             p.status, p.retries, p.error = "processing", max(p.retries, ev.get("retry_count") or 0), None
+            p.start_time, p.end_time = ts, None
         elif et == "PARTITION_FAILED":
             p.status = "failed" if ev.get("final") else "processing"
+            p.end_time = ts if ev.get("final") else None
             p.error, p.retries, p.current_op = ev.get("error"), max(p.retries, ev.get("retry_count") or 0), None
         elif et == "OP_START":
             if p.status != "completed":  # worker events may land after the driver's PARTITION_COMPLETE

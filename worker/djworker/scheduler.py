@@ -2,7 +2,8 @@
 
 The driver owns retries (Ray's and the pool's own retries are off), so every attempt,
 including one whose worker was killed, is an event with its retry_count. A partition
-fails the job only after its retries are spent, and then only after the others ran."""
+fails the job only after its retries are spent, and then only after the others ran.
+Run state (attempts, outcomes, times) exists only as these events: the plan is never written."""
 from __future__ import annotations
 
 import heapq
@@ -10,7 +11,7 @@ import random
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from .errors import DJError, PartitionFailed
@@ -65,7 +66,6 @@ class Scheduler:
             now = time.time()
             while not stopping and queue and queue[0][0] <= now and len(running) < self.slots:
                 _, _, task = heapq.heappop(queue)
-                task.partition.status, task.partition.start_time = "processing", time.time()
                 running[self.executor.submit(task)] = task
                 self.emit(EventType.DEBUG, partition_id=task.partition.partition_id, retry_count=task.attempt,
                           message=f"submitted; {len(running)}/{self.slots} slots busy, {len(queue)} queued")
@@ -80,11 +80,10 @@ class Scheduler:
         return failed
 
     def _settle(self, fut: Future, task: PartitionTask, queue: list, failed: list) -> None:
-        pid, part = task.partition.partition_id, task.partition
+        pid = task.partition.partition_id
         try:
             res: PartitionResult = fut.result()
         except PartitionInterrupted as err:
-            part.status = "pending"
             self.emit(EventType.INFO, partition_id=pid, message=str(err))
             return
         except BaseException as err:  # noqa: BLE001 - every worker failure is a partition failure
@@ -99,14 +98,11 @@ class Scheduler:
                       stack_trace="".join(traceback.format_exception(err)), final=final,
                       retry_in_s=None if delay is None else round(delay, 3))
             if final:
-                part.status, part.error, part.end_time = "failed", error, time.time()
                 failed.append((pid, error))
                 return
-            task.attempt = part.retries = attempt
-            heapq.heappush(queue, (time.time() + delay, pid, task))
+            heapq.heappush(queue, (time.time() + delay, pid, replace(task, attempt=attempt)))
             return
         failpoint("partition_done")
-        part.status, part.output_samples, part.end_time, part.error = "completed", res.rows_out, time.time(), None
         self.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
                   duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops,
                   stage=task.stage, stages=task.stages, storage_retries=getattr(res, "storage_retries", 0) or None)

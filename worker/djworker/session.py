@@ -14,6 +14,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from loguru import logger
+
 from .errors import StorageUnavailable
 from .jobs import MARKER_ENV, JobLock, JobPaths, driver_marker, stop_request
 from .storage import Storage
@@ -22,11 +24,31 @@ HEARTBEAT_S = 10.0  # a live run keeps its lock fresh for readers on other hosts
 
 
 @dataclass
+class StopFlag:
+    """A stop asked for by a signal or the STOP file.
+
+    A plain bool, not a threading.Event: `request` runs inside a signal handler, and a handler that
+    takes a lock the interrupted main thread already holds (Event.set does) deadlocks the driver.
+    `relay` tells a running executor at once, if its request_stop is signal-safe too."""
+
+    requested: bool = False
+    relay: Optional[Callable[[], None]] = None
+
+    def request(self) -> None:
+        self.requested = True
+        relay = self.relay
+        if relay is not None:
+            relay()
+
+
+@dataclass
 class JobSession:
     storage: Storage
     paths: JobPaths
     lock: JobLock
+    stop: StopFlag = field(default_factory=StopFlag)
     last_beat: float = field(default_factory=time.time)
+    announced: bool = False
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -37,17 +59,21 @@ class JobSession:
             self.lock.heartbeat()
             self.last_beat = now
 
-    def stop_file_requested(self) -> bool:
-        return stop_request.is_requested(self.storage, self.paths)
+    def should_stop(self) -> bool:
+        """A signal, or a STOP request (dj-stop, the operator) seen now: polled between scheduling steps."""
+        if not self.stop.requested and stop_request.is_requested(self.storage, self.paths):
+            self.stop.request()
+        if self.stop.requested and not self.announced:
+            self.announced = True
+            logger.warning("stop requested for job {}: checkpointing in-flight partitions", self.paths.job_id)
+        return self.stop.requested
 
 
 @contextmanager
-def job_session(storage: Storage, paths: JobPaths, on_signal: Callable[[], None],
-                progress_port: Optional[int] = None,
+def job_session(storage: Storage, paths: JobPaths, progress_port: Optional[int] = None,
                 snapshot: Optional[Callable[[], dict[str, Any]]] = None,
                 routes: Optional[Callable[[], dict]] = None) -> Iterator[JobSession]:
-    """Raises JobLocked if another live run holds the job. `on_signal` runs inside a signal
-    handler: it must take no lock and make no call out."""
+    """Raises JobLocked if another live run holds the job. SIGTERM/SIGINT set `session.stop`."""
     storage.makedirs(paths.job_dir)
     lock = JobLock(storage, paths)
     lock.acquire()
@@ -62,12 +88,13 @@ def job_session(storage: Storage, paths: JobPaths, on_signal: Callable[[], None]
             raise StorageUnavailable(f"cannot write the event log under {paths.event_dir!r}: {err}; "
                                      "point event_log_dir at a writable local directory") from err
         stack.enter_context(_marker_env(paths.job_id, lock.identity))
-        stack.enter_context(_signal_handlers(on_signal))
+        stop = StopFlag()
+        stack.enter_context(_signal_handlers(stop.request))
         if progress_port is not None and snapshot is not None:
             from .progress_server import serve
 
             stack.callback(serve(progress_port, snapshot, routes=routes() if routes else None).shutdown)
-        yield JobSession(storage, paths, lock)
+        yield JobSession(storage, paths, lock, stop)
 
 
 @contextmanager

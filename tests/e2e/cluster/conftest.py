@@ -12,15 +12,15 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import yaml
 
 from tests.deploy.chart import render
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "local-cluster.sh"
@@ -104,9 +104,9 @@ def operator(cluster: Kubectl) -> Iterator[Kubectl]:
     cluster("apply", "--server-side", "--force-conflicts", "-f", str(RAYCLUSTER_CRD))  # too big for client-side apply
     cluster("apply", "-f", str(REPO / "charts" / "datajuicer-operator" / "crds"))  # as helm installs crds/
     for crd in ("datajuicerjobs.datajuicer.io", "rayclusters.ray.io"):
-        until(lambda: any(c["type"] == "Established" and c["status"] == "True"
-                          for c in (cluster.get("crd", crd) or {}).get("status", {}).get("conditions") or []),
-              60, f"CRD {crd} Established")
+        wait_for(lambda: any(c["type"] == "Established" and c["status"] == "True"
+                             for c in (cluster.get("crd", crd) or {}).get("status", {}).get("conditions") or []),
+                 60, f"CRD {crd} Established", every=1)
     cluster("create", "namespace", OPERATOR_NAMESPACE, check=False)
     name, _, tag = IMAGE.rpartition(":")
     values = {"image": {"repository": name, "tag": tag, "pullPolicy": "Never"}, "operator": {"interval": 2}}
@@ -184,13 +184,3 @@ def state_volume(kc: Kubectl, claim: str, root: Path) -> Path:
     kc("apply", "-f", "-", input=yaml.safe_dump(pv))
     kc.volumes.append((pv["metadata"]["name"], path))
     return path
-
-
-def until(predicate: Callable[[], Any], timeout: float, what: str, diagnose: Callable[[], str] = str) -> Any:
-    """Polls predicate until truthy (returning its value), failing with diagnose() at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnose()}")
-        time.sleep(1)
-    return value

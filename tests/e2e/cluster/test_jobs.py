@@ -15,7 +15,10 @@ import orjson
 import pytest
 import yaml
 
-from .conftest import REPO, Kubectl, state_volume, until
+from tests.support.artifacts import JobFiles
+from tests.support.wait import wait_for
+
+from .conftest import REPO, Kubectl, state_volume
 
 EXAMPLE = REPO / "configs" / "job.yaml"
 SMALL = {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "2Gi"}}
@@ -70,8 +73,8 @@ def local_reference(tmp: Path, recipe: dict[str, Any], data: list[dict[str, Any]
 
 
 def events(state_dir: Path, job_id: str) -> list[dict[str, Any]]:
-    path = state_dir / "events" / job_id / "event_logs" / "events.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    """The engine's event log on the job's state volume (events/ and work/ under the operator's mount)."""
+    return JobFiles.of(job_id, state_dir / "work", state_dir / "events").events()
 
 
 def mid_run(kc: Kubectl, name: str) -> dict[str, Any]:
@@ -88,8 +91,8 @@ def mid_run(kc: Kubectl, name: str) -> dict[str, Any]:
 
 
 def finished(kc: Kubectl, name: str, timeout: float) -> dict[str, Any]:
-    until(lambda: kc.status(name).get("phase") in ("Succeeded", "Failed"), timeout, f"{name} to finish",
-          lambda: kc.describe(name))
+    wait_for(lambda: kc.status(name).get("phase") in ("Succeeded", "Failed"), timeout, f"{name} to finish",
+             lambda: kc.describe(name), every=1)
     done = kc.status(name)
     assert done["phase"] == "Succeeded", kc.describe(name)
     kc("wait", "--for=condition=Complete", f"djjob/{name}", "--timeout=60s")
@@ -127,10 +130,10 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
     kc("apply", "-f", "-", input=yaml.safe_dump(job))
     why = lambda: kc.describe(name)  # noqa: E731
 
-    seen = until(lambda: mid_run(kc, name), 900, f"{name} Running with 0 < progress < 100", why)
+    seen = wait_for(lambda: mid_run(kc, name), 900, f"{name} Running with 0 < progress < 100", why, every=1)
     assert 0 < seen["progress"]["percent"] < 100
-    driver = until(lambda: [p for p in job_pods(kc, name) if "driver" in p["metadata"]["name"]
-                            and p["status"]["phase"] == "Running"], 60, "the driver pod", why)[0]
+    driver = wait_for(lambda: [p for p in job_pods(kc, name) if "driver" in p["metadata"]["name"]
+                               and p["status"]["phase"] == "Running"], 60, "the driver pod", why, every=1)[0]
     assert_non_root(kc, driver)
     if executor != "default":
         rc = seen["children"]["rayCluster"]
@@ -140,18 +143,19 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
             assert_non_root(kc, pod)
 
     kc("patch", "djjob", name, "--type", "merge", "-p", '{"spec":{"stop":true}}')
-    until(lambda: kc.status(name).get("phase") in ("Stopped", "Succeeded", "Failed"), 300, f"{name} Stopped", why)
+    wait_for(lambda: kc.status(name).get("phase") in ("Stopped", "Succeeded", "Failed"), 300, f"{name} Stopped", why,
+             every=1)
     stopped = kc.status(name)
     assert stopped["phase"] == "Stopped", why()
-    until(lambda: not [p for p in job_pods(kc, name) if "driver" in p["metadata"]["name"]], 180,
-          "the driver pod to be gone", why)
+    wait_for(lambda: not [p for p in job_pods(kc, name) if "driver" in p["metadata"]["name"]], 180,
+             "the driver pod to be gone", why, every=1)
     first = events(state_dir, stopped["jobId"])
     done_before = {e["partition_id"] for e in first if e["event_type"] == "PARTITION_COMPLETE"}
     assert done_before, "the stopped attempt completed (and flushed) some partitions"
     assert "JOB_STOPPED" in [e["event_type"] for e in first], "the kubelet's SIGTERM reached dj-process"
     if executor != "default":
-        until(lambda: not kc.pods(f"ray.io/cluster={stopped['children']['rayCluster']}"), 300,
-              "the RayCluster's pods to be garbage-collected on stop", why)
+        wait_for(lambda: not kc.pods(f"ray.io/cluster={stopped['children']['rayCluster']}"), 300,
+                 "the RayCluster's pods to be garbage-collected on stop", why, every=1)
 
     kc("patch", "djjob", name, "--type", "merge", "-p", '{"spec":{"stop":false}}')
     done = finished(kc, name, 1200)
@@ -165,9 +169,9 @@ def test_job_runs_stops_resumes_and_matches_a_local_run(kc: Kubectl, s3, s3_endp
     assert read_output(s3, recipe["export_path"]) == local_reference(tmp_path, recipe, data)
 
     kc("delete", "djjob", name, "--timeout=180s")
-    until(lambda: not job_pods(kc, name) and not kc.json("get", "configmaps,secrets,pvc,rayclusters,services",
-                                                           "-l", f"datajuicer.io/job={name}")["items"],
-          180, "every child of the deleted job to be gone", why)
+    wait_for(lambda: not job_pods(kc, name) and not kc.json("get", "configmaps,secrets,pvc,rayclusters,services",
+                                                              "-l", f"datajuicer.io/job={name}")["items"],
+             180, "every child of the deleted job to be gone", why, every=1)
 
 
 def test_killed_driver_container_is_retried_once_and_resumes(kc: Kubectl, s3, s3_endpoint, tmp_path):
@@ -178,7 +182,7 @@ def test_killed_driver_container_is_retried_once_and_resumes(kc: Kubectl, s3, s3
     data = upload(s3, recipe["dataset_path"], 20000)
     kc("apply", "-f", "-", input=yaml.safe_dump(job))
     why = lambda: kc.describe(name)  # noqa: E731
-    seen = until(lambda: mid_run(kc, name), 900, f"{name} mid-run", why)
+    seen = wait_for(lambda: mid_run(kc, name), 900, f"{name} mid-run", why, every=1)
     driver = f"{name}-driver-1"
     containers = kc.docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.name={driver}",
                            "--filter", "label=io.kubernetes.container.name=driver").stdout.split()

@@ -8,7 +8,9 @@ import uuid
 import pytest
 import yaml
 
-from .conftest import SCRIPT, Kubectl, until
+from tests.support.wait import wait_for
+
+from .conftest import SCRIPT, Kubectl
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
@@ -32,7 +34,8 @@ def test_pod_resolves_services_reaches_the_api_and_answers_logs_and_exec(cluster
     cluster("create", "namespace", ns)
     kc = Kubectl(cluster.env, ns)
     try:
-        until(lambda: kc("get", "serviceaccount", "default", check=False).returncode == 0, 60, "the default SA")
+        wait_for(lambda: kc("get", "serviceaccount", "default", check=False).returncode == 0, 60, "the default SA",
+                 every=1)
         service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "probe-svc"},
                    "spec": {"selector": {"app": "none"}, "ports": [{"port": 80}]}}
         kc("apply", "-f", "-", input=yaml.safe_dump(service))
@@ -54,8 +57,9 @@ def test_pod_resolves_services_reaches_the_api_and_answers_logs_and_exec(cluster
                                         "env": [{"name": "NS", "value": ns}, {"name": "PROBE", "value": probe}], "command": ["sh", "-c", script]}]}}
         kc("apply", "-f", "-", input=yaml.safe_dump(pod))
         cluster_ip = kc.json("get", "service", "probe-svc")["spec"]["clusterIP"]
-        logs = until(lambda: (out := kc("logs", "probe", check=False).stdout).count("\n") >= 2 and out, 120,
-                     "the probe's output", lambda: kc("describe", "pod", "probe", check=False).stdout[-2000:])
+        logs = wait_for(lambda: (out := kc("logs", "probe", check=False).stdout).count("\n") >= 2 and out, 120,
+                        "the probe's output", lambda: kc("describe", "pod", "probe", check=False).stdout[-2000:],
+                        every=1)
         first, second = logs.splitlines()[:2]
         assert first.split()[0] == cluster_ip and first.split()[1] == f"probe-svc.{ns}.svc.cluster.local"
         # the apiserver knew the pod's own ServiceAccount token (and RBAC grants it nothing)

@@ -9,14 +9,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import orjson
 import pytest
 import yaml
+
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 CLUSTER = os.environ.get("DJ_KIND_CLUSTER", "dj-e2e")
@@ -35,15 +36,6 @@ def missing_prerequisite() -> Optional[str]:
     if subprocess.run(["docker", "info"], capture_output=True, timeout=60).returncode != 0:
         return "no Docker engine is running (`docker info` failed)"
     return None
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, diagnose: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{diagnose()}")
-        time.sleep(2)
-    return value
 
 
 class Kubectl:
@@ -101,7 +93,7 @@ def s3(cluster: Kubectl):
     import s3fs
 
     fs = s3fs.S3FileSystem(key=MINIO_USER, secret=MINIO_PASSWORD, client_kwargs={"endpoint_url": S3_FROM_HOST})
-    wait_for(lambda: fs.ls("") is not None, 120, "MinIO to answer on the host port")
+    wait_for(lambda: fs.ls("") is not None, 120, "MinIO to answer on the host port", every=2)
     if not fs.exists("datajuicer-demo"):
         fs.mkdir("datajuicer-demo")
     return fs
@@ -141,7 +133,7 @@ def finished(kc: Kubectl, name: str, timeout: float) -> None:
     """Waits for a terminal phase (failing fast, with kubectl describe, if it is Failed),
     then for the Complete condition as a user would."""
     wait_for(lambda: kc.status(name).get("phase") in ("Succeeded", "Failed"), timeout, f"{name} to finish",
-             lambda: kc.describe(name))
+             lambda: kc.describe(name), every=2)
     assert kc.status(name)["phase"] == "Succeeded", kc.describe(name)
     kc("wait", "--for=condition=Complete", f"djjob/{name}", "--timeout=60s")
 
@@ -159,7 +151,7 @@ def test_example_job_runs_to_completion_on_kuberay(kc, s3, tmp_path):
         mid_run = s.get("phase") == "Running" and 1 <= parts.get("completed", 0) < parts.get("total", 0)
         return s if mid_run or s.get("phase") in ("Succeeded", "Failed") else {}
 
-    seen = wait_for(mid_run_or_over, 900, "the job Running with its progress in status", why)
+    seen = wait_for(mid_run_or_over, 900, "the job Running with its progress in status", why, every=2)
     assert seen["phase"] == "Running", f"no progress seen before the end: {seen}"
     assert kc.get("raycluster", seen["children"]["rayCluster"]), "the job runs on its own RayCluster"
     finished(kc, name, 1200)
@@ -169,7 +161,7 @@ def test_example_job_runs_to_completion_on_kuberay(kc, s3, tmp_path):
     assert read_output(s3, recipe["export_path"]) == local_reference(tmp_path, recipe, data)
     assert "Succeeded" in kc("get", "djjobs").stdout
     wait_for(lambda: kc.get("raycluster", seen["children"]["rayCluster"]) is None, 300,
-             "the RayCluster to be deleted after the job", why)
+             "the RayCluster to be deleted after the job", why, every=2)
 
 
 def test_stop_mid_run_then_resume_gives_the_uninterrupted_output(kc, s3, tmp_path):
@@ -185,15 +177,15 @@ def test_stop_mid_run_then_resume_gives_the_uninterrupted_output(kc, s3, tmp_pat
 
     wait_for(lambda: (s := kc.status(name)).get("phase") == "Running"
              and 1 <= (s.get("partitions") or {}).get("completed", 0) < s["partitions"]["total"],
-             900, "the job to be mid-run", why)
+             900, "the job to be mid-run", why, every=2)
     kc("patch", "djjob", name, "--type", "merge", "-p", '{"spec":{"stop":true}}')
-    wait_for(lambda: kc.status(name).get("phase") in ("Stopped", "Succeeded", "Failed"), 600, "Stopped", why)
+    wait_for(lambda: kc.status(name).get("phase") in ("Stopped", "Succeeded", "Failed"), 600, "Stopped", why, every=2)
     kc("wait", "--for=condition=Stopped", f"djjob/{name}", "--timeout=60s")
     stopped = kc.status(name)
     assert stopped["phase"] == "Stopped" and stopped["partitions"]["completed"] < stopped["partitions"]["total"]
-    wait_for(lambda: not [p for p in kc.pods() if "driver" in p], 300, "the driver pod to be gone", why)
+    wait_for(lambda: not [p for p in kc.pods() if "driver" in p], 300, "the driver pod to be gone", why, every=2)
     wait_for(lambda: kc.get("raycluster", stopped["children"]["rayCluster"]) is None, 300,
-             "the RayCluster to be deleted on stop", why)
+             "the RayCluster to be deleted on stop", why, every=2)
 
     kc("patch", "djjob", name, "--type", "merge", "-p", '{"spec":{"stop":false}}')
     finished(kc, name, 1800)

@@ -14,7 +14,7 @@ from tests.worker.jobs.jobfiles import FakeJob
 @pytest.fixture
 def fake_job(tmp_path: Path) -> Callable[..., FakeJob]:
     def make(job_id: str = "job1") -> FakeJob:
-        return FakeJob(tmp_path / "work", job_id, tmp_path / "elsewhere" / "events" / job_id / "event_logs")
+        return FakeJob(tmp_path / "work", job_id, tmp_path / "elsewhere" / "events")
     return make
 
 

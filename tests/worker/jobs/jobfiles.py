@@ -1,17 +1,19 @@
 """Factories for job directories on disk: a summary, a partition plan and an event log,
-written exactly where the driver writes them, with the event log on its own path."""
+written exactly where the driver writes them (JobPaths), with the event log on its own path."""
 from __future__ import annotations
 
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import orjson
 import psutil
 
 from djworker.jobs import process_identity
+from djworker.jobs.paths import JobPaths
 
 
 def identity(kind: str) -> dict[str, Any]:
@@ -54,15 +56,29 @@ def partition_run(pid: int, t0: float, ops: list[str], rows_out: Optional[list[i
 class FakeJob:
     base_dir: Path
     job_id: str
-    event_dir: Path
+    event_log_dir: Path  # the recipe's event_log_dir, away from base_dir
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
+    def paths(self) -> JobPaths:
+        recipe = SimpleNamespace(work_dir=str(self.base_dir), event_log_dir=str(self.event_log_dir),
+                                 checkpoint_dir=None)
+        return JobPaths.of(recipe, self.job_id)
+
+    @property
     def job_dir(self) -> Path:
-        return self.base_dir / self.job_id
+        return Path(self.paths.job_dir)
+
+    @property
+    def event_dir(self) -> Path:
+        return Path(self.paths.event_dir)
+
+    @property
+    def summary_path(self) -> Path:
+        return Path(self.paths.summary)
 
     def write_summary(self, status: str = "running", driver: str = "alive", **fields: Any) -> dict[str, Any]:
-        events_file = self.event_dir / "events.jsonl"
+        events_file = Path(self.paths.events_file)
         if driver == "alive":  # a live driver holds its event log open: that is the stopper's proof
             self.event_dir.mkdir(parents=True, exist_ok=True)
             self._held = open(events_file, "ab")
@@ -72,17 +88,17 @@ class FakeJob:
                    "process": identity(driver), "ops": ["a_mapper", "b_filter"],
                    "resumption_command": f"dj-process --config r.yaml --job_id {self.job_id}", **fields}
         self.job_dir.mkdir(parents=True, exist_ok=True)
-        (self.job_dir / "job_summary.json").write_bytes(orjson.dumps(summary))
+        self.summary_path.write_bytes(orjson.dumps(summary))
         return summary
 
     def write_plan(self, counts: list[int]) -> None:
         plan = {"job_id": self.job_id, "total_samples": sum(counts), "rejected_samples": 0,
                 "partitions": [{"partition_id": i, "sample_count": n} for i, n in enumerate(counts)]}
-        (self.job_dir / "metadata").mkdir(parents=True, exist_ok=True)
-        (self.job_dir / "metadata" / "dataset_mapping.json").write_bytes(orjson.dumps(plan))
+        Path(self.paths.mapping).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.paths.mapping).write_bytes(orjson.dumps(plan))
 
     def append(self, *evs: dict[str, Any]) -> None:
         self.event_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.event_dir / "events.jsonl", "ab") as fh:
+        with open(self.paths.events_file, "ab") as fh:
             for ev in evs:
                 fh.write(orjson.dumps({**ev, "job_id": self.job_id}) + b"\n")

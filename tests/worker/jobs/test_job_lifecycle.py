@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import psutil
 
@@ -15,6 +15,7 @@ from djworker.jobs.monitor import JobProgressMonitor
 from djworker.jobs.stopper import is_live, stop_job
 from tests.support.engine import STANDARD_OPS, dj_process, env_with, event_types, events, make_recipe, \
     start_dj_process, summary, wait_exit
+from tests.support.wait import wait_for
 
 ENV = {"DJ_EXTRA_OP_MODULES": "tests.support.test_ops,tests.support.slow_ops"}
 # What the driver is proposed to do at start-up (see docs/job-management.md, "Orphans"): mark its processes.
@@ -28,23 +29,6 @@ if __name__ == "__main__":  # pool workers import this file as __mp_main__
     os.environ[MARKER_ENV] = driver_marker(sys.argv[1], process_identity())
     sys.exit(main(["--config", sys.argv[2], "--job_id", sys.argv[1], "--quiet"]))
 """
-
-
-def wait_for(probe: Callable[[], Any], timeout: float, what: str,
-             driver: Optional[subprocess.Popen] = None) -> Any:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if driver is not None and driver.poll() is not None:
-            _, err = driver.communicate()
-            raise AssertionError(f"the driver exited ({driver.returncode}) while waiting for {what}: {err}")
-        try:
-            value = probe()
-        except JobNotFound:
-            value = None
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def slow_ops(seconds: float) -> list[dict[str, Any]]:
@@ -74,13 +58,14 @@ def test_monitor_stop_and_resume_give_the_output_of_an_uninterrupted_run(tmp_pat
     base = str(tmp_path / "jobs")
     driver = start_dj_process(recipe, "slow", env=ENV)
     monitor = JobProgressMonitor("slow", base)
-    wait_for(lambda: monitor.get_progress_data()["overall_progress"]["job_status"] == "running", 60, "job start", driver)
+    wait_for(lambda: monitor.get_progress_data()["overall_progress"]["job_status"] == "running", 60, "job start",
+             ignore=(JobNotFound,), process=driver, every=0.1)
     watcher = subprocess.Popen([sys.executable, "-m", "djworker.cli.monitor", "slow", "--base-dir", base, "--watch",
                                 "--json", "--interval", "0.3"], env=env_with(ENV), stdout=subprocess.PIPE, text=True)
 
     # Running: totals from the plan, a real ETA once a partition is done.
     data = wait_for(lambda: (d := monitor.get_progress_data())["overall_progress"]["partitions"]["completed"] and d,
-                    60, "a completed partition", driver)
+                    60, "a completed partition", ignore=(JobNotFound,), process=driver, every=0.1)
     o = data["overall_progress"]
     assert o["job_status"] == "running"
     assert o["partitions"]["total"] == 5 and o["samples"]["total"] == 500
@@ -122,7 +107,8 @@ def test_a_driver_that_does_not_stop_in_time_is_killed_with_its_whole_tree(tmp_p
     recipe = make_recipe(tmp_path, rows=200, np=2, process=[{"spawning_mapper": {"pid_dir": str(pid_dir),
                                                                                  "seconds": 120}}])
     driver = start_dj_process(recipe, "stuck", env=ENV)
-    spawned = wait_for(lambda: pids_in(pid_dir, 2), 60, "both workers to start their daemons", driver)
+    spawned = wait_for(lambda: pids_in(pid_dir, 2), 60, "both workers to start their daemons", process=driver,
+                       every=0.1)
     result = stop_job("stuck", timeout=1, base_dir=str(tmp_path / "jobs"))
     assert (result["outcome"], result["method"], result["remaining"]) == ("killed", "sigkill", [])
     assert set(spawned) <= set(result["killed"]) and driver.pid in result["killed"]
@@ -146,7 +132,8 @@ def test_force_kills_at_once_even_daemons_that_left_the_tree(tmp_path, bystander
     launcher.write_text(LAUNCHER)
     driver = subprocess.Popen([sys.executable, str(launcher), "forced", str(recipe)], env=env_with(ENV), cwd=tmp_path,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    spawned = wait_for(lambda: pids_in(pid_dir, 2), 60, "both workers to start their daemons", driver)
+    spawned = wait_for(lambda: pids_in(pid_dir, 2), 60, "both workers to start their daemons", process=driver,
+                       every=0.1)
     assert all(psutil.Process(pid).ppid() != driver.pid for pid in spawned)
     t0 = time.time()
     result = stop_job("forced", force=True, base_dir=str(tmp_path / "jobs"))

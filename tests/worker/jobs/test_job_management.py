@@ -17,6 +17,7 @@ from djworker.jobs.monitor import JobProgressMonitor, monitor_job_until_completi
 from djworker.jobs.render import render
 from djworker.jobs.stopper import stop_job
 from tests.support.engine import REPO, dj_process, env_with, make_recipe, start_dj_process, summary, wait_exit
+from tests.support.wait import wait_for
 from tests.worker.jobs.jobfiles import event, partition_run
 
 
@@ -42,10 +43,8 @@ def test_a_running_job_without_event_log_is_listed_and_stopped(tmp_path):
     driver = start_dj_process(recipe, "quiet")
     base = str(tmp_path / "jobs")
     try:
-        deadline = time.time() + 60
-        while not list_running_jobs(base) and time.time() < deadline and driver.poll() is None:
-            time.sleep(0.2)
-        assert [j["job_id"] for j in list_running_jobs(base)] == ["quiet"]
+        running = wait_for(lambda: list_running_jobs(base), 60, "the job listed as running", process=driver)
+        assert [j["job_id"] for j in running] == ["quiet"]
         result = stop_job("quiet", force=True, base_dir=base)
         assert (result["outcome"], result["success"]) == ("killed", True), result
         assert wait_exit(driver, 30) != 0

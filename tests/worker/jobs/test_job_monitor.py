@@ -14,6 +14,7 @@ from rich.console import Console
 from djworker.cli import monitor as monitor_cli
 from djworker.jobs.common import JobNotFound, JobReader, list_running_jobs
 from djworker.jobs.monitor import JobProgressMonitor, show_job_progress
+from djworker.jobs.paths import JobPaths
 from djworker.progress import operation_summary
 
 from tests.worker.jobs.jobfiles import event, partition_run
@@ -87,7 +88,7 @@ def test_failed_partitions_are_counted(fake_job):
 
 def test_event_log_is_found_through_the_summary_not_beside_the_job(fake_job):
     job = running_job(fake_job)
-    assert not (job.job_dir / "event_logs").exists()
+    assert not os.path.exists(JobPaths.recorded(str(job.base_dir), job.job_id).event_dir)  # the default place
     reader = JobReader(job.job_id, str(job.base_dir))
     assert reader.paths.event_dir == str(job.event_dir)
     assert reader.events()[0]["event_type"] == "JOB_START"

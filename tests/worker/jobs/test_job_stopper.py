@@ -73,13 +73,13 @@ def test_a_job_on_another_host_is_asked_through_the_stop_file(fake_job, bystande
     job.job_dir.joinpath("job.lock").write_text(json.dumps(
         {"pid": bystander.pid, "host": "another-node", "heartbeat": time.time()}))
     # The remote driver honours STOP: it writes its final status.
-    summary = json.loads((job.job_dir / "job_summary.json").read_text())
+    summary = json.loads(job.summary_path.read_text())
 
     def remote_driver_stops():
         deadline = time.time() + 5
         while not (job.job_dir / "STOP").exists() and time.time() < deadline:
             time.sleep(0.05)
-        (job.job_dir / "job_summary.json").write_text(json.dumps({**summary, "status": "stopped"}))
+        job.summary_path.write_text(json.dumps({**summary, "status": "stopped"}))
     threading.Thread(target=remote_driver_stops).start()
     result = stop_job(job.job_id, timeout=5, base_dir=str(job.base_dir))
     assert result["outcome"] == "stopped" and result["method"] == "stop_file"
