@@ -509,3 +509,31 @@ def test_integers_beyond_int64_come_out_exactly_as_they_went_in(tmp_path):
     data = write_lines(tmp_path / "input.jsonl", [orjson.dumps(big), good(1)])
     assert dj_process(make_recipe(tmp_path, dataset_path=str(data), process=KEEP_ALL), JOB).returncode == 0
     assert output_rows(out(tmp_path))[0]["id"] == 18446744073709551615
+
+
+def test_a_full_event_log_volume_warns_marks_the_summary_and_loses_no_row(tmp_path, tmpfs):
+    """The policy (docs/reliability.md): keep processing; one WARNING on stderr; job_summary.json
+    says the log is incomplete; checkpoints and results are untouched, and the resume is exactly-once."""
+    disk = tmpfs("events", size="64k")
+    recipe = make_recipe(tmp_path, rows=2000, event_log_dir=str(disk), checkpoint={"strategy": "every_op"})
+    proc = dj_process(recipe, JOB)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said(proc, "WARNING: cannot write the event log", "No space left on device", "free space under event_log_dir")
+    assert proc.stderr.count("WARNING: cannot write the event log") == 1
+    s = summary(tmp_path, JOB)
+    assert s["status"] == "completed" and s["event_log_degraded"]["events_dropped"] > 0
+    assert output_rows(out(tmp_path)) == expected_rows(recipe)
+    log = disk / JOB / "event_logs" / "events.jsonl"
+    lines = log.read_bytes().splitlines()
+    assert lines and all(orjson.loads(line) for line in lines)  # no torn line was left behind
+    results = checksums(tmp_path / "jobs" / JOB / "results")
+    remount(disk, "64m")
+    again = dj_process(recipe, JOB)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert output_rows(out(tmp_path)) == expected_rows(recipe)
+    assert checksums(tmp_path / "jobs" / JOB / "results") == results  # nothing redone, nothing rewritten
+    last = [orjson.loads(x) for x in log.read_bytes().splitlines()]
+    run = last[max(i for i, e in enumerate(last) if e["event_type"] == "JOB_RESUMED"):]
+    assert {e["event_type"] for e in run} >= {"PARTITION_SKIPPED", "JOB_COMPLETE"}
+    assert "PARTITION_START" not in {e["event_type"] for e in run}
+    assert summary(tmp_path, JOB).get("event_log_degraded") is None

@@ -211,6 +211,7 @@ def _finish(run: Run, status: str, event: EventType, message: str, code: int, tr
         fields.update(error=message, stack_trace=trace)
     perf = tracker.performance(time.time())
     if perf is not None:
+        perf["storage_retries"] += run.storage.retries  # the driver's own (plan, listings, export)
         log.emit(EventType.PERFORMANCE_METRIC, **perf, peak_rss_mb=round(tracker.sampler.peak_rss / 2**20, 1),
                  message=f"{perf['rows_per_s']:.0f} rows/s: {perf['rows_in']} rows in {perf['wall_s']:.2f} s "
                          f"({perf['partitions_processed']} partitions processed, {perf['partitions_skipped']} skipped)")
@@ -219,7 +220,8 @@ def _finish(run: Run, status: str, event: EventType, message: str, code: int, tr
     now = time.time()
     tracker.update_summary(status=status, end_time=now, duration_s=now - tracker.summary.get("start_time", now),
                            error=message if status != "completed" else None, exit_code=code,
-                           export=export, progress=tracker.live_progress(), performance=perf)
+                           export=export, progress=tracker.live_progress(), performance=perf,
+                           event_log_degraded=log.degraded)
     if status != "completed":
         retention.apply_at_end(run.storage, run.paths, run.recipe, status)
     return JobOutcome(run.job_id, status, run.paths, export, None if status == "completed" else message, code)

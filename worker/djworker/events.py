@@ -3,11 +3,18 @@
 If code or a test needs a fact, it is an event; if only a person does, a log line.
 Only the driver writes the log; workers hand their events to it as they happen.
 The file is appended across resumes of one job and rotated by size, so readers
-take the backups (`events.jsonl.N`, oldest first) before the live file."""
+take the backups (`events.jsonl.N`, oldest first) before the live file.
+
+A full or failing event-log volume (ENOSPC, EIO) does not stop the job: the log is a record,
+and resume decisions come from checkpoints and results on storage, never from events. The
+first failed write prints one WARNING on stderr; later events are dropped and counted; the
+line being written is cut back so the file never holds a torn line; `degraded` (the first
+error, events dropped) goes into job_summary.json as `event_log_degraded`."""
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -107,6 +114,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._sink_id: Optional[int] = None
         self.listeners: list[Any] = []
+        self.degraded: Optional[dict[str, Any]] = None  # set when a write failed: the log is incomplete
         if enabled:
             try:
                 os.makedirs(directory, exist_ok=True)
@@ -117,7 +125,7 @@ class EventLog:
             self._sink_id = logger.add(
                 os.path.join(directory, "events.log"), level="DEBUG", enqueue=False,
                 rotation=self.max_bytes, retention=backup_count or 1, encoding="utf-8",
-                filter=lambda record: record["extra"].get("dj_job") == job_id,
+                filter=lambda record: record["extra"].get("dj_job") == job_id and self.degraded is None,
                 format="{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}",
             )
         self._log = logger.bind(dj_job=job_id)
@@ -130,15 +138,39 @@ class EventLog:
         if event["event_type"] == EventType.DEBUG.value and not self.debug:
             return event
         with self._lock:
-            if self.enabled:
-                self._fh.write(orjson.dumps(event) + b"\n")
-                self._fh.flush()
-                if self._fh.tell() >= self.max_bytes:
-                    self._rotate()
+            if self.enabled and self.degraded is None:
+                self._append(event)
+            elif self.degraded is not None:
+                self.degraded["events_dropped"] += 1
             self._log.log(_LEVELS.get(event["event_type"], "INFO"), describe(event))
         for listener in self.listeners:
             listener(event)
         return event
+
+    def _append(self, event: dict[str, Any]) -> None:
+        start = self._fh.tell()
+        try:
+            self._fh.write(orjson.dumps(event) + b"\n")
+            self._fh.flush()
+            if self._fh.tell() >= self.max_bytes:
+                self._rotate()
+        except OSError as err:
+            self._degrade(err, start, event)
+
+    def _degrade(self, err: OSError, start: int, event: dict[str, Any]) -> None:
+        """Keep the job going without its log: drop the torn tail, warn once, count what is lost."""
+        try:  # the buffer still holds the torn line: drop it with the descriptor, never flush it
+            fd = self._fh.fileno()
+            os.ftruncate(fd, start)  # shrinking a file needs no space
+            os.close(fd)
+        except (OSError, ValueError):
+            pass
+        self.degraded = {"error": f"{type(err).__name__}: {err}", "since": event.get("timestamp"),
+                         "first_event_lost": event.get("event_type"), "events_dropped": 1, "path": self.path}
+        print(f"WARNING: cannot write the event log {self.path} ({err}); the job goes on without it. Its "
+              "checkpoints and results are unaffected and a resume is exactly-once, but events from now on are "
+              "lost: free space under event_log_dir (job_summary.json has 'event_log_degraded')",
+              file=sys.stderr, flush=True)
 
     def _rotate(self) -> None:
         self._fh.close()
@@ -154,7 +186,10 @@ class EventLog:
     def close(self) -> None:
         if self.enabled:
             with self._lock:
-                self._fh.close()
+                try:
+                    self._fh.close()
+                except (OSError, ValueError):  # degraded: its descriptor is already closed
+                    pass
         if self._sink_id is not None:
             logger.remove(self._sink_id)
             self._sink_id = None

@@ -30,6 +30,7 @@ class RunMetrics:
     def __init__(self) -> None:
         self.op_time: dict[str, float] = defaultdict(float)
         self.done = self.skipped = self.rows_in = self.rows_out = self.saves = self.loads = self.retries = 0
+        self.storage_retries = 0  # the workers' (PARTITION_COMPLETE); the driver adds its own at the end
         self.save_s = 0.0
 
     def add(self, ev: dict[str, Any]) -> None:
@@ -46,6 +47,7 @@ class RunMetrics:
         elif et == "PARTITION_FAILED" and not ev.get("final"):
             self.retries += 1
         elif et == "PARTITION_COMPLETE":  # rows in: read from the input; rows out: through the last stage
+            self.storage_retries += ev.get("storage_retries") or 0
             stage, stages = ev.get("stage") or 0, ev.get("stages") or 1
             self.rows_in += (ev.get("rows_in") or 0) if stage == 0 else 0
             if stage == stages - 1:
@@ -59,7 +61,7 @@ class RunMetrics:
             "rows_in": self.rows_in, "rows_out": self.rows_out, "rows_per_s": round(self.rows_in / wall, 1),
             "op_time_s": {name: round(t, 3) for name, t in self.op_time.items()},
             "checkpoint_saves": self.saves, "checkpoint_save_s": round(self.save_s, 3), "checkpoint_loads": self.loads,
-            "retries": self.retries,
+            "retries": self.retries, "storage_retries": self.storage_retries,
         }
 
 

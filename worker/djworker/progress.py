@@ -20,7 +20,8 @@ JOB_ENDS = {"JOB_COMPLETE": "completed", "JOB_FAILED": "failed", "JOB_STOPPED": 
 FINAL_STATES = frozenset({"completed", "failed", "stopped", "interrupted"})
 RESOURCE_FIELDS = ("time", "rss_mb", "peak_rss_mb", "cpu_percent", "processes", "system_available_mb")
 PERFORMANCE_FIELDS = ("time", "wall_s", "rows_per_s", "rows_in", "rows_out", "partitions_processed",
-                      "partitions_skipped", "op_time_s", "checkpoint_saves", "checkpoint_save_s", "retries", "peak_rss_mb")
+                      "partitions_skipped", "op_time_s", "checkpoint_saves", "checkpoint_save_s", "retries", "storage_retries",
+                      "peak_rss_mb")
 
 
 class PartitionProgress(BaseModel):

@@ -90,6 +90,7 @@ class PartitionResult:
     reused_ops: int
     duration_s: float
     op_metrics: list[dict[str, Any]] = field(default_factory=list)
+    storage_retries: int = 0  # object-storage requests and reads this attempt repeated (storage.py)
 
 
 def result_store(task: PartitionTask, storage: Storage) -> Checkpoints:
@@ -212,7 +213,8 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
     if stats is not None:
         storage.put_bytes(stats_shard_path(results, key), stats)
     results.write_encoded(key, data, table.num_rows, table.schema, pid, len(ops), [op.op_name for op in ops])
-    return PartitionResult(pid, rows_in, table.num_rows, results.data_path(key), upto, time.time() - started, metrics)
+    return PartitionResult(pid, rows_in, table.num_rows, results.data_path(key), upto, time.time() - started, metrics,
+                           storage.retries)
 
 
 def _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics) -> PartitionResult:
@@ -226,7 +228,7 @@ def _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, u
     pq.write_table(hashes, buf, compression="zstd")
     storage.put_bytes(hashes_path(task), buf.getvalue().to_pybytes())
     return PartitionResult(task.partition.partition_id, rows_in, table.num_rows, hashes_path(task), upto,
-                           time.time() - started, metrics)
+                           time.time() - started, metrics, storage.retries)
 
 
 def save_checkpoint(task: PartitionTask, store: Checkpoints, table: pa.Table, idx: int, emit: Emit, reason: str) -> None:

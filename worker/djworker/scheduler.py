@@ -105,5 +105,5 @@ class Scheduler:
         failpoint("partition_done")
         self.emit(EventType.PARTITION_COMPLETE, partition_id=pid, rows_in=res.rows_in, rows_out=res.rows_out,
                   duration_s=res.duration_s, retry_count=task.attempt, reused_ops=res.reused_ops,
-                  stage=task.stage, stages=task.stages)
+                  stage=task.stage, stages=task.stages, storage_retries=getattr(res, "storage_retries", 0) or None)
         self.on_done(task)

@@ -4,12 +4,23 @@ Atomicity: a local write goes to a temporary name and is renamed; an object stor
 has no rename, but a single PUT is all-or-nothing, so callers write data objects
 first and a manifest object last (a checkpoint without a valid manifest does not
 exist). S3 endpoint and credentials come from the standard AWS variables or from
-the recipe's `storage.s3` section; region is never forced (moto rejects it)."""
+the recipe's `storage.s3` section; region is never forced (moto rejects it).
+
+Retries on object storage, in two layers, both bounded, jittered and counted in `retries`:
+- botocore's `standard` mode retries every *request* that failed or was refused (5xx,
+  SlowDown and other throttles, resets and timeouts before the answer was read): up to
+  S3_ATTEMPTS attempts, exponential backoff with full jitter, and a
+  client-wide retry quota that stops retrying when most requests fail;
+- a *body* cut short after botocore returned (a GET's stream reset or truncated) is ours:
+  idempotent reads are repeated up to READ_ATTEMPTS times (`_retry_read`). s3fs's own retry
+  loop (fixed backoff, uncounted) is turned off so the two above are the only ones."""
 from __future__ import annotations
 
 import os
 import posixpath
+import random
 import re
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -47,6 +58,19 @@ class StorageOptions:
         s3 = recipe.storage.s3
         return cls(endpoint_url=s3.endpoint_url, region=s3.region, anon=s3.anon, key=s3.key, secret=s3.secret,
                    token=s3.token)
+
+
+S3_ATTEMPTS = 5  # per request, the first included (botocore standard mode)
+READ_ATTEMPTS = 4  # per read whose body was cut short, the first included
+READ_BACKOFF_S = 0.2  # full jitter: retry n waits uniform(0, READ_BACKOFF_S * 2**(n-1))
+
+
+def is_torn_body(err: BaseException) -> bool:
+    """A response body that stopped short or was reset after botocore handed it over
+    (its own retries only cover requests up to their headers)."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return bool(names & {"ClientPayloadError", "ClientConnectionError", "ServerDisconnectedError",
+                         "ResponseStreamingError", "IncompleteReadError", "IncompleteRead", "ConnectionResetError"})
 
 
 def is_remote(uri: str) -> bool:
@@ -87,12 +111,34 @@ class Storage:
     def __init__(self, options: StorageOptions | None = None):
         self.options = options or StorageOptions()
         self._fs: dict[str, fsspec.AbstractFileSystem] = {}
+        self.retries = 0  # object-storage requests and reads repeated after a failure (PERFORMANCE_METRIC)
+        self._rng = random.Random()
 
     def fs(self, uri: str) -> fsspec.AbstractFileSystem:
         protocol = uri.split("://", 1)[0] if is_remote(uri) else "file"
         if protocol not in self._fs:
-            self._fs[protocol] = fsspec.filesystem(protocol, **self._fs_kwargs(protocol))
+            fs = fsspec.filesystem(protocol, **self._fs_kwargs(protocol))
+            if protocol in ("s3", "s3a"):
+                fs.retries = 1  # s3fs's loop off: botocore and _retry_read retry, with jitter, counted
+                fs.connect()  # builds the client (no request yet), so its attempts can be counted
+                fs.s3.meta.events.register("request-created.s3", self._count_attempt)
+            self._fs[protocol] = fs
         return self._fs[protocol]
+
+    def _count_attempt(self, request: Any, **_: Any) -> None:
+        if (getattr(request, "context", None) or {}).get("retries", {}).get("attempt", 1) > 1:
+            self.retries += 1
+
+    def _retry_read(self, what: str, uri: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """fn (an idempotent read), repeated with jittered backoff while its body comes back torn."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as err:
+                if attempt == READ_ATTEMPTS or not is_remote(uri) or not is_torn_body(err):
+                    raise self._translate(what, uri, err) from err
+            self.retries += 1
+            time.sleep(self._rng.uniform(0, READ_BACKOFF_S * 2 ** (attempt - 1)))
 
     def _fs_kwargs(self, protocol: str) -> dict[str, Any]:
         if protocol not in ("s3", "s3a"):
@@ -103,8 +149,10 @@ class Storage:
             client["endpoint_url"] = endpoint
         if self.options.region:
             client["region_name"] = self.options.region
-        # Fail fast on a dead endpoint: the partition retry loop does the waiting.
-        config = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+        # A dead endpoint still fails within seconds (connection refused is not waited on);
+        # the partition retry loop does the longer waiting.
+        config = {"connect_timeout": 5, "read_timeout": 60,
+                  "retries": {"mode": "standard", "total_max_attempts": S3_ATTEMPTS}}
         # No listings cache: workers write results the driver listed earlier (a stale
         # listing would hide them at export).
         creds = {k: v for k, v in (("key", self.options.key), ("secret", self.options.secret),
@@ -154,12 +202,15 @@ class Storage:
         return self._guard("checking", uri, self.fs(uri).exists, self._path(uri))
 
     def read_bytes(self, uri: str) -> bytes:
-        return self._guard("reading", uri, self.fs(uri).cat_file, self._path(uri))
+        return self._retry_read("reading", uri, self.fs(uri).cat_file, self._path(uri))
 
     def open(self, uri: str, mode: str = "rb", **kwargs: Any) -> Any:
         """A file object; on object storage its reads and writes translate errors like every other call."""
         fh = self._guard("opening", uri, self.fs(uri).open, self._path(uri), mode, **kwargs)
-        return GuardedFile(fh, mode, lambda what, err: self._translate(what, uri, err)) if is_remote(uri) else fh
+        if not is_remote(uri):
+            return fh
+        reads = None if mode.startswith(("w", "a", "x")) else lambda fn, *a: self._retry_read("reading", uri, fn, *a)
+        return GuardedFile(fh, mode, lambda what, err: self._translate(what, uri, err), reads)
 
     def info(self, uri: str) -> dict[str, Any]:
         return self._guard("inspecting", uri, self.fs(uri).info, self._path(uri))
@@ -250,8 +301,8 @@ class GuardedFile:
     """A remote file whose lazy reads and writes (s3fs fetches on read, uploads on write and
     close) raise the same DJErrors as the Storage calls, not raw botocore errors."""
 
-    def __init__(self, fh: Any, mode: str, translate: Any):
-        self._fh, self._translate = fh, translate
+    def __init__(self, fh: Any, mode: str, translate: Any, retry_read: Any = None):
+        self._fh, self._translate, self._retry_read = fh, translate, retry_read
         self._closing = "writing" if mode.startswith(("w", "a", "x")) else "closing"
 
     def _call(self, what: str, fn: Any, *args: Any) -> Any:
@@ -260,14 +311,20 @@ class GuardedFile:
         except Exception as err:
             raise self._translate(what, err) from err
 
+    def _read(self, fn: Any, *args: Any) -> Any:
+        # A failed fetch leaves the file's position where it was, so the read can be repeated.
+        if self._retry_read is not None:
+            return self._retry_read(fn, *args)
+        return self._call("reading", fn, *args)
+
     def read(self, *args: Any) -> Any:
-        return self._call("reading", self._fh.read, *args)
+        return self._read(self._fh.read, *args)
 
     def readline(self, *args: Any) -> Any:
-        return self._call("reading", self._fh.readline, *args)
+        return self._read(self._fh.readline, *args)
 
     def readinto(self, buf: Any) -> Any:
-        return self._call("reading", self._fh.readinto, buf)
+        return self._read(self._fh.readinto, buf)
 
     def seek(self, *args: Any) -> Any:
         return self._call("reading", self._fh.seek, *args)
