@@ -192,6 +192,9 @@ def test_wheel_carries_the_package_data_and_every_console_script(dist):
         f"datajuicer_ft-{project_version()}.dist-info/entry_points.txt").decode()
     for command in COMMANDS:
         assert re.search(rf"^{command} = ", entry_points, re.M), command
+    metadata = zipfile.ZipFile(dist["wheel"]).read(f"datajuicer_ft-{project_version()}.dist-info/METADATA").decode()
+    assert re.search(r"^License: Apache-2.0$", metadata, re.M), "the wheel states its licence"
+    assert any(n.endswith(".dist-info/licenses/LICENSE") or n.endswith(".dist-info/LICENSE") for n in names)
 
 
 def test_the_unpacked_sdist_is_a_build_context_for_the_dockerfile(dist, tmp_path: Path):
