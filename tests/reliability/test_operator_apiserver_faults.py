@@ -25,6 +25,7 @@ from tests.reliability.test_operator_path import (  # noqa: F401 - fixtures: op,
 from tests.support.api_proxy import APIProxy
 from tests.support.k8s import ADMIN_TOKEN
 from tests.support.operator import INTERVAL, OperatorProcess
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.s3]
 
@@ -129,24 +130,24 @@ def test_the_crd_404_window_after_an_apiserver_restart_leaves_the_operator_runni
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
     start_job(op, "survivor", slow=1.5)
     with Drivers(op, ["survivor"]) as drivers:
-        h.wait_for(lambda: (s := phase_is(op, "survivor", "Running")) and (s.get("partitions") or {}).get("completed"),
+        wait_for(lambda: (s := phase_is(op, "survivor", "Running")) and (s.get("partitions") or {}).get("completed"),
                    90, "the driver mid-run", why)
         restarts_before = scrape(operator, "datajuicer_operator_kopf_restarts_total")
         # The apiserver restarts, and its CRD handlers come back only after its port does:
         # the operator's watch reconnects into `404 page not found` for the DataJuicerJob API.
         proxy.not_served("/apis/datajuicer.io/")
         op["kube_cluster"].restart_apiserver()
-        h.wait_for(lambda: any(p.endswith("/datajuicerjobs") for p in proxy.refused_404), 30,
+        wait_for(lambda: any(p.endswith("/datajuicerjobs") for p in proxy.refused_404), 30,
                    "the operator's watch to hit the 404", why)
-        h.wait_for(lambda: scrape(operator, "datajuicer_operator_kopf_restarts_total") > restarts_before, 30,
+        wait_for(lambda: scrape(operator, "datajuicer_operator_kopf_restarts_total") > restarts_before, 30,
                    "kopf to have stopped on the 404 and been restarted", why)
         assert operator.died() is None, operator.died()
         assert not ready(operator), "not ready while the DataJuicerJob API is not served"
         proxy.not_served(None)  # the CRD is served again
-        h.wait_for(lambda: ready(operator), 30, "the operator to be ready again", why)
+        wait_for(lambda: ready(operator), 30, "the operator to be ready again", why)
         # The watch is back: a job created now is picked up (its first reconcile records its children).
         start_job(op, "after", slow=0.0, stop=True)
-        h.wait_for(lambda: (kc.status("after").get("children") or {}).get("driverPod"), 20,
+        wait_for(lambda: (kc.status("after").get("children") or {}).get("driverPod"), 20,
                    "a job created after the window to be reconciled", lambda: diagnose(op, "after"))
         done = finished(op, "survivor")
     assert operator.died() is None, operator.died()
@@ -175,14 +176,14 @@ def test_the_apiserver_away_for_60s_while_jobs_run_finish_and_stop_is_caught_up_
     start_job(op, "finishes", slow=8.0)   # ~40 s of work: ends while the API is away
     start_job(op, "stopping", slow=16.0)
     with Drivers(op, jobs) as drivers:
-        h.wait_for(lambda: all(phase_is(op, j, "Running") for j in jobs), 90, "all three running", why)
+        wait_for(lambda: all(phase_is(op, j, "Running") for j in jobs), 90, "all three running", why)
         kc.patch_stop("stopping", True)
-        h.wait_for(lambda: phase_is(op, "stopping", "Stopping"), 30, "the stop to begin", why)
+        wait_for(lambda: phase_is(op, "stopping", "Stopping"), 30, "the stop to begin", why)
         assert agent.process(ns, "finishes-driver-1").proc.poll() is None, "must still run when the API goes"
         cluster.stop_apiserver()
         went = time.monotonic()
         finishes = agent.process(ns, "finishes-driver-1")
-        h.wait_for(lambda: finishes.proc.poll() is not None, OUTAGE_S, "the short job's driver to exit", why)
+        wait_for(lambda: finishes.proc.poll() is not None, OUTAGE_S, "the short job's driver to exit", why)
         time.sleep(max(0.0, OUTAGE_S - (time.monotonic() - went)))  # the outage is the fault: its length is the point
         through = agent.process(ns, "through-driver-1")
         assert through is not None and through.proc.poll() is None, "the long job's driver runs on"
@@ -195,13 +196,13 @@ def test_the_apiserver_away_for_60s_while_jobs_run_finish_and_stop_is_caught_up_
                 return None
             return {"lag_s": time.monotonic() - back}
 
-        lag = h.wait_for(caught_up, CATCH_UP_S + 30, "the missed transitions to be caught up", why)["lag_s"]
+        lag = wait_for(caught_up, CATCH_UP_S + 30, "the missed transitions to be caught up", why)["lag_s"]
         # The long job's status reflects what its driver did while the API was away.
         progress_url = kc.get("pod", "through-driver-1")["metadata"]["annotations"]["datajuicer.io/progress-endpoint"]
         with urllib.request.urlopen(progress_url + "/progress", timeout=5) as response:
             import json
             done_then = json.loads(response.read())["partitions"]["completed"]
-        h.wait_for(lambda: (kc.status("through").get("partitions") or {}).get("completed", 0) >= done_then,
+        wait_for(lambda: (kc.status("through").get("partitions") or {}).get("completed", 0) >= done_then,
                    CATCH_UP_S, "the running job's progress to be caught up", why)
         done = finished(op, "through", 240)
     assert lag <= CATCH_UP_S, f"caught up {lag:.1f}s after the apiserver returned"
@@ -230,9 +231,9 @@ def test_an_operator_restarted_while_provisioning_adopts_the_driver_that_started
     agent.release(ns)  # no kubelet yet: the driver pod stays Pending, the job Provisioning
     start_job(op, "prov", slow=0.3)
     with Drivers(op, ["prov"]) as drivers:
-        h.wait_for(lambda: phase_is(op, "prov", "Provisioning") and kc.get("pod", "prov-driver-1"), 60,
+        wait_for(lambda: phase_is(op, "prov", "Provisioning") and kc.get("pod", "prov-driver-1"), 60,
                    "the driver pod created, the job Provisioning", why)
-        restart_operator(op, meanwhile=lambda: (agent.adopt(ns), h.wait_for(
+        restart_operator(op, meanwhile=lambda: (agent.adopt(ns), wait_for(
             lambda: agent.process(ns, "prov-driver-1"), 30, "the driver to start while no operator runs", why)))
         done = finished(op, "prov", 120)
     assert done["phase"] == "Succeeded" and done["attempt"] == 1 and not done.get("failures"), why()
@@ -247,12 +248,12 @@ def test_an_operator_restarted_while_running_catches_up_a_driver_that_finished_m
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
     start_job(op, "run", slow=0.5)
     with Drivers(op, ["run"]) as drivers:
-        h.wait_for(lambda: phase_is(op, "run", "Running"), 60, "the job running", why)
+        wait_for(lambda: phase_is(op, "run", "Running"), 60, "the job running", why)
         driver = agent.process(ns, "run-driver-1")
-        restart_operator(op, meanwhile=lambda: h.wait_for(lambda: agent.exits.get((ns, "run-driver-1")) is not None,
+        restart_operator(op, meanwhile=lambda: wait_for(lambda: agent.exits.get((ns, "run-driver-1")) is not None,
                                                           60, "the driver to finish while no operator runs", why))
         assert driver.proc.returncode == 0
-        done = h.wait_for(lambda: phase_is(op, "run", "Succeeded"), CATCH_UP_S + 10, "Succeeded, caught up", why)
+        done = wait_for(lambda: phase_is(op, "run", "Succeeded"), CATCH_UP_S + 10, "Succeeded, caught up", why)
     assert done["attempt"] == 1 and done["samples"]["processed"] == ROWS, why()
     assert done["partitions"]["completed"] == ROWS // PARTITION, "the final counts, from the termination message"
     assert drivers.max_pods["run"] == 1 and [p for n, p in agent.started_pods if n == ns] == ["run-driver-1"]
@@ -266,12 +267,12 @@ def test_an_operator_restarted_while_stopping_completes_the_stop_and_the_resume_
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
     start_job(op, "stop", slow=1.5)
     with Drivers(op, ["stop"]) as drivers:
-        h.wait_for(lambda: (s := phase_is(op, "stop", "Running")) and (s.get("partitions") or {}).get("completed"),
+        wait_for(lambda: (s := phase_is(op, "stop", "Running")) and (s.get("partitions") or {}).get("completed"),
                    90, "the driver mid-run", why)
         kc.patch_stop("stop", True)
-        h.wait_for(lambda: phase_is(op, "stop", "Stopping"), 30, "Stopping", why)
+        wait_for(lambda: phase_is(op, "stop", "Stopping"), 30, "Stopping", why)
         restart_operator(op)
-        stopped = h.wait_for(lambda: phase_is(op, "stop", "Stopped"), 60, "Stopped", why)
+        stopped = wait_for(lambda: phase_is(op, "stop", "Stopped"), 60, "Stopped", why)
         assert stopped["checkpoint"]["resumable"] is True and stopped["attempt"] == 1, why()
         kc.patch_stop("stop", False)
         done = finished(op, "stop", 120)
@@ -288,10 +289,10 @@ def test_an_operator_restarted_while_retrying_starts_exactly_one_next_attempt(op
     h.upload_dataset(op["s3_env"], op["s3_bucket"], ROWS)
     start_job(op, "retry", slow=1.0, backoff={"initialSeconds": 6})
     with Drivers(op, ["retry"]) as drivers:
-        h.wait_for(lambda: (s := phase_is(op, "retry", "Running")) and (s.get("partitions") or {}).get("completed"),
+        wait_for(lambda: (s := phase_is(op, "retry", "Running")) and (s.get("partitions") or {}).get("completed"),
                    90, "the driver mid-run", why)
         agent.kill(ns, "retry-driver-1")
-        h.wait_for(lambda: phase_is(op, "retry", "Retrying"), 30, "Retrying", why)
+        wait_for(lambda: phase_is(op, "retry", "Retrying"), 30, "Retrying", why)
         restart_operator(op)
         done = finished(op, "retry", 120)
     assert done["phase"] == "Succeeded" and done["attempt"] == 2 and done["failures"] == 1, why()

@@ -289,9 +289,9 @@ def test_a_driver_stuck_unschedulable_fails_at_the_start_deadline_with_reason_dr
     op["node_agent"].release(op["job_namespace"])  # no node: the scheduler is played below
     kc.apply(h.job_manifest("unplaced", op["s3_bucket"], op["s3_env"]["AWS_ENDPOINT_URL"], startDeadlineSeconds=6,
                             driver={"resources": {"requests": {"cpu": "64"}}}))
-    pod = h.wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "unplaced"))
+    pod = wait_for(lambda: next(iter(kc.pods()), None), 60, "the driver pod", lambda: diagnose(op, "unplaced"))
     kubelet_reports(op, pod["metadata"]["name"], unschedulable="0/1 nodes are available: 1 Insufficient cpu.")
-    st = h.wait_for(lambda: (s := kc.status("unplaced")).get("reason") == "DriverUnschedulable" and s, 10,
+    st = wait_for(lambda: (s := kc.status("unplaced")).get("reason") == "DriverUnschedulable" and s, 10,
                     "reason DriverUnschedulable", lambda: diagnose(op, "unplaced"))
     assert st["phase"] == "Provisioning" and "Insufficient cpu" in st["message"]
     done = finished(op, "unplaced", 60)
