@@ -82,11 +82,14 @@ start() {
 }
 
 stop() {
-  local name=$1 pid i
+  local name=$1 pid i grace=100
+  # dockerd stops its containers first (up to 15 s each batch); killing it mid-way leaves
+  # its pid file behind, and the next dockerd then refuses to start
+  [[ $name == dockerd ]] && grace=400
   pid=$(live_pid "$name") || { rm -f "$(pid_file "$name")"; return 0; }
   say "stopping $name (pid $pid)"
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 100); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
+  for ((i = 0; i < grace; i++)); do [[ -e /proc/$pid ]] || break; sleep 0.1; done
   [[ -e /proc/$pid ]] && { kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true; }
   rm -f "$(pid_file "$name")"
 }
@@ -228,6 +231,11 @@ EOF
 start_dockerd() {
   write_runc_wrapper
   mkdir -p "$RUN_DIR" "$DOCKER_DATA"
+  # a dockerd that was killed leaves its pid file; the next one refuses to start over it
+  if ! live_pid dockerd >/dev/null && [[ -e $RUN_DIR/dockerd.pid ]] \
+    && ! [[ -e /proc/$(cat "$RUN_DIR/dockerd.pid" 2>/dev/null || echo none) ]]; then
+    rm -f "$RUN_DIR/dockerd.pid"
+  fi
   start dockerd /usr/sbin/dockerd --host "unix://$DOCKER_SOCK" --data-root "$DOCKER_DATA" \
     --exec-root "$RUN_DIR/docker-exec" --pidfile "$RUN_DIR/dockerd.pid" \
     --storage-driver overlay2 --exec-opt native.cgroupdriver=cgroupfs --bip "$BRIDGE_CIDR" \
