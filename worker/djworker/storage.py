@@ -13,7 +13,9 @@ Retries on object storage, in two layers, both bounded, jittered and counted in 
   client-wide retry quota that stops retrying when most requests fail;
 - a *body* cut short after botocore returned (a GET's stream reset or truncated) is ours:
   idempotent reads are repeated up to READ_ATTEMPTS times (`_retry_read`). s3fs's own retry
-  loop (fixed backoff, uncounted) is turned off so the two above are the only ones."""
+  loop (fixed backoff, uncounted) is turned off so the two above are the only ones.
+
+Over ~300 lines on purpose: atomic writes and both retry layers are one contract, read together."""
 from __future__ import annotations
 
 import os

@@ -11,7 +11,10 @@ attempt (including one whose worker was killed) is an event with its retry_count
 A local Ray (`ray_address` and RAY_ADDRESS unset, or `local`) is started by this
 executor and torn down by `shutdown`, which then kills, by pid, any process it
 started that outlived `ray.shutdown()`. Ray fate-shares those processes with the
-driver (PR_SET_PDEATHSIG), so a SIGKILLed driver takes them along too."""
+driver (PR_SET_PDEATHSIG), so a SIGKILLed driver takes them along too.
+
+Over ~300 lines on purpose: the task contract, the mailbox and the local Ray's lifecycle
+are one protocol, read together."""
 from __future__ import annotations
 
 import atexit

@@ -82,7 +82,10 @@ They run ftfy's own loop here (`FastFtfy.fix_text`), with its steps recomposed:
 Every structural fact above is checked on ftfy's parsed patterns and tables when
 `shortcut()` is first called; the recomposed `fix_encoding` follows 6.3.1's code,
 so another ftfy version (or a failed check) makes `shortcut()` None and callers use
-plain `ftfy.fix_text`."""
+plain `ftfy.fix_text`.
+
+Over ~300 lines on purpose: one recomposition, kept whole so it can be checked against
+ftfy pass by pass."""
 from __future__ import annotations
 
 import functools
