@@ -165,7 +165,7 @@ def in_batches(process: Callable[[pa.Table], pa.Table], table: pa.Table, rows: i
 
 def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], bool] = lambda: False) -> PartitionResult:
     storage = Storage(task.storage_options)
-    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression, task.memory_map_arrow)
+    store = Checkpoints(storage, task.checkpoint_root, task.fmt, task.compression, task.memory_map_arrow, durable=False)
     pid, ops, job, end = task.partition.partition_id, task.ops, task.job_id, task.stop_at
     started = time.time()
     emit(make_event(EventType.PARTITION_START, job, partition_id=pid, retry_count=task.attempt,
