@@ -124,7 +124,12 @@ def stamp(root: Path, new: str) -> None:
             for pattern in (IMAGE_TAG, CHART_VERSION):
                 text = pattern.sub(rf"\g<1>{new}", text)
             (root / rel).write_text(text)
-    if f"## [{new}]" not in (root / "CHANGELOG.md").read_text():
+    changelog = (root / "CHANGELOG.md").read_text()
+    if f"## [{new}]" in changelog:
+        pass
+    elif "## [Unreleased]" in changelog:  # what has gathered since the last release becomes this one
+        sub("CHANGELOG.md", r"^## \[Unreleased\]", f"## [{new}]", 1)
+    else:
         sub("CHANGELOG.md", r"^## \[", f"## [{new}]\n\n(write this release's changes)\n\n## [", 1)
     print(f"stamped {new} (was {old}); reinstall the package (pip install -e .) so --version agrees")
 

@@ -82,6 +82,10 @@ def test_check_names_each_disagreement_and_stamp_brings_every_file_to_one_versio
     assert len(problems) == 5, problems
 
     job.write_text((REPO / "configs/job.yaml").read_text())
+    log = tree / "CHANGELOG.md"
+    if "## [Unreleased]" not in log.read_text():
+        log.write_text(log.read_text().replace("## [", "## [Unreleased]\n\n- a change since 0.1.0\n\n## [", 1))
+    unreleased = log.read_text().split("## [Unreleased]\n", 1)[1].split("## [", 1)[0]
     assert release_version("stamp", "0.2.0", root=tree).returncode == 0
     done = release_version("check", "--tag", "v0.2.0", "--owner", "datajuicer-ft", root=tree)
     assert done.returncode == 0, done.stderr
@@ -91,6 +95,8 @@ def test_check_names_each_disagreement_and_stamp_brings_every_file_to_one_versio
     readme = (tree / "README.md").read_text()
     assert "--version 0.2.0" in readme and "0.1.0" not in readme
     assert "datajuicer-ft:0.1.0" not in (tree / "docs/deploy.md").read_text()
+    changelog = log.read_text()  # what gathered under Unreleased became 0.2.0's entry
+    assert "## [Unreleased]" not in changelog and f"## [0.2.0]\n{unreleased}## [0.1.0]" in changelog
     assert release_version("stamp", "2.0", root=tree).returncode != 0, "Helm needs X.Y.Z"
 
 
