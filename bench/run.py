@@ -156,10 +156,32 @@ def resume_scenario(work: Path, data: Path, rows: int, env: dict[str, str], scen
     full = dj_process(recipe(work, data, name + "_full", partition={"size": size}), "f", env)
     rpath = recipe(work, data, name, partition={"size": size})
     killed = dj_process(rpath, "r", env, kill_when=events_done(rpath, "r", 0.75, 16))
+    saved = checkpointed_fraction(rpath, "r", 16)
     resumed = dj_process(rpath, "r", env)
     scenario(f"full run (16 partitions){tag}", rows, full)
     scenario(f"resume after kill at 75%{tag}", rows, resumed)
-    results[f"resume after kill at 75%{tag}"]["killed_at_s"] = killed["wall_s"]
+    results[f"resume after kill at 75%{tag}"].update(
+        killed_at_s=killed["wall_s"], checkpointed_fraction=saved,
+        # the work the kill left undone, priced at the full run's rate
+        redo_s=(1 - saved) * full["wall_s"])
+
+
+def checkpointed_fraction(recipe_path: Path, job: str, partitions: int) -> float:
+    """Of all (partition, op) steps, the share a killed run had saved: a finished partition
+    counts all its ops, an unfinished one the ops up to its last checkpoint."""
+    from djworker.config import load_recipe
+    from djworker.events import read_events
+    from djworker.jobs.paths import JobPaths
+
+    event_dir = JobPaths.of(load_recipe(recipe_path, check_ops=False), job).event_dir
+    done: dict[int, int] = {}
+    for e in read_events(event_dir):
+        pid = e.get("partition_id")
+        if e["event_type"] == "PARTITION_COMPLETE":
+            done[pid] = len(STANDARD)
+        elif e["event_type"] == "CHECKPOINT_SAVE":
+            done[pid] = max(done.get(pid, 0), e["op_idx"] + 1)
+    return sum(done.values()) / (partitions * len(STANDARD))
 
 
 def main() -> None:
@@ -321,9 +343,12 @@ def compute_ratios(results: dict[str, Any], same: bool, big: bool) -> dict[str, 
         wall("every_op, 200-row partitions") / wall("disabled, 200-row partitions"), "<= 1.25")
     ratios["resume cost (resume wall / full wall)"] = (
         wall("resume after kill at 75%") / wall("full run (16 partitions)"), "<= 0.25 (see README)")
+    redo = lambda tag: wall(f"resume after kill at 75%{tag}") - r[f"resume after kill at 75%{tag}"]["redo_s"]  # noqa: E731
+    ratios["resume wall - work not checkpointed (s)"] = (redo(""), "<= 1.0")
     ratios["output rows identical to floor"] = (same, "True")
     if big:
         ratios["resume cost at 1M rows"] = (wall("resume after kill at 75% 1M") / wall("full run (16 partitions) 1M"), "<= 0.25")
+        ratios["resume wall - work not checkpointed at 1M rows (s)"] = (redo(" 1M"), "<= 1.0")
         ratios["RSS 1M / 100k"] = (r["local every_op 1M"]["peak_rss_mb"] / r["local every_op"]["peak_rss_mb"], "<= 1.5")
         ratios["time 1M / (10 x 100k)"] = (wall("local every_op 1M") / (10 * wall("local every_op")), "~1 (linear)")
     return ratios
