@@ -67,3 +67,25 @@ def test_stats_export_as_datajuicer_does(tmp_path):
     assert len(stats) == len(out) and all({"text_len", "num_words"} <= set(s) for s in stats)
     assert all(s["text_len"] == len(r["text"]) for s, r in zip(stats, out))
     assert "__dj__stats__" not in out[0]
+
+
+def test_planning_syncs_its_partition_files_once_not_per_file(tmp_path, monkeypatch):
+    """Many small partition files: one syncfs before the plan is saved, no fsync per file."""
+    import os
+
+    from djworker.demo_data import write_jsonl
+    from djworker.plan import build_plan
+    from djworker.storage import Storage
+
+    write_jsonl(str(tmp_path / "in.jsonl"), 200)
+    fsyncs, syncs = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (fsyncs.append(fd), real_fsync(fd)))
+    storage = Storage()
+    real_sync = storage.sync
+    monkeypatch.setattr(storage, "sync", lambda uri: (syncs.append(uri), real_sync(uri)))
+    plan = build_plan(storage, "j", str(tmp_path / "in.jsonl"), "text", 10, 64.0, str(tmp_path / "job"),
+                      str(tmp_path / "rejects.jsonl"), lambda r: None)
+    assert len(plan.partitions) == 20 and sum(p.sample_count for p in plan.partitions) == 200
+    assert fsyncs == [] and syncs == [str(tmp_path / "job" / "partitions")]
+    assert all(os.path.getsize(p.path) > 0 for p in plan.partitions)

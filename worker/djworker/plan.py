@@ -97,11 +97,14 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
             continue
         pid = len(partitions)
         path = join(data_dir, "partitions", f"{partition_name(pid)}.{suffix}")
-        storage.put_bytes(path, encode_table(table, fmt, compression))
+        # one sync for all of them below: an fsync per file cost more than parsing at small partitions
+        storage.put_bytes(path, encode_table(table, fmt, compression), durable=False)
         partitions.append(Partition(
             partition_id=pid, path=path, sample_count=table.num_rows, bytes=sl.nbytes, checksum=sl.checksum,
             source={"first": list(sl.first or ()), "last": list(sl.last or ())},
         ))
+    if partitions:  # durable before the plan that names them is saved
+        storage.sync(join(data_dir, "partitions"))
     if n_rejected:
         storage.put_bytes(rejects_path, rejects.getvalue())
     if not partitions:
