@@ -184,3 +184,19 @@ def test_ray_bts_knobs_are_accepted_and_do_not_change_the_checkpoint_key():
     assert build_op("ray_bts_minhash_deduplicator", {"union_find_parallel_num": "auto"}, "t")
     with pytest.raises(RecipeError, match="unknown parameter 'union_find_parallel'"):
         build_op("ray_bts_minhash_deduplicator", {"union_find_parallel": 2}, "t")
+
+
+def test_check_recipe_reports_the_selectors_and_ray_bts_as_native(tmp_path):
+    from djworker.compat import check_recipe
+
+    import yaml
+
+    process = [{c["op"]: c["args"]} for c in CASES["cases"][::3]] + [
+        {"ray_bts_minhash_deduplicator": {"tokenization": "character", "union_find_parallel_num": 2,
+                                          "accelerator": "cuda", "memory_per_sample": 0.1}}]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"dataset_path": str(tmp_path / "in.jsonl"), "process": process}))
+    report = check_recipe(str(path))
+    assert {i.name for i in report.of("op")} == {next(iter(p)) for p in process} and len(report.of("op")) == len(process)
+    assert all(i.status == "native" for i in report.of("op")), report.of("op")
+    assert report.runnable
