@@ -104,7 +104,7 @@ def test_a_resume_after_the_selection_reuses_the_saved_decision(tmp_path):
     evs = events(tmp_path, "r")
     after = evs[event_types(evs).index("JOB_RESUMED"):]
     assert any(e["event_type"] == "CHECKPOINT_LOAD" and e.get("partition_id") is None
-               and e["message"] == "reusing the global selection decision" for e in after)
+               and e["op_name"] == "topk_specified_field_selector" for e in after)
     assert not any(e["event_type"] == "OP_START" and e.get("partition_id") is None for e in after)
     assert output_rows(tmp_path / "out" / "result.jsonl") == expected_rows(recipe)
 

@@ -218,10 +218,11 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
 
 
 def _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics) -> PartitionResult:
-    """Before a deduplicator: keep the state (the next stage starts from it) and write its hashes."""
+    """Before a global op: keep the state (the next stage starts from it) and write its row keys."""
     end = task.stop_at
     if checkpointed_at != end:
-        save_checkpoint(task, store, table, end - 1, emit, reason=f"before global {task.ops[end].global_label}") if end else None
+        reason = f"before global {task.ops[end].global_label}"
+        save_checkpoint(task, store, table, end - 1, emit, reason=reason) if end else None
     hashes = pa.table({"hash": task.ops[end].row_keys(table)})
     buf = pa.BufferOutputStream()
     pq.write_table(hashes, buf, compression="zstd")

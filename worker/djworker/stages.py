@@ -1,9 +1,10 @@
 """Stages: where a recipe is cut, each stage's tasks, the one stage runner, and the global dedup decision.
 
-A recipe is cut at each global op (a deduplicator or a selector, the same way): partitions run up to it and write their rows'
-hashes (checkpointed with the state they hash); one global step reads every
-partition's hashes *in partition order* and decides which rows to drop, so the
-first occurrence in input order survives on any executor; the decision is written
+A recipe is cut at each global op (a deduplicator or a selector, alike): partitions run up to it
+and write their rows' hashes (a selector's: the values it selects on), checkpointed with the state
+they hash; one global step reads every partition's hashes *in partition order* and decides which
+rows to drop, so the first occurrence in input order survives (a selector picks what it would over
+one whole table) on any executor; the decision is written
 under a digest of its inputs and reused on resume; then partitions go on from
 their checkpointed state with the decision applied. `plan_stage`, `duplicate_decision`
 and `decision_digest` are pure; `run_stage` and `decide` are their shells."""
@@ -177,7 +178,8 @@ def decide(storage: Storage, log: EventLog, tasks: list[PartitionTask], checkpoi
     failpoint("dedup_decide")
     storage.put_bytes(path, decision_record(end, op, decision))
     log.emit(EventType.OP_COMPLETE, op_idx=end, op_name=op.op_name, rows_in=decision.rows_in,
-             rows_out=decision.rows_out, duration_s=time.perf_counter() - t0, message=f"global {op.global_label} decided")
+             rows_out=decision.rows_out, duration_s=time.perf_counter() - t0,
+             message=f"global {op.global_label} decided")
     log.emit(EventType.CHECKPOINT_SAVE, op_idx=end, op_name=op.op_name, checkpoint_path=path,
              rows_out=decision.rows_out, message=f"global {op.global_label} decision")
     return decision
