@@ -31,8 +31,8 @@ from .storage import Storage, join
 def prefix_hash(ops: Sequence[Any], upto: int, digests: Optional[dict[int, str]] = None) -> str:
     """Hash of ops[:upto] *with their parameters*: an edited op changes every later key.
 
-    A deduplicator's result depends on every partition, so its entry also carries the
-    digest of the global decision it applied (`digests[op_idx]`)."""
+    A global op's (deduplicator's, selector's) result depends on every partition, so its entry
+    also carries the digest of the global decision it applied (`digests[op_idx]`)."""
     digests = digests or {}
     lineage = [[op.op_name, op.params(), digests.get(i)] for i, op in enumerate(ops[:upto])]
     return sha256(json.dumps(lineage, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -196,9 +196,24 @@ and op, and whether the recipe can run.
 
 Op status: **native** (implemented here, DataJuicer-exact), **adapter** (runs DataJuicer's own op
 when the `datajuicer` extra is installed: `pip install -c requirements-lock.txt -e '.[datajuicer]'`),
-**not supported** (DataJuicer's whole-dataset ops other than the native deduplicators),
-**refused (needs a model)** (model-based ops: refused before any work, since models are never
-downloaded here).
+**not supported** (DataJuicer's whole-dataset ops other than the native deduplicators and
+selectors), **refused (needs a model)** (model-based ops: refused before any work, since models
+are never downloaded here).
+
+Native deduplicators and selectors run as a checkpointed global stage. A selector keeps the rows
+DataJuicer's keeps, in input order (DataJuicer returns them in the selection's order: by value,
+by group or shuffled). So after a selector, a later op whose result depends on row order
+(`random_selector`, ties in the other selectors, which copy a deduplicator keeps) may keep other
+rows than DataJuicer does. `random_selector` keeps the first k positions of numpy's
+`default_rng(seed).permutation(rows)`, with DataJuicer's seed 42 unless `seed` (not a DataJuicer
+parameter) says otherwise: only the seed and the number of rows reaching it decide, so executors,
+partitionings and resumes agree; a `select_num` above the row count keeps every row once where
+DataJuicer repeats rows. `ray_bts_minhash_deduplicator` keeps exactly the rows
+`document_minhash_deduplicator` keeps with the same settings (the same algorithm with another
+union-find); its Ray actor, batch and memory parameters (`union_find_parallel_num`,
+`union_threshold`, `max_pending_*`, `num_*_returns`, `merge_batch_size`, `minhash_batch_size`,
+`memory_per_sample`, `actor_memory`, `task_memory`) are accepted and have no effect, and it runs on
+every executor, not only Ray.
 """
 
 

@@ -27,7 +27,7 @@ from .config import Strategy
 from .events import EventType, make_event
 from .export import shard_bytes, stats_shard_path
 from .faults import failpoint
-from .ops.base import Deduplicator
+from .ops.base import GlobalOp
 from .plan import Partition, partition_name
 from .storage import Storage, StorageOptions, join
 
@@ -148,7 +148,7 @@ def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[i
 
 def apply_op(task: PartitionTask, idx: int, table: pa.Table) -> pa.Table:
     op = task.ops[idx]
-    if isinstance(op, Deduplicator):
+    if isinstance(op, GlobalOp):
         drop = set(task.decisions[idx][1])
         return table.filter(pa.array([i not in drop for i in range(table.num_rows)], pa.bool_()))
     if task.batch_rows and table.num_rows > task.batch_rows:
@@ -218,12 +218,12 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
 
 
 def _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics) -> PartitionResult:
-    """Before a deduplicator: keep the state (the next stage starts from it) and write its hashes."""
+    """Before a global op: keep the state (the next stage starts from it) and write its row keys."""
     end = task.stop_at
     if checkpointed_at != end:
-        save_checkpoint(task, store, table, end - 1, emit, reason="before global deduplication") if end else None
-    dedup = task.ops[end]
-    hashes = pa.table({"hash": dedup.hashes(table)})
+        reason = f"before global {task.ops[end].global_label}"
+        save_checkpoint(task, store, table, end - 1, emit, reason=reason) if end else None
+    hashes = pa.table({"hash": task.ops[end].row_keys(table)})
     buf = pa.BufferOutputStream()
     pq.write_table(hashes, buf, compression="zstd")
     storage.put_bytes(hashes_path(task), buf.getvalue().to_pybytes())

@@ -1,9 +1,10 @@
 """Stages: where a recipe is cut, each stage's tasks, the one stage runner, and the global dedup decision.
 
-A recipe is cut at each deduplicator: partitions run up to it and write their rows'
-hashes (checkpointed with the state they hash); one global step reads every
-partition's hashes *in partition order* and decides which rows to drop, so the
-first occurrence in input order survives on any executor; the decision is written
+A recipe is cut at each global op (a deduplicator or a selector, alike): partitions run up to it
+and write their rows' hashes (a selector's: the values it selects on), checkpointed with the state
+they hash; one global step reads every partition's hashes *in partition order* and decides which
+rows to drop, so the first occurrence in input order survives (a selector picks what it would over
+one whole table) on any executor; the decision is written
 under a digest of its inputs and reused on resume; then partitions go on from
 their checkpointed state with the decision applied. `plan_stage`, `duplicate_decision`
 and `decision_digest` are pure; `run_stage` and `decide` are their shells."""
@@ -25,7 +26,7 @@ from .events import EventLog, EventType
 from .executors import Executor
 from .faults import failpoint
 from .jobs import JobPaths
-from .ops.base import Deduplicator
+from .ops.base import GlobalOp
 from .plan import Plan
 from .run import PartitionTask, done_root, hashes_path, is_done
 from .scheduler import RetryPolicy, Scheduler
@@ -33,8 +34,8 @@ from .storage import Storage, join
 
 
 def stage_ends(ops: list[Any]) -> list[int]:
-    """Where each stage stops: at every deduplicator, then at the end of the recipe."""
-    return [i for i, op in enumerate(ops) if isinstance(op, Deduplicator)] + [len(ops)]
+    """Where each stage stops: at every global op (deduplicator, selector), then at the end of the recipe."""
+    return [i for i, op in enumerate(ops) if isinstance(op, GlobalOp)] + [len(ops)]
 
 
 @dataclass(frozen=True)
@@ -135,15 +136,15 @@ def decision_digest(tasks: list[PartitionTask]) -> str:
     return sha256(orjson.dumps(basis, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
 
 
-def duplicate_decision(op: Deduplicator, digest: str, pids: Sequence[int], hashes: Sequence[pa.Array]) -> Decision:
+def duplicate_decision(op: GlobalOp, digest: str, pids: Sequence[int], hashes: Sequence[pa.Array]) -> Decision:
     """Which rows each partition drops, given every partition's hashes in partition order."""
-    drops = op.duplicates(list(hashes))
+    drops = op.drops(list(hashes))
     rows_in = sum(len(h) for h in hashes)
     return Decision(digest, {pid: list(map(int, d)) for pid, d in zip(pids, drops)},
                     rows_in, rows_in - sum(len(d) for d in drops))
 
 
-def decision_record(end: int, op: Deduplicator, decision: Decision) -> bytes:
+def decision_record(end: int, op: GlobalOp, decision: Decision) -> bytes:
     """The saved decision, as `decide` writes and reads it back."""
     return orjson.dumps({"op_idx": end, "op_name": op.op_name, "params": op.params(), "rows_in": decision.rows_in,
                          "rows_out": decision.rows_out, "drops": decision.drops},
@@ -165,11 +166,11 @@ def decide(storage: Storage, log: EventLog, tasks: list[PartitionTask], checkpoi
     try:
         decision = read_decision(digest, storage.read_bytes(path))
         log.emit(EventType.CHECKPOINT_LOAD, op_idx=end, op_name=op.op_name, checkpoint_path=path,
-                 message="reusing the global deduplication decision")
+                 message=f"reusing the global {op.global_label} decision")
         return decision
     except (FileNotFoundError, orjson.JSONDecodeError, KeyError):
         pass  # none, or torn by a killed writer: decide again
-    log.emit(EventType.OP_START, op_idx=end, op_name=op.op_name, message="global deduplication across partitions")
+    log.emit(EventType.OP_START, op_idx=end, op_name=op.op_name, message=f"global {op.global_label} across partitions")
     t0 = time.perf_counter()
     hashes = [pq.ParquetFile(io.BytesIO(storage.read_bytes(hashes_path(t)))).read().column("hash").combine_chunks()
               for t in tasks]
@@ -177,7 +178,8 @@ def decide(storage: Storage, log: EventLog, tasks: list[PartitionTask], checkpoi
     failpoint("dedup_decide")
     storage.put_bytes(path, decision_record(end, op, decision))
     log.emit(EventType.OP_COMPLETE, op_idx=end, op_name=op.op_name, rows_in=decision.rows_in,
-             rows_out=decision.rows_out, duration_s=time.perf_counter() - t0, message="global deduplication decided")
+             rows_out=decision.rows_out, duration_s=time.perf_counter() - t0,
+             message=f"global {op.global_label} decided")
     log.emit(EventType.CHECKPOINT_SAVE, op_idx=end, op_name=op.op_name, checkpoint_path=path,
-             rows_out=decision.rows_out, message="global deduplication decision")
+             rows_out=decision.rows_out, message=f"global {op.global_label} decision")
     return decision

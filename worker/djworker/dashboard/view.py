@@ -142,4 +142,4 @@ def funnel(ops: list[dict[str, Any]], metrics: list[dict[str, Any]],
 
 
 def _is_filter(name: Optional[str]) -> bool:
-    return bool(name) and (name.endswith("_filter") or "deduplicator" in name)
+    return bool(name) and (name.endswith(("_filter", "_selector")) or "deduplicator" in name)

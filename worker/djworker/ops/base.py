@@ -102,14 +102,35 @@ class Filter(Op):
         return table.filter(pc.fill_null(mask, False))
 
 
-class Deduplicator(Op):
-    """Global op: rows are hashed per partition, one global step picks the survivors.
+class GlobalOp(Op):
+    """Whole-dataset op: each partition gives `row_keys` (what the decision needs of each
+    row), then one global `drops` sees every partition's keys in input order and returns,
+    per partition, the row positions to drop. Rows are only ever dropped, never reordered."""
+
+    global_label: ClassVar[str] = "selection"  # what the global step is called in events
+
+    def row_keys(self, table: pa.Table) -> pa.Array:
+        raise NotImplementedError
+
+    def drops(self, keys: list[pa.Array]) -> list[list[int]]:
+        raise NotImplementedError
+
+    def process(self, table: pa.Table) -> pa.Table:
+        """The op over one table (what DataJuicer does on a whole dataset)."""
+        drop = set(self.drops([self.row_keys(table)])[0])
+        keep = [i not in drop for i in range(table.num_rows)]
+        return table.filter(pa.array(keep, pa.bool_()))
+
+
+class Deduplicator(GlobalOp):
+    """Global op whose row keys are hashes: the first member of a group survives.
 
     `hash_column` names DataJuicer's hash column; `hashes` computes it for a table;
     `duplicates` takes every partition's hashes in input order and returns, per
-    partition, the row positions to drop. The first member of a group survives."""
+    partition, the row positions to drop."""
 
     hash_column: ClassVar[str] = "__dj__hash"
+    global_label: ClassVar[str] = "deduplication"
 
     def hashes(self, table: pa.Table) -> pa.Array:
         raise NotImplementedError
@@ -117,11 +138,16 @@ class Deduplicator(Op):
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
         raise NotImplementedError
 
-    def process(self, table: pa.Table) -> pa.Table:
-        """Dedup within one table (what DataJuicer does on a whole dataset)."""
-        drop = set(self.duplicates([self.hashes(table)])[0])
-        keep = [i not in drop for i in range(table.num_rows)]
-        return table.filter(pa.array(keep, pa.bool_()))
+    def row_keys(self, table: pa.Table) -> pa.Array:
+        return self.hashes(table)
+
+    def drops(self, keys: list[pa.Array]) -> list[list[int]]:
+        return self.duplicates(keys)
+
+
+class Selector(GlobalOp):
+    """Global op that keeps a subset of the rows chosen over the whole dataset (DataJuicer's
+    selectors). DataJuicer's output is in the selection's order; here rows keep input order."""
 
 
 def merge_stats(table: pa.Table, stats: dict[str, pa.Array]) -> pa.Table:

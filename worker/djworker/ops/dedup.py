@@ -1,4 +1,4 @@
-"""Deduplicators: exact MD5, SimHash and MinHash-LSH.
+"""Deduplicators: exact MD5, SimHash and MinHash-LSH (also under its Ray name).
 
 `hashes` runs per partition; `duplicates` sees every partition's hashes in global
 input order and keeps the first row of each duplicate cluster, which is what DJ
@@ -12,7 +12,7 @@ import functools
 import hashlib
 import string
 from itertools import combinations
-from typing import Any, ClassVar, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -324,3 +324,28 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
             b.append(first_codes(pa.chunked_array([flat.take(pa.array(rows * bands + band))])))
         survives = component_minimum(total, np.concatenate(a), np.concatenate(b)) == rows
         return split_drops(survives, sizes)
+
+
+@register("ray_bts_minhash_deduplicator")
+class RayBTSMinhashDeduplicator(DocumentMinhashDeduplicator):
+    """DataJuicer's Ray MinHash-LSH: the same signatures, bands and transitive merging as
+    document_minhash_deduplicator (only its union-find is distributed over Ray actors), so
+    the same rows survive. Its actor, batch and memory knobs are accepted and have no effect:
+    here the global step runs in the driver on any executor."""
+
+    union_find_parallel_num: Union[int, str] = "auto"
+    union_threshold: Optional[int] = 256
+    max_pending_edge_buffer_task: Optional[int] = 20
+    num_edge_buffer_task_returns: Optional[int] = 10
+    max_pending_filter_tasks: Optional[int] = 20
+    num_filter_task_returns: Optional[int] = 10
+    merge_batch_size: Optional[int] = 1000
+    minhash_batch_size: Optional[Union[int, str]] = "auto"
+    memory_per_sample: Optional[float] = 0.1
+    actor_memory: Optional[int] = None
+    task_memory: Optional[int] = None
+
+    _EXECUTION_KNOBS: ClassVar[frozenset[str]] = DocumentMinhashDeduplicator._EXECUTION_KNOBS | {
+        "union_find_parallel_num", "union_threshold", "max_pending_edge_buffer_task", "num_edge_buffer_task_returns",
+        "max_pending_filter_tasks", "num_filter_task_returns", "merge_batch_size", "minhash_batch_size",
+        "memory_per_sample", "actor_memory", "task_memory"}

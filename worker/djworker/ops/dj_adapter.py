@@ -4,7 +4,7 @@ An op name that is not native resolves here: DataJuicer's Mappers and Filters
 (model-based ones included) run per batch through their public batched/single
 methods, with DataJuicer's `__dj__stats__` column carried in our struct column.
 Its Deduplicators, Selectors and Groupers are not adapted: they need the whole
-dataset, which our global dedup stage provides only for native deduplicators.
+dataset, which our global stage provides only for native deduplicators and selectors.
 
 Cost: DataJuicer may try to pip/uv-install missing packages at run time (its
 LazyLoader). We switch that off when the adapter loads and fail with a clear
