@@ -114,6 +114,13 @@ IGNORED: dict[str, str] = {
     "partition_dir": "partition metadata is written under the job's work directory",
 }
 
+# Notes on implemented keys whose effect differs in detail from DataJuicer's (compatibility report).
+_TRACE = "see docs/tracer.md"
+NOTES: dict[str, str] = {
+    "open_tracer": "writes DataJuicer's {work_dir}/trace/ files; " + _TRACE, "op_list_to_trace": _TRACE,
+    "trace_num": "the first trace_num samples in input order, per op; " + _TRACE, "trace_keys": _TRACE,
+}
+
 # Keys refused when they ask for something this engine would otherwise silently not do.
 REFUSED: dict[str, tuple[Any, str]] = {
     "generated_dataset_config": (None, "generating the input dataset is not supported; write it to a JSONL or "
