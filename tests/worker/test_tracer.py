@@ -16,6 +16,7 @@ from djworker.engine import run_job
 from djworker.ops import build_op
 from djworker.tracer import TraceSettings, duplicate_pairs, filter_records, mapper_records, merged
 from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe
+from tests.support.ray import ray_runs  # noqa: F401  (fixture)
 
 ROWS = [
     {"text": "mail a@b.com now", "id": "r0"},
@@ -213,3 +214,19 @@ def test_tracing_switched_on_at_resume_says_which_partitions_miss_records(tmp_pa
     warned = [e for e in events(tmp_path, "late") if e["event_type"] == "WARNING" and "tracer" in e["message"]]
     assert len(warned) == 1 and warned[0]["partitions"]
     assert trace_files(tmp_path / "jobs" / "trace")  # what could be traced still is
+
+
+def test_ray_executor_writes_the_same_trace_as_the_local_one(tmp_path, ray_runs):
+    ops = [*STANDARD_OPS[:2], {"text_length_filter": {"min_len": 200}}, {"document_deduplicator": {}}]
+    trace = {}
+    for executor in ("local", "ray"):
+        (tmp_path / executor).mkdir()
+        with_duplicates(tmp_path / executor / "input.jsonl", 300)
+        recipe = make_recipe(tmp_path / executor, process=ops, executor_type=executor, open_tracer=True, trace_num=50)
+        if executor == "ray":
+            run = ray_runs(recipe, "j")
+            assert run.finish() == 0, run.output
+        else:
+            assert dj_process(recipe, "j").returncode == 0
+        trace[executor] = trace_files(tmp_path / executor / "jobs" / "trace")
+    assert len(trace["local"]) == 4 and trace["ray"] == trace["local"]
