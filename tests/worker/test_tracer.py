@@ -230,3 +230,16 @@ def test_ray_executor_writes_the_same_trace_as_the_local_one(tmp_path, ray_runs)
             assert dj_process(recipe, "j").returncode == 0
         trace[executor] = trace_files(tmp_path / executor / "jobs" / "trace")
     assert len(trace["local"]) == 4 and trace["ray"] == trace["local"]
+
+
+def test_op_list_to_trace_naming_an_op_the_recipe_lacks_is_warned_once(tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "x"}\n')
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({"dataset_path": str(data), "open_tracer": True,
+                                    "op_list_to_trace": ["text_length_filter", "clean_emial_mapper"],
+                                    "process": [{"text_length_filter": {}}]}))
+    warnings = load_recipe(str(path)).compat_warnings
+    assert [w for w in warnings if "op_list_to_trace" in w] == [
+        "op_list_to_trace names 'clean_emial_mapper', which this recipe's process list does not use: "
+        "nothing is traced for them"]

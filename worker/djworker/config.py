@@ -313,13 +313,23 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
         recipe = Recipe(**data)
     except ValidationError as err:
         raise RecipeError(describe(err)) from None
-    recipe._compat_warnings = warnings
+    recipe._compat_warnings = warnings + untraced_names(recipe)
     if recipe.custom_operator_paths:
         from .custom_ops import load_custom_operators
         load_custom_operators(recipe.custom_operator_paths)
     if check_ops:
         validate_ops(recipe)
     return recipe
+
+
+def untraced_names(recipe: Recipe) -> list[str]:
+    """op_list_to_trace names no op of the recipe uses (a typo traces nothing, silently in DataJuicer)."""
+    used = {name for entry in recipe.process for name in entry}
+    unused = [name for name in recipe.op_list_to_trace if name not in used]
+    if not recipe.open_tracer or not unused:
+        return []
+    return [f"op_list_to_trace names {', '.join(map(repr, unused))}, which this recipe's process list does not "
+            "use: nothing is traced for them"]
 
 
 def validate_ops(recipe: Recipe) -> None:

@@ -9,7 +9,10 @@ A recipe with deduplicators runs in stages (see stages.py): a task runs ops
 [0, end) where `end` is the next deduplicator without a global decision yet. Such a
 task checkpoints its state at `end` and writes the rows' hashes for that
 deduplicator; the driver decides globally; the next task applies the decision
-(drops rows) and goes on. Without deduplicators, `end` is the recipe's length."""
+(drops rows) and goes on. Without deduplicators, `end` is the recipe's length.
+
+With open_tracer, a `Collector` (tracer.py) records what each traced op changed or removed and
+is saved beside every checkpoint, so a resume carries the records of the ops it skips."""
 from __future__ import annotations
 
 import posixpath
