@@ -14,7 +14,8 @@ from djworker.config import load_recipe
 from djworker.demo_data import rows as demo_rows
 from djworker.engine import run_job
 from djworker.ops import build_op
-from djworker.tracer import TraceSettings, duplicate_pairs, filter_records, mapper_records, merged
+from djworker.storage import Storage
+from djworker.tracer import TraceSettings, duplicate_pairs, filter_records, mapper_records, merged, write_trace
 from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe
 from tests.support.ray import ray_runs  # noqa: F401  (fixture)
 
@@ -30,7 +31,7 @@ OPS = [{"clean_email_mapper": {}}, {"text_length_filter": {"min_len": 3}}, {"doc
 
 
 def small_job(tmp: Path, job: str = "j", **overrides) -> Path:
-    """Runs ROWS (2 rows a partition) through OPS in process; returns {work_dir}/trace."""
+    """Runs ROWS (2 rows a partition) through OPS in process; returns the job's trace directory."""
     data = tmp / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     recipe = {"dataset_path": str(data), "export_path": str(tmp / "out.jsonl"), "work_dir": str(tmp / "work"),
@@ -39,7 +40,7 @@ def small_job(tmp: Path, job: str = "j", **overrides) -> Path:
     path.write_text(yaml.safe_dump(recipe))
     outcome = run_job(load_recipe(str(path)), job_id=job)
     assert outcome.status == "completed", outcome.error
-    return tmp / "work" / "trace"
+    return tmp / "work" / job / "trace"
 
 
 def trace_files(trace_dir: Path) -> dict[str, list[dict]]:
@@ -157,14 +158,16 @@ def test_op_list_to_trace_selects_the_ops(tmp_path):
 
 def test_nothing_is_written_or_kept_with_open_tracer_off(tmp_path):
     small_job(tmp_path, open_tracer=False)
-    assert not (tmp_path / "work" / "trace").exists()
+    assert not (tmp_path / "work" / "j" / "trace").exists()
     assert not [p for p in (tmp_path / "work").rglob("trace_*")]
 
 
-def test_a_later_run_replaces_the_trace_of_an_earlier_one(tmp_path):
-    small_job(tmp_path, job="first")
-    got = trace_files(small_job(tmp_path, job="second", op_list_to_trace=["text_length_filter"]))
-    assert got == {"sample_trace-text_length_filter.jsonl": EXPECTED["sample_trace-text_length_filter.jsonl"]}
+def test_each_job_keeps_its_own_trace_in_its_directory(tmp_path):
+    first = small_job(tmp_path, job="first")
+    second = small_job(tmp_path, job="second", op_list_to_trace=["text_length_filter"])
+    assert trace_files(first) == EXPECTED
+    name = "sample_trace-text_length_filter.jsonl"
+    assert trace_files(second) == {name: EXPECTED[name]}
 
 
 def with_duplicates(path: Path, n: int) -> None:
@@ -196,12 +199,12 @@ def test_kill_and_resume_gives_the_same_trace_as_one_run(tmp_path):
     after = events(killed, "k")
     after = after[event_types(after).index("JOB_RESUMED"):]
     assert "CHECKPOINT_LOAD" in event_types(after), "a partition went on from its checkpoint, skipping traced ops"
-    expected = trace_files(whole / "jobs" / "trace")
+    expected = trace_files(whole / "jobs" / "w" / "trace")
     assert set(expected) >= {"sample_trace-clean_email_mapper.jsonl", "sample_trace-text_length_filter.jsonl",
                              "duplicate-document_deduplicator.jsonl"}
     assert 0 < len(expected["sample_trace-clean_email_mapper.jsonl"]) < 100
     assert all(len(records) <= 100 for records in expected.values())
-    assert trace_files(killed / "jobs" / "trace") == expected
+    assert trace_files(killed / "jobs" / "k" / "trace") == expected
 
 
 def test_tracing_switched_on_at_resume_says_which_partitions_miss_records(tmp_path):
@@ -213,7 +216,7 @@ def test_tracing_switched_on_at_resume_says_which_partitions_miss_records(tmp_pa
     assert resumed.returncode == 0, resumed.stderr
     warned = [e for e in events(tmp_path, "late") if e["event_type"] == "WARNING" and "tracer" in e["message"]]
     assert len(warned) == 1 and warned[0]["partitions"]
-    assert trace_files(tmp_path / "jobs" / "trace")  # what could be traced still is
+    assert trace_files(tmp_path / "jobs" / "late" / "trace")  # what could be traced still is
 
 
 def test_ray_executor_writes_the_same_trace_as_the_local_one(tmp_path, ray_runs):
@@ -228,7 +231,7 @@ def test_ray_executor_writes_the_same_trace_as_the_local_one(tmp_path, ray_runs)
             assert run.finish() == 0, run.output
         else:
             assert dj_process(recipe, "j").returncode == 0
-        trace[executor] = trace_files(tmp_path / executor / "jobs" / "trace")
+        trace[executor] = trace_files(tmp_path / executor / "jobs" / "j" / "trace")
     assert len(trace["local"]) == 4 and trace["ray"] == trace["local"]
 
 
@@ -243,3 +246,20 @@ def test_op_list_to_trace_naming_an_op_the_recipe_lacks_is_warned_once(tmp_path)
     assert [w for w in warnings if "op_list_to_trace" in w] == [
         "op_list_to_trace names 'clean_emial_mapper', which this recipe's process list does not use: "
         "nothing is traced for them"]
+
+
+def test_a_first_op_deduplicator_takes_its_pairs_from_the_input_partitions(tmp_path):
+    got = trace_files(small_job(tmp_path, process=[{"document_deduplicator": {}}]))
+    assert got == {"duplicate-document_deduplicator.jsonl": [
+        {"dup1": {"text": "plain", "id": "r1"}, "dup2": {"text": "plain", "id": "r3"}}]}
+
+
+def test_writing_replaces_an_earlier_runs_tracer_files_and_leaves_others(tmp_path):
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    (trace / "sample_trace-gone_mapper.jsonl").write_text("{}\n")
+    (trace / "duplicate-document_deduplicator.jsonl").write_text("{}\n")
+    (trace / "notes.txt").write_text("mine")
+    write_trace(Storage(), str(tmp_path), {"duplicate-document_deduplicator.jsonl": [{"dup1": "é", "dup2": None}]})
+    assert sorted(p.name for p in trace.iterdir()) == ["duplicate-document_deduplicator.jsonl", "notes.txt"]
+    assert (trace / "duplicate-document_deduplicator.jsonl").read_bytes() == '{"dup1":"é","dup2":null}\n'.encode()

@@ -144,7 +144,7 @@ class Recipe(Strict):
     suffixes: list[str] = Field(default_factory=list)
     export_shard_size: int = Field(0, ge=0)
     custom_operator_paths: list[str] = Field(default_factory=list)
-    # DataJuicer's tracer: {work_dir}/trace/*.jsonl (tracer.py)
+    # DataJuicer's tracer: {work_dir}/{job_id}/trace/*.jsonl (tracer.py)
     open_tracer: bool = False
     op_list_to_trace: list[str] = Field(default_factory=list)
     trace_num: int = Field(10, ge=0)

@@ -117,7 +117,8 @@ IGNORED: dict[str, str] = {
 # Notes on implemented keys whose effect differs in detail from DataJuicer's (compatibility report).
 _TRACE = "see docs/tracer.md"
 NOTES: dict[str, str] = {
-    "open_tracer": "writes DataJuicer's {work_dir}/trace/ files; " + _TRACE, "op_list_to_trace": _TRACE,
+    "open_tracer": "writes DataJuicer's trace files into {work_dir}/{job_id}/trace/; " + _TRACE,
+    "op_list_to_trace": _TRACE,
     "trace_num": "the first trace_num samples in input order, per op; " + _TRACE, "trace_keys": _TRACE,
 }
 

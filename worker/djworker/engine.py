@@ -19,7 +19,6 @@ from .events import EventLog, EventType, read_events
 from .executors import Workers
 from .export import StreamingExport, can_stream, export, export_sharded
 from .jobs import JobPaths, new_job_id, read_summary
-from .jobs.paths import absolute
 from .planning import prepare_plan
 from .run import PartitionTask, result_store
 from .scheduler import RetryPolicy
@@ -193,10 +192,11 @@ def _streaming_export(run: Run, tasks: list[PartitionTask]) -> Optional[Streamin
 
 def _write_trace(run: Run, tasks: list[PartitionTask], ops: list[Any], trace: TraceSettings,
                  dedups: dict[int, list]) -> None:
-    """open_tracer: the partitions' and dedup stages' records merged into {work_dir}/trace/."""
+    """open_tracer: the partitions' and dedup stages' records merged into the job directory's trace/
+    (DataJuicer 1.6 appends the job id to work_dir, so this is its {work_dir}/trace/)."""
     pieces, incomplete = job_records(run.storage, tasks, trace, dedups)
     files = merged(ops, pieces, trace.limit)
-    written = write_trace(run.storage, absolute(run.recipe.work_dir), files)
+    written = write_trace(run.storage, run.paths.job_dir, files)
     run.log.emit(EventType.INFO, message=f"tracer: wrote {len(written)} trace files", trace_files=written,
                  records={name: len(records) for name, records in files.items()})
     if incomplete:

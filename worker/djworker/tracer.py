@@ -1,6 +1,7 @@
 """DataJuicer's tracer (`open_tracer`): per op, up to `trace_num` samples it changed, removed or found duplicate.
 
-DataJuicer writes `{work_dir}/trace/sample_trace-{op}.jsonl` for mappers (samples whose text
+DataJuicer writes `{work_dir}/trace/sample_trace-{op}.jsonl` (its work_dir ends with the job id,
+like this engine's job directory) for mappers (samples whose text
 changed: the `trace_keys` fields of the original sample, then `original_text`, `processed_text`)
 and filters (each removed sample, whole, stats included), and `duplicate-{op}.jsonl` for
 deduplicators (`dup1`, `dup2`: a kept sample and its first duplicate). `op_list_to_trace`
@@ -193,7 +194,8 @@ class Collector:
     incomplete: bool = False
 
     @classmethod
-    def resumed(cls, storage: Storage, settings: TraceSettings, checkpoint_root: str, key: Optional[str]) -> "Collector":
+    def resumed(cls, storage: Storage, settings: TraceSettings, checkpoint_root: str,
+                key: Optional[str]) -> "Collector":
         """Fresh at the input slice; from a checkpoint, with the records saved beside it."""
         if key is None:
             return cls(settings)
@@ -290,9 +292,9 @@ def job_records(storage: Storage, tasks: Sequence[Any], settings: TraceSettings,
     return pieces + [dict(dedups)], missing
 
 
-def write_trace(storage: Storage, work_dir: str, files: dict[str, list[dict[str, Any]]]) -> list[str]:
-    """{work_dir}/trace/<file> for each file; tracer files of earlier runs are removed, as DataJuicer does."""
-    root = join(work_dir, TRACE_DIR)
+def write_trace(storage: Storage, job_dir: str, files: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """{job_dir}/trace/<file> for each file; tracer files an earlier run left are removed, as DataJuicer does."""
+    root = join(job_dir, TRACE_DIR)
     storage.makedirs(root)
     for name in storage.listdir(root):
         base = posixpath.basename(name.rstrip("/"))
