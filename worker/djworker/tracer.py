@@ -245,8 +245,8 @@ def dedup_records(storage: Storage, tasks: Sequence[Any], digest: str, settings:
 
     first = tasks[0]
     end, op = first.stop_at, first.ops[first.stop_at]
-    if not settings.traces(op.op_name) or settings.limit <= 0:
-        return []
+    if op_kind(op) != "dedup" or not settings.traces(op.op_name) or settings.limit <= 0:
+        return []  # other global ops (selectors) are not traced, as in DataJuicer
     path = join(first.checkpoint_root, f"trace_dedup_op{end:03d}_{digest}_{settings.digest}.json")
     try:
         return orjson.loads(storage.read_bytes(path))
