@@ -263,3 +263,11 @@ def test_writing_replaces_an_earlier_runs_tracer_files_and_leaves_others(tmp_pat
     write_trace(Storage(), str(tmp_path), {"duplicate-document_deduplicator.jsonl": [{"dup1": "é", "dup2": None}]})
     assert sorted(p.name for p in trace.iterdir()) == ["duplicate-document_deduplicator.jsonl", "notes.txt"]
     assert (trace / "duplicate-document_deduplicator.jsonl").read_bytes() == '{"dup1":"é","dup2":null}\n'.encode()
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_ops_run_batch_by_batch_give_the_same_trace(tmp_path, limit):
+    # one partition of 6 rows, ops called on batches of 1 row: records accumulate across batches, bounded
+    batched = small_job(tmp_path, partition={"size": 6}, trace_num=limit,
+                        intermediate_storage={"use_arrow_batches": True, "arrow_batch_size": 1})
+    assert trace_files(batched) == {name: records[:limit] for name, records in EXPECTED.items()}
