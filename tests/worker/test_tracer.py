@@ -14,6 +14,7 @@ from djworker.config import load_recipe
 from djworker.demo_data import rows as demo_rows
 from djworker.engine import run_job
 from djworker.ops import build_op
+from djworker.ops.dj_adapter import datajuicer_registry
 from djworker.storage import Storage
 from djworker.tracer import TraceSettings, duplicate_pairs, filter_records, mapper_records, merged, write_trace
 from tests.support.engine import STANDARD_OPS, dj_process, event_types, events, make_recipe
@@ -271,3 +272,17 @@ def test_ops_run_batch_by_batch_give_the_same_trace(tmp_path, limit):
     batched = small_job(tmp_path, partition={"size": 6}, trace_num=limit,
                         intermediate_storage={"use_arrow_batches": True, "arrow_batch_size": 1})
     assert trace_files(batched) == {name: records[:limit] for name, records in EXPECTED.items()}
+
+
+@pytest.mark.skipif(datajuicer_registry() is None, reason="py-data-juicer (optional extra) is not installed")
+def test_a_datajuicer_mapper_run_through_the_adapter_is_traced(tmp_path):
+    from data_juicer.ops import OPERATORS
+
+    reference = OPERATORS.modules["pii_redaction_mapper"]()
+    texts = [r["text"] for r in ROWS]
+    redacted = reference.process_batched({"text": list(texts)})["text"]
+    expected = [{"id": r["id"], "original_text": old, "processed_text": new}
+                for r, old, new in zip(ROWS, texts, redacted) if old != new]
+    assert expected, "the reference op changes some rows"
+    got = trace_files(small_job(tmp_path, process=[{"pii_redaction_mapper": {}}], trace_keys=["id"]))
+    assert got == {"sample_trace-pii_redaction_mapper.jsonl": expected}
