@@ -286,3 +286,13 @@ def test_a_datajuicer_mapper_run_through_the_adapter_is_traced(tmp_path):
     assert expected, "the reference op changes some rows"
     got = trace_files(small_job(tmp_path, process=[{"pii_redaction_mapper": {}}], trace_keys=["id"]))
     assert got == {"sample_trace-pii_redaction_mapper.jsonl": expected}
+
+
+def test_trace_pieces_live_with_checkpoints_on_s3(tmp_path, s3_bucket):
+    import s3fs
+
+    got = trace_files(small_job(tmp_path, checkpoint_dir=f"s3://{s3_bucket}/ckpt"))
+    assert got == EXPECTED
+    fs = s3fs.S3FileSystem()
+    pieces = [p for p in fs.find(f"{s3_bucket}/ckpt") if p.rsplit("/", 1)[1].startswith("trace_")]
+    assert any("trace_dedup_op002_" in p for p in pieces) and any("trace_partition_000002_" in p for p in pieces)
