@@ -46,14 +46,14 @@ def test_the_whole_config_all_keys_load_and_each_ignored_one_warns_once(tmp_path
 
 
 def test_ignored_keys_become_one_warning_event_each_in_a_real_run(tmp_path):
-    path = make_recipe(tmp_path, rows=50, open_tracer=True, trace_num=3, use_cache=False, op_fusion=True,
+    path = make_recipe(tmp_path, rows=50, turbo=True, use_dag=True, use_cache=False, op_fusion=True,
                        partition={"size": 100, "mode": "manual"})
     done = subprocess.run([str(DJ_PROCESS), "--config", str(path), "--quiet", "--job_id", "j1"], cwd=tmp_path,
                           env=env_with(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     events = job_files(tmp_path, "j1").events()
     warnings = [e["message"] for e in events if e["event_type"] == "WARNING"]
-    for key in ("open_tracer", "trace_num", "use_cache", "op_fusion", "partition.mode"):
+    for key in ("turbo", "use_dag", "use_cache", "op_fusion", "partition.mode"):
         assert sum(f"'{key}'" in w for w in warnings) == 1, (key, warnings)
     assert any("checkpoints replace" in w for w in warnings if "'use_cache'" in w)
 
@@ -132,11 +132,11 @@ def check(path: Path) -> subprocess.CompletedProcess:
 
 
 def test_check_recipe_exit_code_and_report(tmp_path):
-    ok = recipe(tmp_path, "open_tracer: false\nprocess: [{text_length_filter: {}}]\n")
+    ok = recipe(tmp_path, "turbo: false\nprocess: [{text_length_filter: {}}]\n")
     done = check(ok)
     assert done.returncode == 0, done.stderr
     assert "can run here" in done.stdout and "native   text_length_filter" in done.stdout
-    assert "ignored  open_tracer" in done.stdout
+    assert "ignored  turbo" in done.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(ok.read_text().replace("text_length_filter", "language_id_score_filter"))
     done = check(bad)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 
 from djworker.compat import MEDIA, check_recipe, datajuicer_ops
 from djworker.config import load_recipe
@@ -156,6 +157,9 @@ def test_runnable_recipe_runs_unchanged(name, tmp_path):
         assert all(r["text"].startswith("\\section") and "%" not in r["text"] and "\\v" not in r["text"] for r in out)
     else:
         assert {r["text"] for r in out} <= {r["text"] for r in data}
+    if yaml.safe_load((RECIPES / name).read_text()).get("open_tracer"):  # the copies: duplicate pairs, trace_num 10
+        pairs = [json.loads(line) for p in tmp_path.rglob("trace/duplicate-*.jsonl") for line in p.read_text().splitlines()]
+        assert 0 < len(pairs) <= 10 and all(set(p) == {"dup1", "dup2"} and p["dup2"]["text"] for p in pairs)
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if any(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .djcatalog import MEDIA, datajuicer_ops, datajuicer_version  # noqa: F401
-from .djkeys import DJ_TYPES, IGNORED, MAPPED, REFUSED, SECTIONS, yaml_load
+from .djkeys import DJ_TYPES, IGNORED, MAPPED, NOTES, REFUSED, SECTIONS, yaml_load
 from .errors import RecipeError
 
 GLOBAL_OP_TYPES = ("deduplicator", "selector", "grouper", "aggregator", "pipeline")
@@ -274,7 +274,7 @@ def compat_markdown() -> str:
         if key in REFUSED:
             status, detail = "refused when set", REFUSED[key][1]
         else:
-            detail = item.detail
+            detail = item.detail or NOTES.get(key, "")
         out.append(f"| `{key}` | {status} | {detail.replace('|', '/')} |")
     return "\n".join(out) + "\n"
 

@@ -144,6 +144,11 @@ class Recipe(Strict):
     suffixes: list[str] = Field(default_factory=list)
     export_shard_size: int = Field(0, ge=0)
     custom_operator_paths: list[str] = Field(default_factory=list)
+    # DataJuicer's tracer: {work_dir}/{job_id}/trace/*.jsonl (tracer.py)
+    open_tracer: bool = False
+    op_list_to_trace: list[str] = Field(default_factory=list)
+    trace_num: int = Field(10, ge=0)
+    trace_keys: list[str] = Field(default_factory=list)
 
     _compat_warnings: list[str] = PrivateAttr(default_factory=list)
 
@@ -308,13 +313,23 @@ def load_recipe(path: str | os.PathLike[str] | None, overrides: dict[str, Any] |
         recipe = Recipe(**data)
     except ValidationError as err:
         raise RecipeError(describe(err)) from None
-    recipe._compat_warnings = warnings
+    recipe._compat_warnings = warnings + untraced_names(recipe)
     if recipe.custom_operator_paths:
         from .custom_ops import load_custom_operators
         load_custom_operators(recipe.custom_operator_paths)
     if check_ops:
         validate_ops(recipe)
     return recipe
+
+
+def untraced_names(recipe: Recipe) -> list[str]:
+    """op_list_to_trace names no op of the recipe uses (a typo traces nothing, silently in DataJuicer)."""
+    used = {name for entry in recipe.process for name in entry}
+    unused = [name for name in recipe.op_list_to_trace if name not in used]
+    if not recipe.open_tracer or not unused:
+        return []
+    return [f"op_list_to_trace names {', '.join(map(repr, unused))}, which this recipe's process list does not "
+            "use: nothing is traced for them"]
 
 
 def validate_ops(recipe: Recipe) -> None:

@@ -74,7 +74,6 @@ _CACHE = "checkpoints replace the Hugging Face datasets cache: every op's output
 _SPEED = "ops run in recipe order on Arrow batches across partitions; this setting changes DataJuicer's speed, not its results"
 _RAY_READ = "input is read by the engine's own JSONL/Parquet reader, not Ray Data or Hugging Face datasets"
 _GPU = "it tunes DataJuicer's GPU scheduling; partitions here are sized by partition.size / partition.max_size_mb"
-_TRACER = "tracer files are not written yet; the event log records every op's row counts per partition"
 
 # Keys accepted without effect, with the reason the job reports.
 IGNORED: dict[str, str] = {
@@ -99,7 +98,6 @@ IGNORED: dict[str, str] = {
     "use_cache": _CACHE, "ds_cache_dir": _CACHE, "cache_compress": _CACHE, "temp_dir": _CACHE,
     "use_checkpoint": "checkpointing is always on here; tune it with the checkpoint section",
     "open_monitor": "RESOURCE_USAGE events and dj-monitor report resource use",
-    "open_tracer": _TRACER, "op_list_to_trace": _TRACER, "trace_num": _TRACER, "trace_keys": _TRACER,
     "min_common_dep_num_to_combine": "ops here share one environment; DataJuicer's per-op Ray environments do not apply",
     "conflict_resolve_strategy": "ops here share one environment; DataJuicer's per-op Ray environments do not apply",
     "partition.mode": "partitions are always sized by partition.size / partition.max_size_mb",
@@ -114,6 +112,14 @@ IGNORED: dict[str, str] = {
     "partition.max_initialization_overhead_ratio": _GPU,
     "partition.target_size_mb": "use partition.max_size_mb, this engine's size bound per partition",
     "partition_dir": "partition metadata is written under the job's work directory",
+}
+
+# Notes on implemented keys whose effect differs in detail from DataJuicer's (compatibility report).
+_TRACE = "see docs/tracer.md"
+NOTES: dict[str, str] = {
+    "open_tracer": "writes DataJuicer's trace files into {work_dir}/{job_id}/trace/; " + _TRACE,
+    "op_list_to_trace": _TRACE,
+    "trace_num": "the first trace_num samples in input order, per op; " + _TRACE, "trace_keys": _TRACE,
 }
 
 # Keys refused when they ask for something this engine would otherwise silently not do.

@@ -26,6 +26,7 @@ from .session import JobSession, job_session
 from .stages import Decision, StageHooks, decide, run_stage, stage_ends, stage_tasks
 from .storage import Storage, StorageOptions
 from .tracker import JobTracker
+from .tracer import TraceSettings, dedup_records, job_records, merged, write_trace
 
 
 @dataclass
@@ -105,7 +106,8 @@ def _execute(run: Run, ops: list[Any]) -> JobOutcome:
         run.tracker.update_summary(**planned)
     run.tracker.planned(plan)
     _remove_temp_files(run)
-    ends, decisions = stage_ends(ops), {}
+    ends, decisions, dedup_traces = stage_ends(ops), {}, {}
+    trace = TraceSettings.of(run.recipe)
     streaming: Optional[StreamingExport] = None
     try:
         for stage, end in enumerate(ends):
@@ -116,7 +118,11 @@ def _execute(run: Run, ops: list[Any]) -> JobOutcome:
             _run_stage(run, tasks, streaming)
             if end < len(ops):
                 decisions[end] = decide(run.storage, run.log, tasks, run.paths.checkpoint_root)
+                if trace:
+                    dedup_traces[end] = dedup_records(run.storage, tasks, decisions[end].digest, trace)
         run.workers.shutdown()
+        if trace:
+            _write_trace(run, tasks, ops, trace, dedup_traces)
         result, streaming = _export(run, tasks, streaming), None
     finally:
         if streaming is not None:
@@ -182,6 +188,21 @@ def _streaming_export(run: Run, tasks: list[PartitionTask]) -> Optional[Streamin
         return None
     return StreamingExport(run.storage, result_store(tasks[0], run.storage), [t.key(len(t.ops)) for t in tasks],
                            r.export_path, run.job_id)
+
+
+def _write_trace(run: Run, tasks: list[PartitionTask], ops: list[Any], trace: TraceSettings,
+                 dedups: dict[int, list]) -> None:
+    """open_tracer: the partitions' and dedup stages' records merged into the job directory's trace/
+    (DataJuicer 1.6 appends the job id to work_dir, so this is its {work_dir}/trace/)."""
+    pieces, incomplete = job_records(run.storage, tasks, trace, dedups)
+    files = merged(ops, pieces, trace.limit)
+    written = write_trace(run.storage, run.paths.job_dir, files)
+    run.log.emit(EventType.INFO, message=f"tracer: wrote {len(written)} trace files", trace_files=written,
+                 records={name: len(records) for name, records in files.items()})
+    if incomplete:
+        run.log.emit(EventType.WARNING, message=f"tracer: {len(incomplete)} partitions ran some ops before these "
+                     "trace settings were set (open_tracer, op_list_to_trace, trace_num, trace_keys); their "
+                     "samples from those ops are missing from the trace", partitions=incomplete[:100])
 
 
 def _export(run: Run, tasks: list[PartitionTask], streaming: Optional[StreamingExport]) -> Optional[dict[str, Any]]:

@@ -9,7 +9,10 @@ A recipe with deduplicators runs in stages (see stages.py): a task runs ops
 [0, end) where `end` is the next deduplicator without a global decision yet. Such a
 task checkpoints its state at `end` and writes the rows' hashes for that
 deduplicator; the driver decides globally; the next task applies the decision
-(drops rows) and goes on. Without deduplicators, `end` is the recipe's length."""
+(drops rows) and goes on. Without deduplicators, `end` is the recipe's length.
+
+With open_tracer, a `Collector` (tracer.py) records what each traced op changed or removed and
+is saved beside every checkpoint, so a resume carries the records of the ops it skips."""
 from __future__ import annotations
 
 import posixpath
@@ -30,6 +33,7 @@ from .faults import failpoint
 from .ops.base import GlobalOp
 from .plan import Partition, partition_name
 from .storage import Storage, StorageOptions, join
+from .tracer import Collector, TraceSettings
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -68,6 +72,7 @@ class PartitionTask:
     # This partition's checkpoint keys from the driver's one listing at stage start (None: list here).
     # A listing per partition would cost O(partitions) each; a retry lists anyway (it may have saved some).
     checkpoint_keys: Optional[frozenset[str]] = None
+    trace: Optional[TraceSettings] = None  # open_tracer's settings; None: the tracer costs nothing
 
     @property
     def stop_at(self) -> int:
@@ -146,14 +151,17 @@ def resume_point(task: PartitionTask, store: Checkpoints, emit: Emit) -> tuple[i
     return 0, None
 
 
-def apply_op(task: PartitionTask, idx: int, table: pa.Table) -> pa.Table:
+def apply_op(task: PartitionTask, idx: int, table: pa.Table,
+             process: Optional[Callable[[pa.Table], pa.Table]] = None) -> pa.Table:
+    """`process` replaces the op's own (the tracer's recording one); deduplicators apply their decision."""
     op = task.ops[idx]
     if isinstance(op, GlobalOp):
         drop = set(task.decisions[idx][1])
         return table.filter(pa.array([i not in drop for i in range(table.num_rows)], pa.bool_()))
+    process = process or op.process
     if task.batch_rows and table.num_rows > task.batch_rows:
-        return in_batches(op.process, table, task.batch_rows)
-    return op.process(table)
+        return in_batches(process, table, task.batch_rows)
+    return process(table)
 
 
 def in_batches(process: Callable[[pa.Table], pa.Table], table: pa.Table, rows: int) -> pa.Table:
@@ -176,13 +184,15 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         table = read_partition(storage, task.partition.path, task.memory_map_arrow)
     rows_in, metrics = table.num_rows, []
     checkpointed_at = upto
+    trace = Collector.resumed(storage, task.trace, task.checkpoint_root, task.key(upto) if upto else None) \
+        if task.trace else None
     for idx in range(upto, end):
         op = ops[idx]
         before = table.num_rows
         emit(make_event(EventType.OP_START, job, partition_id=pid, op_idx=idx, op_name=op.op_name, rows_in=before))
         t0 = time.perf_counter()
         try:
-            table = apply_op(task, idx, table)
+            table = apply_op(task, idx, table, trace.process(idx, op) if trace else None)
         except Exception as err:
             emit(make_event(EventType.OP_FAILED, job, partition_id=pid, op_idx=idx, op_name=op.op_name,
                             rows_in=before, retry_count=task.attempt, error=f"{type(err).__name__}: {err}",
@@ -201,10 +211,14 @@ def run_partition(task: PartitionTask, emit: Emit, should_stop: Callable[[], boo
         stopping = not last and should_stop()
         if should_checkpoint(task.strategy, idx, len(ops), op.op_name, task.n_ops, task.op_names) or \
                 (stopping and checkpointed_at != idx + 1):
+            if trace:
+                trace.save(storage, task.checkpoint_root, task.key(idx + 1))
             save_checkpoint(task, store, table, idx, emit, reason="stop requested" if stopping else "strategy")
             checkpointed_at = idx + 1
         if stopping:
             raise PartitionInterrupted(f"partition {pid} stopped after op {idx} ({op.op_name})")
+    if trace:  # before the stage's product: a done partition always has its records
+        trace.save(storage, task.checkpoint_root, task.key(end))
     if end < len(ops):
         return _finish_stage(task, storage, store, table, checkpointed_at, emit, rows_in, upto, started, metrics)
     results = result_store(task, storage)

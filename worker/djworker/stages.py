@@ -31,6 +31,7 @@ from .plan import Plan
 from .run import PartitionTask, done_root, hashes_path, is_done
 from .scheduler import RetryPolicy, Scheduler
 from .storage import Storage, join
+from .tracer import TraceSettings
 
 
 def stage_ends(ops: list[Any]) -> list[int]:
@@ -62,7 +63,7 @@ def stage_tasks(r: Recipe, paths: JobPaths, storage: Storage, job_id: str, plan:
         compression=r.intermediate_storage.compression, memory_map_arrow=r.memory_map_arrow,
         end=end, stage=stage, stages=stages,
         result_format=result_format, export_stats=r.export_stats, keep_stats=r.keep_stats_in_res_ds,
-        batch_rows=r.arrow_batch_rows,
+        batch_rows=r.arrow_batch_rows, trace=TraceSettings.of(r),
         decisions={i: (d.digest, d.drops.get(part.partition_id, [])) for i, d in decisions.items()})
         for part in plan.partitions]
 

@@ -94,12 +94,16 @@ class Filter(Op):
             ok = pc.and_(ok, (pc.less_equal if hi_closed else pc.less)(values, hi))
         return pc.invert(ok) if self.reversed_range else ok
 
-    def process(self, table: pa.Table) -> pa.Table:
+    def judge(self, table: pa.Table) -> tuple[pa.Table, pa.Array]:
+        """The rows with this filter's stats merged in, and which of them are kept (never null)."""
         stats = self.compute_stats(table)
         if stats:
             table = merge_stats(table, stats)
-        mask = self.keep(table, stats)
-        return table.filter(pc.fill_null(mask, False))
+        return table, pc.fill_null(self.keep(table, stats), False)
+
+    def process(self, table: pa.Table) -> pa.Table:
+        table, keep = self.judge(table)
+        return table.filter(keep)
 
 
 class GlobalOp(Op):
@@ -143,6 +147,11 @@ class Deduplicator(GlobalOp):
 
     def drops(self, keys: list[pa.Array]) -> list[list[int]]:
         return self.duplicates(keys)
+
+    def groups(self, hashes: list[pa.Array]) -> "np.ndarray":
+        """Per row (in global input order), the index of the first row of its duplicate group:
+        the row itself when it survives. The tracer's duplicate pairs come from this."""
+        raise NotImplementedError
 
 
 class Selector(GlobalOp):

@@ -50,6 +50,11 @@ def component_minimum(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return labels
 
 
+def drops_of(groups: np.ndarray, sizes: list[int]) -> list[list[int]]:
+    """Per partition, the positions of the rows that are not the first of their group."""
+    return split_drops(groups == np.arange(len(groups)), sizes)
+
+
 def split_drops(survives: np.ndarray, sizes: list[int]) -> list[list[int]]:
     """Per partition, the positions of the rows that do not survive."""
     drops, start = [], 0
@@ -124,10 +129,12 @@ class DocumentDeduplicator(Deduplicator):
     def hashes(self, table: pa.Table) -> pa.Array:
         return pa.array([self.digest(t) for t in text_list(self.op_name, self.texts(table))], pa.string())
 
-    def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
+    def groups(self, hashes: list[pa.Array]) -> np.ndarray:
         every = pa.chunked_array([as_array(h).cast(pa.string()) for h in hashes], pa.string())
-        first = first_codes(every)
-        return split_drops(first == np.arange(len(first)), [len(h) for h in hashes])
+        return first_codes(every)
+
+    def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
+        return drops_of(self.groups(hashes), [len(h) for h in hashes])
 
 
 def md5_prefix64(shingles: list[str]) -> np.ndarray:
@@ -200,6 +207,9 @@ class DocumentSimhashDeduplicator(ShingleDeduplicator):
         return pa.array([simhash(self.shingles(t)) for t in texts], pa.uint64())
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
+        return drops_of(self.groups(hashes), [len(h) for h in hashes])
+
+    def groups(self, hashes: list[pa.Array]) -> np.ndarray:
         arrays = [as_array(h).to_numpy(zero_copy_only=False).astype(np.uint64) for h in hashes]
         values = np.concatenate(arrays + [np.zeros(0, np.uint64)])
         distinct, first = np.unique(values, return_index=True)
@@ -208,8 +218,7 @@ class DocumentSimhashDeduplicator(ShingleDeduplicator):
         rows = np.arange(len(values))
         a = np.concatenate([rows, first[near_a]])
         b = np.concatenate([same, first[near_b]])
-        survives = component_minimum(len(values), a, b) == rows
-        return split_drops(survives, [len(h) for h in hashes])
+        return component_minimum(len(values), a, b)
 
 
 @functools.cache
@@ -311,19 +320,20 @@ class DocumentMinhashDeduplicator(ShingleDeduplicator):
         return pa.array(values, pa.list_(pa.binary()))
 
     def duplicates(self, hashes: list[pa.Array]) -> list[list[int]]:
-        sizes = [len(h) for h in hashes]
-        total = sum(sizes)
+        return drops_of(self.groups(hashes), [len(h) for h in hashes])
+
+    def groups(self, hashes: list[pa.Array]) -> np.ndarray:
+        total = sum(len(h) for h in hashes)
         bands, _ = self.bands()
         if not total:
-            return [[] for _ in hashes]
+            return np.zeros(0, np.int64)
         flat = pa.concat_arrays([pc.list_flatten(as_array(h)).cast(pa.binary()) for h in hashes])
         rows = np.arange(total)
         a, b = [], []
         for band in range(bands):
             a.append(rows)
             b.append(first_codes(pa.chunked_array([flat.take(pa.array(rows * bands + band))])))
-        survives = component_minimum(total, np.concatenate(a), np.concatenate(b)) == rows
-        return split_drops(survives, sizes)
+        return component_minimum(total, np.concatenate(a), np.concatenate(b))
 
 
 @register("ray_bts_minhash_deduplicator")
