@@ -20,7 +20,7 @@ from .executors import Workers
 from .export import StreamingExport, can_stream, export, export_sharded
 from .jobs import JobPaths, new_job_id, read_summary
 from .planning import prepare_plan
-from .run import PartitionTask, result_store
+from .run import PartitionTask, hashes_path, result_store
 from .scheduler import RetryPolicy
 from .session import JobSession, job_session
 from .stages import Decision, StageHooks, decide, run_stage, stage_ends, stage_tasks
@@ -119,7 +119,7 @@ def _execute(run: Run, ops: list[Any]) -> JobOutcome:
             if end < len(ops):
                 decisions[end] = decide(run.storage, run.log, tasks, run.paths.checkpoint_root)
                 if trace:
-                    dedup_traces[end] = dedup_records(run.storage, tasks, decisions[end].digest, trace)
+                    dedup_traces[end] = dedup_records(run.storage, tasks, decisions[end].digest, trace, hashes_path)
         run.workers.shutdown()
         if trace:
             _write_trace(run, tasks, ops, trace, dedup_traces)

@@ -234,14 +234,15 @@ class Collector:
 # ---- shell: the dedup stage's pairs and the job's trace files ---------------------------
 
 
-def dedup_records(storage: Storage, tasks: Sequence[Any], digest: str, settings: TraceSettings) -> list[dict]:
+def dedup_records(storage: Storage, tasks: Sequence[Any], digest: str, settings: TraceSettings,
+                  hashes_path: Callable[[Any], str]) -> list[dict]:
     """The duplicate pairs of the deduplicator at the tasks' end, saved beside its decision.
 
     The pairs' rows are read from each partition's state before the deduplicator (its
     checkpoint, or its input slice when the deduplicator is the first op); only partitions
-    holding a traced row are read."""
+    holding a traced row are read. `hashes_path` names a task's row keys (run.py's; passed in,
+    since run.py imports this module)."""
     from .checkpoint import Checkpoints, read_partition
-    from .run import hashes_path
 
     first = tasks[0]
     end, op = first.stop_at, first.ops[first.stop_at]
