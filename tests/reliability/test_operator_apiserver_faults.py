@@ -97,6 +97,12 @@ def phase_is(op: dict[str, Any], name: str, *phases: str) -> Optional[dict[str, 
     return st if st.get("phase") in phases else None
 
 
+def at_work(status: Optional[dict[str, Any]]) -> bool:
+    """The driver reports a partition running or done (so its stop handling is in place)."""
+    partitions = (status or {}).get("partitions") or {}
+    return bool(partitions.get("running") or partitions.get("completed"))
+
+
 def output(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return h.read_jsonl(op["s3_env"], f"s3://{op['s3_bucket']}/out/{name}.jsonl")
 
@@ -178,6 +184,10 @@ def test_the_apiserver_away_for_60s_while_jobs_run_finish_and_stop_is_caught_up_
     start_job(op, "stopping", slow=16.0)
     with Drivers(op, jobs) as drivers:
         wait_for(lambda: all(phase_is(op, j, "Running") for j in jobs), 90, "all three running", why)
+        # The stop must find its driver at work, a partition under way: a SIGTERM that comes
+        # before the driver has set its handlers ends it at once with nothing checkpointed
+        # (rightly `resumable: false`), which is not the stop this test is about.
+        wait_for(lambda: at_work(phase_is(op, "stopping", "Running")), 60, "the stopping job's driver at work", why)
         kc.patch_stop("stopping", True)
         wait_for(lambda: phase_is(op, "stopping", "Stopping"), 30, "the stop to begin", why)
         assert agent.process(ns, "finishes-driver-1").proc.poll() is None, "must still run when the API goes"
