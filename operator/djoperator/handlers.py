@@ -5,8 +5,8 @@ timer all call the same reconcile, which checks spec.stop level-based; the timer
 also mirrors the driver's progress. kopf may run the timer and a change handler
 for one object at once, so a per-object lock serialises them; the status is
 written before the children it names. A read the apiserver cannot answer
-(kube.APIUnavailable) ends the reconcile before anything is decided, and kopf
-retries it one interval later."""
+(kube.APIUnavailable), or an apiserver that is away (refused, 5xx: kube.unreachable), ends
+the reconcile before anything is decided, and kopf retries it one interval later."""
 from __future__ import annotations
 
 import logging
@@ -20,7 +20,7 @@ import kopf
 from . import observe
 from . import status as core
 from .crd import GROUP, PLURAL, STOPPED, TERMINAL, VERSION
-from .kube import APIUnavailable, JobGone, Kube, status_patch
+from .kube import APIUnavailable, JobGone, Kube, status_patch, unreachable
 from .metrics import OperatorMetrics
 from .observed import Event
 from .settings import Settings
@@ -74,6 +74,19 @@ def _needs_timer(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return needs_timer(dict(spec), dict(status))
 
 
+def transient(err: BaseException, interval: float) -> Optional[kopf.TemporaryError]:
+    """The apiserver could not answer: a TemporaryError retried one interval later and logged
+    in one line (kopf logs any other exception with its traceback, every interval, for as
+    long as an outage lasts)."""
+    if isinstance(err, APIUnavailable):
+        return kopf.TemporaryError(str(err), delay=interval)
+    if unreachable(err):
+        what = " ".join(str(err).split())[:300]
+        return kopf.TemporaryError(f"the apiserver did not answer ({type(err).__name__}: {what}); retrying",
+                                   delay=interval)
+    return None
+
+
 def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
              metrics: Optional[OperatorMetrics] = None) -> None:
     """Adds the DataJuicerJob handlers to registry, closing over settings and the client."""
@@ -92,8 +105,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
             return  # deleted between the event and this read: nothing to reconcile
         except Exception as err:
             metrics.reconcile_errors.labels(type(err).__name__).inc()
-            if isinstance(err, APIUnavailable):
-                raise kopf.TemporaryError(str(err), delay=settings.interval) from err
+            retry = transient(err, settings.interval)
+            if retry is not None:
+                raise retry from err
             raise
         finally:
             metrics.reconcile_seconds.observe(time.monotonic() - began)
@@ -127,8 +141,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, kube: Kube,
         except JobGone:
             lock.forget(uid)
             return
-        except APIUnavailable as err:
-            raise kopf.TemporaryError(str(err), delay=settings.interval) from err
+        except Exception as err:
+            retry = transient(err, settings.interval)
+            if retry is not None:
+                raise retry from err
+            raise
         if not decision.waiting:
             metrics.forget(observed.namespace, observed.name)
             lock.forget(uid)

@@ -10,7 +10,7 @@ import logging
 from typing import Any, Iterable, Optional
 
 from kubernetes import config as kube_config
-from kubernetes.client import ApiClient
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.dynamic import DynamicClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
@@ -23,6 +23,19 @@ RAY_API_VERSION = f"{RAY_GROUP}/{RAY_VERSION}"
 # (connect, read) seconds for every call: a reconcile holds its job's lock, so a call to an
 # apiserver that accepted the connection but never answers (etcd down under it) must end.
 REQUEST_TIMEOUT = (5, 30)
+
+
+def fail_fast_retries() -> Any:
+    """urllib3's retries for the operator's client: a refused connection is tried twice more
+    at once (a pooled connection dropped by an apiserver restart), and nothing else is retried
+    here. urllib3's default would also sleep out a 503's Retry-After (10 s while an apiserver
+    starts, three times over) and repeat a read timeout: a reconcile holding its job's lock
+    would then stand for up to a minute after the apiserver is back. A failed call fails the
+    reconcile instead, and kopf runs it again one --interval later."""
+    from urllib3.util.retry import Retry
+
+    return Retry(total=2, connect=2, read=0, redirect=0, status=0, other=0,
+                 respect_retry_after_header=False, raise_on_status=False)
 
 
 class APIUnavailable(RuntimeError):
@@ -48,12 +61,25 @@ def _not_served(err: ApiException, what: str) -> APIUnavailable:
 
 
 def api_client() -> ApiClient:
-    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config."""
+    """In-cluster credentials when running in a pod, else KUBECONFIG / ~/.kube/config; the
+    calls fail fast while the apiserver is away (fail_fast_retries)."""
+    configuration = Configuration()
     try:
-        kube_config.load_incluster_config()
-        return ApiClient()
+        kube_config.load_incluster_config(client_configuration=configuration)
     except kube_config.ConfigException:
-        return kube_config.new_client_from_config()
+        kube_config.load_kube_config(client_configuration=configuration)
+    configuration.retries = fail_fast_retries()
+    return ApiClient(configuration)
+
+
+def unreachable(err: BaseException) -> bool:
+    """The apiserver could not be reached or could not answer (refused, timed out, reset,
+    a 5xx or 429): transient, nothing learnt about the job. The reconcile is retried."""
+    from urllib3.exceptions import HTTPError
+
+    if isinstance(err, HTTPError):
+        return True
+    return isinstance(err, ApiException) and (err.status in (0, 429) or (err.status or 0) >= 500)
 
 
 class JobGone(RuntimeError):

@@ -19,6 +19,11 @@ from .settings import Settings, parse
 log = logging.getLogger(__name__)
 
 
+# Seconds between kopf's tries of one API request: quick at first (a blip), then every 5 s.
+ERROR_BACKOFFS: tuple[float, ...] = (1, 1, 2, 2, 3, 3) + (5,) * 58
+OUTAGE_TOLERANCE_S = sum(ERROR_BACKOFFS)  # 302 s: about 5 minutes
+
+
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     s = kopf.OperatorSettings()
     s.posting.level = logging.WARNING  # kopf.event() always posts; routine logs stay out of Events
@@ -29,12 +34,13 @@ def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
     s.watching.connect_timeout = 10
     s.watching.server_timeout = 300
     s.networking.request_timeout = 30
-    # kopf retries a failed request (a watch included) after each of these and escalates after
-    # the last. Its default waits up to 21 s between tries, so a watch could resume that long
-    # after the apiserver is back. With at most 5 s between tries, the watches resume within
-    # 5 s; the tries still cover a minute of outage before the error ends kopf's run (then
-    # supervise() restarts it).
-    s.networking.error_backoffs = (1, 1, 2, 2, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5)
+    # kopf retries a failed request (a watch included; refused, timed out or 5xx) after each of
+    # these and escalates after the last. Its default waits up to 21 s between tries, so a
+    # watch could resume that long after the apiserver is back, and gives up after 54 s, which
+    # ends kopf's whole run. At most 5 s apart, the watches resume within 5 s of the return;
+    # OUTAGE_TOLERANCE_S of tries ride out an apiserver upgrade or a control-plane failover
+    # without a restart. A longer outage ends the run, and supervise() starts a new one.
+    s.networking.error_backoffs = ERROR_BACKOFFS
     s.execution.max_workers = 8
     s.peering.lifetime = settings.peering_lifetime
     return s

@@ -35,3 +35,11 @@ def test_kopf_posts_only_warnings_and_keeps_its_state_out_of_status():
     assert k.posting.level == logging.WARNING
     assert k.persistence.finalizer == "datajuicer.io/finalizer"
     assert type(k.persistence.progress_storage).__name__ == "AnnotationsProgressStorage"
+
+
+def test_kopf_retries_its_requests_at_most_5s_apart_for_about_5_minutes():
+    from djoperator.main import OUTAGE_TOLERANCE_S
+
+    backoffs = tuple(kopf_settings(parse([], env={})).networking.error_backoffs)
+    assert max(backoffs) <= 5, "a watch resumes within 5 s of the apiserver's return"
+    assert sum(backoffs) == OUTAGE_TOLERANCE_S >= 300, "an outage of 5 minutes does not end kopf's run"
