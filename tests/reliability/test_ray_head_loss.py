@@ -1,7 +1,8 @@
 """Losing the Ray head mid-job: the driver, connected through Ray Client as the operator's
 driver pod is, notices within a bounded wait and exits with ClusterLost (exit 7, retryable)
 and a message that says what to do; a resume on a new cluster is exactly-once. A head that
-stops answering for a few seconds and comes back costs the job nothing.
+stops answering for a few seconds, or whose connection is cut for a few seconds, and comes
+back costs the job nothing.
 
 Each test starts its own head (`ray start --head`, killed by pid, never `ray stop`)."""
 from __future__ import annotations
@@ -17,6 +18,7 @@ from djworker.executors.ray import CLUSTER_GRACE_S
 from tests.support.engine import (dj_process, event_types, events, events_so_far, floor_rows, make_recipe,
                                   output_rows, start_dj_process, wait_exit)
 from tests.support.ray import alive, running_ray_head, wait_gone
+from tests.support.tcp_proxy import TCPProxy
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.timeout(600)
@@ -90,5 +92,26 @@ def test_a_head_that_stops_answering_for_a_few_seconds_costs_the_job_nothing(tmp
         assert alive([head.proc.pid])
     assert code == 0, stderr[-3000:]
     evs = events(tmp_path, "bl")
+    assert "JOB_FAILED" not in event_types(evs) and completed(evs) == set(range(12))
+    assert output_rows(tmp_path / "out" / "result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
+
+
+def test_a_connection_to_the_head_cut_for_a_few_seconds_is_reconnected_and_costs_the_job_nothing(tmp_path):
+    recipe = recipe_for(tmp_path)
+    token = auth()
+    with running_ray_head(token) as head:
+        proxy = TCPProxy(int(head.address.rsplit(":", 1)[1]))
+        try:
+            proc = start_dj_process(recipe, "cut", env={**token, "RAY_ADDRESS": f"ray://127.0.0.1:{proxy.port}"})
+            wait_for(lambda: len(completed(events_so_far(tmp_path, "cut"))) >= 2, 180, "two completed partitions",
+                     every=0.1, process=proc)
+            proxy.cut(5)
+            code = wait_exit(proc, 300)
+            stderr = proc.communicate()[1]
+        finally:
+            proxy.close()
+    assert proxy.refused >= 1  # the driver did try to come back while the line was down
+    assert code == 0, stderr[-3000:]
+    evs = events(tmp_path, "cut")
     assert "JOB_FAILED" not in event_types(evs) and completed(evs) == set(range(12))
     assert output_rows(tmp_path / "out" / "result.jsonl") == floor_rows(tmp_path / "input.jsonl", recipe)
