@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from djworker.config import Strategy
-from djworker.errors import ClusterLost
+from djworker.errors import ClusterLost, RecipeError
 from djworker.executors import ray as ray_executor
 from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
@@ -149,6 +149,17 @@ def test_a_silent_remote_head_is_a_lost_cluster_only_past_the_grace_and_a_local_
         heartbeat(True, silent_s=2).check_alive()
     assert err.value.exit_code == 7 and err.value.retryable
     assert ray_executor.CLUSTER_GRACE_S > 30  # past Ray Client's own reconnect grace
+
+
+def test_the_cluster_grace_comes_from_the_env_and_a_bad_value_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DJ_RAY_CLUSTER_GRACE_S", raising=False)
+    assert ray_executor.cluster_grace_s() == ray_executor.CLUSTER_GRACE_S
+    monkeypatch.setenv("DJ_RAY_CLUSTER_GRACE_S", "90")
+    assert ray_executor.cluster_grace_s() == 90.0
+    for bad in ("soon", "0", "-5", "nan"):
+        monkeypatch.setenv("DJ_RAY_CLUSTER_GRACE_S", bad)
+        with pytest.raises(RecipeError, match=r"DJ_RAY_CLUSTER_GRACE_S must be a number of seconds above 0"):
+            ray_executor.cluster_grace_s()
 
 
 def test_a_task_failure_on_a_remote_cluster_waits_for_the_head_then_gives_up_or_goes_on():

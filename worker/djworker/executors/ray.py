@@ -21,8 +21,8 @@ rides out costs nothing), the cluster is taken as lost and the job ends with Clu
 running cluster picks up from there. Auto-connect is off, so a lost connection is never
 quietly replaced by a fresh local Ray.
 
-Over ~300 lines on purpose: the task contract, the mailbox and the local Ray's lifecycle
-are one protocol, read together."""
+Over ~300 lines on purpose: the task contract, the mailbox (and its heartbeat) and the local
+Ray's lifecycle are one protocol, read together."""
 from __future__ import annotations
 
 import atexit
@@ -37,7 +37,7 @@ from typing import Any, Callable, Optional
 import psutil
 from loguru import logger
 
-from ..errors import ClusterLost, DJError
+from ..errors import ClusterLost, DJError, RecipeError
 from ..run import PartitionTask, run_partition
 from .base import Executor
 
@@ -123,9 +123,23 @@ def init_kwargs(recipe: Any, address: str) -> dict[str, Any]:
 
 # No answer from the head-node mailbox for this long means the cluster is gone. Past Ray
 # Client's reconnect grace (30 s), so a connection blip Ray recovers from is ridden out.
-CLUSTER_GRACE_S = float(os.environ.get("DJ_RAY_CLUSTER_GRACE_S", "45"))
+CLUSTER_GRACE_S = 45.0  # DJ_RAY_CLUSTER_GRACE_S overrides it
 # The mailbox's place on a remote cluster: the head node, so the heartbeat is the head's.
 HEAD_NODE = {"node:__internal_head__": 0.001}
+
+def cluster_grace_s() -> float:
+    raw = os.environ.get("DJ_RAY_CLUSTER_GRACE_S")
+    if raw is None:
+        return CLUSTER_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise RecipeError(f"DJ_RAY_CLUSTER_GRACE_S must be a number of seconds above 0 (got {raw!r}); "
+                          f"unset it for the default {CLUSTER_GRACE_S:g}")
+    return value
+
 
 CONNECT_ATTEMPTS = 3
 # Ray Client's disconnect waits, without a timeout, for its streaming RPC thread to end,
@@ -169,7 +183,7 @@ class RayExecutor(Executor):
                 _restore(handlers)  # Ray's core worker takes SIGTERM; the driver's stop path needs it back
         self.started_pids = sorted(_descendants() - before)  # the local Ray's processes, killed at shutdown
         self.remote = self.address != "local"  # only a remote cluster can be lost while this driver lives
-        self.grace_s = CLUSTER_GRACE_S
+        self.grace_s = cluster_grace_s()
         self._last_contact = time.monotonic()
         self._contact_error = ""
         placement = {"resources": HEAD_NODE} if self.remote else {}
