@@ -20,6 +20,7 @@ RETRYABLE: dict[int, str] = {
     1: "the driver crashed",
     4: "the job id was locked by another live run",
     5: "storage was unavailable",
+    7: "the Ray cluster was lost (its head stopped answering)",
     STOPPED: "the driver was interrupted",
     137: "the driver was killed (SIGKILL: out of memory, or its node went away)",
     143: "the driver was terminated (SIGTERM)",

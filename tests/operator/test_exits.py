@@ -25,3 +25,4 @@ def test_permanent_codes_are_the_worker_errors_retrying_cannot_fix():
             assert code not in exits.PERMANENT, name
     assert exits.STOPPED == codes["JobStopped"] and codes["JobLocked"] in exits.RETRYABLE
     assert codes["StorageUnavailable"] in exits.RETRYABLE and codes["DJError"] in exits.RETRYABLE
+    assert codes["ClusterLost"] in exits.RETRYABLE and codes["ClusterLost"] != codes["StorageUnavailable"]

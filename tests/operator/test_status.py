@@ -158,7 +158,7 @@ def test_permanent_exit_codes_fail_without_retry(code, reason):
     assert d.events[0].type == "Warning" and cond(d, "Failed")["status"] == "True"
 
 
-@pytest.mark.parametrize("code", [1, 4, 5, 130, 137])
+@pytest.mark.parametrize("code", [1, 4, 5, 7, 130, 137])
 def test_retryable_exit_deletes_the_pod_then_starts_the_next_attempt_with_the_same_job_id(code):
     failed = pod("Failed", exit_code=code)
     d = next_status(observed("Running", pods=(failed,), **RUNNING), SETTINGS)

@@ -159,6 +159,28 @@ class RayHead:
     def processes(self) -> set[int]:
         return cluster_processes(self.proc.pid)
 
+    def kill(self) -> set[int]:
+        """The head dies at once, as a lost head pod does: SIGKILL to every process of the cluster."""
+        procs = self.processes()
+        for sig_pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sig_pid, signal.SIGKILL)
+        return procs
+
+    def pause(self, seconds: float) -> None:
+        """The head stops answering for `seconds` (SIGSTOP to the whole cluster), then comes back:
+        to its clients, a network blip with every connection still open."""
+        procs = self.processes()
+        for sig_pid in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(sig_pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            for sig_pid in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(sig_pid, signal.SIGCONT)
+
 
 def cluster_processes(pgid: int) -> set[int]:
     """Every live process of a cluster whose head leads process group pgid: its daemons, and

@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from djworker.config import Strategy
+from djworker.errors import ClusterLost, RecipeError
 from djworker.executors import ray as ray_executor
 from djworker.executors.ray import init_kwargs, ray_address
 from djworker.plan import Partition
@@ -130,6 +131,49 @@ def test_a_ray_client_disconnect_that_never_returns_does_not_hold_the_driver(mon
     unblock.set()
     ray_executor._disconnect_client(SimpleNamespace(shutdown=lambda: None), 5)  # a prompt one leaves the hook
     assert unregistered == [fake.shutdown]
+
+
+def heartbeat(remote: bool, silent_s: float, grace_s: float = 1.0) -> ray_executor.RayExecutor:
+    """A RayExecutor's heartbeat state alone, with no Ray behind it."""
+    ex = object.__new__(ray_executor.RayExecutor)
+    ex.address, ex.remote, ex.grace_s = ("ray://head:10001" if remote else "local"), remote, grace_s
+    ex._last_contact, ex._contact_error = time.monotonic() - silent_s, "ConnectionError: lost"
+    return ex
+
+
+def test_a_silent_remote_head_is_a_lost_cluster_only_past_the_grace_and_a_local_ray_never():
+    heartbeat(True, silent_s=0.5).check_alive()
+    heartbeat(False, silent_s=3600).check_alive()
+    with pytest.raises(ClusterLost, match=r"lost the Ray cluster at 'ray://head:10001'.*ConnectionError: lost.*"
+                                          r"resume this job with the same job id") as err:
+        heartbeat(True, silent_s=2).check_alive()
+    assert err.value.exit_code == 7 and err.value.retryable
+    assert ray_executor.CLUSTER_GRACE_S > 30  # past Ray Client's own reconnect grace
+
+
+def test_the_cluster_grace_comes_from_the_env_and_a_bad_value_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("DJ_RAY_CLUSTER_GRACE_S", raising=False)
+    assert ray_executor.cluster_grace_s() == ray_executor.CLUSTER_GRACE_S
+    monkeypatch.setenv("DJ_RAY_CLUSTER_GRACE_S", "90")
+    assert ray_executor.cluster_grace_s() == 90.0
+    for bad in ("soon", "0", "-5", "nan"):
+        monkeypatch.setenv("DJ_RAY_CLUSTER_GRACE_S", bad)
+        with pytest.raises(RecipeError, match=r"DJ_RAY_CLUSTER_GRACE_S must be a number of seconds above 0"):
+            ray_executor.cluster_grace_s()
+
+
+def test_a_task_failure_on_a_remote_cluster_waits_for_the_head_then_gives_up_or_goes_on():
+    ex = heartbeat(True, silent_s=0, grace_s=1.0)
+    began = time.monotonic()
+    with pytest.raises(ClusterLost):  # the head never answers again: ClusterLost after the grace
+        ex.on_failure(RuntimeError("task lost"))
+    assert 0.9 < time.monotonic() - began < 5
+    ex = heartbeat(True, silent_s=0, grace_s=30.0)
+    threading.Timer(0.3, lambda: setattr(ex, "_last_contact", time.monotonic())).start()
+    began = time.monotonic()
+    ex.on_failure(RuntimeError("task lost"))  # the head answered: the retry may go ahead
+    assert 0.2 < time.monotonic() - began < 5
+    heartbeat(False, silent_s=3600).on_failure(RuntimeError("op failed"))  # a local Ray: no wait
 
 
 def test_a_local_ray_is_sized_by_np_and_a_remote_one_gets_settings_but_never_secrets(monkeypatch):

@@ -45,6 +45,14 @@ class PartitionFailed(DJError):
     exit_code = 6
 
 
+class ClusterLost(DJError):
+    """The remote Ray cluster stopped answering mid-job (its head went away); finished work
+    is checkpointed, so another attempt on a running cluster resumes it."""
+
+    retryable = True
+    exit_code = 7
+
+
 class JobStopped(DJError):
     """The job was stopped on request; its progress is checkpointed."""
 

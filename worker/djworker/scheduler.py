@@ -60,6 +60,8 @@ class Scheduler:
         running: dict[Future, PartitionTask] = {}
         failed: list[tuple[int, str]] = []
         while queue or running:
+            if hasattr(self.executor, "check_alive"):  # a lost cluster ends the job, not partition by partition
+                self.executor.check_alive()
             stopping = self.should_stop()
             if stopping:
                 self.executor.request_stop()

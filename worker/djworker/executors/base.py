@@ -30,6 +30,9 @@ class Executor(ABC):
     def on_failure(self, err: BaseException) -> None:
         """Told of every failed task, so a broken pool can be rebuilt before the retry."""
 
+    def check_alive(self) -> None:
+        """Raise a DJError (ClusterLost) once the place the work runs is gone for good."""
+
     def describe(self) -> Optional[dict[str, Any]]:
         """Where the work runs, for job_summary.json (what a stopper needs to find it); None: in this process tree."""
         return None

@@ -13,8 +13,16 @@ executor and torn down by `shutdown`, which then kills, by pid, any process it
 started that outlived `ray.shutdown()`. Ray fate-shares those processes with the
 driver (PR_SET_PDEATHSIG), so a SIGKILLed driver takes them along too.
 
-Over ~300 lines on purpose: the task contract, the mailbox and the local Ray's lifecycle
-are one protocol, read together."""
+On a remote cluster the mailbox doubles as the cluster's heartbeat: it lives on the head
+node, and the driver talks to it every ~0.1 s. When no call has got through for
+CLUSTER_GRACE_S (longer than Ray Client's own 30 s reconnect grace, so a blip that Ray
+rides out costs nothing), the cluster is taken as lost and the job ends with ClusterLost
+(exit 7, retryable): its finished partitions and ops are checkpointed, and a resume on a
+running cluster picks up from there. Auto-connect is off, so a lost connection is never
+quietly replaced by a fresh local Ray.
+
+Over ~300 lines on purpose: the task contract, the mailbox (and its heartbeat) and the local
+Ray's lifecycle are one protocol, read together."""
 from __future__ import annotations
 
 import atexit
@@ -29,7 +37,7 @@ from typing import Any, Callable, Optional
 import psutil
 from loguru import logger
 
-from ..errors import DJError
+from ..errors import ClusterLost, DJError, RecipeError
 from ..run import PartitionTask, run_partition
 from .base import Executor
 
@@ -45,6 +53,8 @@ class RayUnavailable(DJError):
 
 
 def _ray() -> Any:
+    # Read by Ray at import: without it, a call after a lost Ray Client connection would start a local Ray.
+    os.environ.setdefault("RAY_ENABLE_AUTO_CONNECT", "0")
     try:
         import ray
     except ImportError as err:  # pragma: no cover - ray is a declared extra
@@ -111,6 +121,26 @@ def init_kwargs(recipe: Any, address: str) -> dict[str, Any]:
     return kwargs
 
 
+# No answer from the head-node mailbox for this long means the cluster is gone. Past Ray
+# Client's reconnect grace (30 s), so a connection blip Ray recovers from is ridden out.
+CLUSTER_GRACE_S = 45.0  # DJ_RAY_CLUSTER_GRACE_S overrides it
+# The mailbox's place on a remote cluster: the head node, so the heartbeat is the head's.
+HEAD_NODE = {"node:__internal_head__": 0.001}
+
+def cluster_grace_s() -> float:
+    raw = os.environ.get("DJ_RAY_CLUSTER_GRACE_S")
+    if raw is None:
+        return CLUSTER_GRACE_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise RecipeError(f"DJ_RAY_CLUSTER_GRACE_S must be a number of seconds above 0 (got {raw!r}); "
+                          f"unset it for the default {CLUSTER_GRACE_S:g}")
+    return value
+
+
 CONNECT_ATTEMPTS = 3
 # Ray Client's disconnect waits, without a timeout, for its streaming RPC thread to end,
 # which needs the cluster's answer; a stopping driver must not wait on that forever.
@@ -152,7 +182,12 @@ class RayExecutor(Executor):
             finally:
                 _restore(handlers)  # Ray's core worker takes SIGTERM; the driver's stop path needs it back
         self.started_pids = sorted(_descendants() - before)  # the local Ray's processes, killed at shutdown
-        self.mailbox = ray.remote(num_cpus=0)(Mailbox).remote()
+        self.remote = self.address != "local"  # only a remote cluster can be lost while this driver lives
+        self.grace_s = cluster_grace_s()
+        self._last_contact = time.monotonic()
+        self._contact_error = ""
+        placement = {"resources": HEAD_NODE} if self.remote else {}
+        self.mailbox = ray.remote(num_cpus=0, **placement)(Mailbox).remote()
         self.task_fn = ray.remote(_remote_run).options(max_retries=0, num_cpus=1)
         self._stop_sent = False
         self._finished: queue.Queue[tuple[Future, Future]] = queue.Queue()
@@ -167,7 +202,14 @@ class RayExecutor(Executor):
 
     def submit(self, task: PartitionTask) -> Future:
         out: Future = Future()
-        ref = self.task_fn.remote(task, self.mailbox)
+        try:
+            ref = self.task_fn.remote(task, self.mailbox)
+        except Exception as err:  # Ray Client lost the cluster ("not connected"); anything else fails again below
+            if not self.remote:
+                raise
+            self._contact_error = f"{type(err).__name__}: {err}"[:300]
+            self._await_contact(time.monotonic())  # ClusterLost after the grace
+            ref = self.task_fn.remote(task, self.mailbox)  # the head answers: try once more
         ref.future().add_done_callback(lambda done: self._finished.put((done, out)))
         return out
 
@@ -190,10 +232,34 @@ class RayExecutor(Executor):
     def _pump(self) -> None:
         try:
             events = self.ray.get(self.mailbox.take.remote(), timeout=30)
-        except Exception:  # the mailbox is gone (cluster loss): its tasks fail too and are retried
+        except Exception as err:  # the mailbox is gone (cluster loss): its tasks fail too; check_alive decides
+            self._contact_error = f"{type(err).__name__}: {err}"[:300]
+            time.sleep(0.5)  # a failing call can fail fast: no busy loop
             return
+        self._last_contact = time.monotonic()
         for event in events:
             self.on_event(event)
+
+    def check_alive(self) -> None:
+        """Raise ClusterLost once the head-node mailbox has not answered for the grace period."""
+        silent_s = time.monotonic() - self._last_contact
+        if self.remote and silent_s > self.grace_s:
+            raise ClusterLost(
+                f"lost the Ray cluster at {self.address!r}: its head has not answered for {silent_s:.0f}s "
+                f"(grace {self.grace_s:g}s; last error: {self._contact_error or 'none, calls hung'}); finished "
+                "partitions and ops are checkpointed: once the cluster runs again (or on a new one at "
+                "ray_address / RAY_ADDRESS), resume this job with the same job id")
+
+    def on_failure(self, err: BaseException) -> None:
+        """A task that failed because the cluster is unreachable is not the partition's fault: wait
+        for the head to answer again before it is retried, or give up with ClusterLost."""
+        if self.remote:
+            self._await_contact(time.monotonic())
+
+    def _await_contact(self, since: float) -> None:
+        while self._last_contact < since:
+            self.check_alive()
+            time.sleep(0.1)
 
     def request_stop(self) -> None:
         if not self._stop_sent:  # the driver repeats this every loop; one actor call is enough
