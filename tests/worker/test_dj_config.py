@@ -147,3 +147,20 @@ def test_check_recipe_exit_code_and_report(tmp_path):
 def test_compat_doc_is_current():
     assert (REPO / "docs" / "datajuicer-compat.md").read_text(encoding="utf-8") == compat_markdown(), \
         "regenerate it: python -m djworker.compat --write-docs docs/datajuicer-compat.md"
+
+
+def test_every_op_that_cannot_run_is_named_in_one_error_before_any_work(tmp_path, monkeypatch):
+    """Two ops missing their models and one fine: one run names both, and nothing is written."""
+    from djworker.config import build_ops
+
+    monkeypatch.setenv("DATA_JUICER_MODELS_CACHE", str(tmp_path / "no-models"))
+    path = recipe(tmp_path, "process: [{language_id_score_filter: {}}, {text_length_filter: {}}, "
+                            "{perplexity_filter: {lang: en}}]\n")
+    with pytest.raises(RecipeError) as err:
+        build_ops(load_recipe(path))
+    message = str(err.value)
+    assert message.startswith("2 ops cannot run")
+    assert "process[0].language_id_score_filter" in message and "lid.176.bin" in message
+    assert "process[2].perplexity_filter" in message and "en.sp.model" in message
+    assert "text_length_filter" not in message
+    assert not (tmp_path / "out.jsonl").exists()

@@ -368,13 +368,20 @@ def build_ops(recipe: Recipe, build_op: Any = None) -> list[Any]:
     from .models import search_context
     from .storage import StorageOptions
 
-    ops = []
+    ops, problems = [], []
     with search_context(recipe.models_dir, StorageOptions.from_recipe(recipe)):
         for i, (name, args) in enumerate(recipe.ops):
             args = dict(args)
             if "text_key" not in args and recipe.text_key != "text":
                 args["text_key"] = recipe.text_key
-            ops.append(build_op(name, args, where=f"process[{i}]"))
+            try:
+                ops.append(build_op(name, args, where=f"process[{i}]"))
+            except RecipeError as err:  # go on: one run of the recipe names every op to fix
+                problems.append(str(err))
+    if len(problems) == 1:
+        raise RecipeError(problems[0])
+    if problems:
+        raise RecipeError(f"{len(problems)} ops cannot run:\n" + "\n".join(f"- {p}" for p in problems))
     return ops
 
 
