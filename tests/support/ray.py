@@ -196,21 +196,23 @@ def cluster_processes(pgid: int) -> set[int]:
 
 
 @contextlib.contextmanager
-def running_ray_head(env: dict[str, str]) -> Iterator[RayHead]:
-    """`ray start --head` on loopback, with `env` (as a head pod's env) over a minimal one;
+def running_ray_head(env: dict[str, str], num_cpus: int = 2, workers: int = 0) -> Iterator[RayHead]:
+    """`ray start --head` on loopback, with `env` (as a head pod's env) over a minimal one, plus
+    `workers` worker nodes of one CPU each (`ray start --address`, as worker pods join);
     yields once every daemon is up. Torn down by its own process group: never `ray stop`,
     which would kill every Ray on this machine."""
     temp = tempfile.mkdtemp(prefix="djh-", dir="/tmp")  # Ray's socket paths must stay short
     gcs_port, client_port = free_port(), free_port()
     cmd = [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
            f"--port={gcs_port}", f"--ray-client-server-port={client_port}",
-           f"--dashboard-agent-listen-port={free_port()}", "--num-cpus=2", "--include-dashboard=false",
+           f"--dashboard-agent-listen-port={free_port()}", f"--num-cpus={num_cpus}", "--include-dashboard=false",
            "--object-store-memory=200000000", f"--temp-dir={temp}", "--disable-usage-stats"]
     base = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin:/bin"]), "HOME": temp,
             "LANG": "C.UTF-8", "RAY_USAGE_STATS_ENABLED": "0"}
     log = Path(temp) / "head.out"
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env={**base, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    groups = [proc]  # process groups to tear down: the head's, then one per worker node
     def up() -> bool:  # every daemon is up (the runtime-env agent too), and the client port listens
         if "Ray runtime started" not in log.read_text(errors="replace"):
             return False
@@ -220,17 +222,28 @@ def running_ray_head(env: dict[str, str]) -> Iterator[RayHead]:
     try:
         wait_for(up, 90, "the Ray head", lambda: log.read_text(errors="replace")[-3000:], every=0.5,
                  ignore=(OSError,), process=proc)
+        for i in range(workers):  # each in its own session, torn down below like the head's
+            wlog = Path(temp) / f"worker{i}.out"
+            with open(wlog, "wb") as out:
+                groups.append(subprocess.Popen(
+                    [cmd[0], "start", "--block", f"--address=127.0.0.1:{gcs_port}", "--node-ip-address=127.0.0.1",
+                     "--num-cpus=1", "--object-store-memory=200000000", f"--dashboard-agent-listen-port={free_port()}",
+                     "--disable-usage-stats"],
+                    env={**base, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            wait_for(lambda: "Ray runtime started" in wlog.read_text(errors="replace"), 90, f"Ray worker node {i}",
+                     lambda: wlog.read_text(errors="replace")[-3000:], every=0.5)
         yield RayHead(proc, f"ray://127.0.0.1:{client_port}", f"127.0.0.1:{gcs_port}")
     finally:
-        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.time() + grace
-            while time.time() < deadline and cluster_processes(proc.pid) - {proc.pid}:
-                time.sleep(0.2)
-        proc.wait(timeout=10)
+        for group in reversed(groups):  # worker nodes first, then the head
+            for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+                try:
+                    os.killpg(group.pid, sig)
+                except ProcessLookupError:
+                    break
+                deadline = time.time() + grace
+                while time.time() < deadline and cluster_processes(group.pid) - {group.pid}:
+                    time.sleep(0.2)
+            group.wait(timeout=10)
         shutil.rmtree(temp, ignore_errors=True)
 
 
