@@ -349,6 +349,10 @@ class Soak(Chaos):
             time.sleep(0.05)
         return run.proc.poll() is None
 
+    def finish(self, run: Run, timeout: Optional[float] = None) -> int:
+        """Chaos's finish, with room for a big job: ten clean runs' time, at least 10 min."""
+        return super().finish(run, timeout or max(600.0, 10 * self.clean_s))
+
     @staticmethod
     def wait_exit(run: Run, seconds: float) -> Optional[int]:
         try:
@@ -475,7 +479,7 @@ class Soak(Chaos):
                 else:
                     count.missed += 1
             if code is None:
-                code = self.finish(run, timeout=max(600.0, 10 * self.clean_s))
+                code = self.finish(run)
             if fault is not None:
                 self.tally.faults[fault].exits[code] += 1
             previous = fault if fault is not None else previous
