@@ -32,7 +32,7 @@ def test_one_fault_of_each_kind_on_a_ray_cluster_with_s3_loses_and_duplicates_no
     seed = random.randrange(1 << 30)
     faults = AVAILABLE
     # each kind first, in a seeded order, then random ones: the budget is one per kind
-    tally = soak(tmp_path, len(faults), faults, executor="ray", partitions=16, rows_per_partition=25, np=2,
+    tally = soak(tmp_path, len(faults), faults, executor="ray", partitions=12, rows_per_partition=25, np=2,
                  seed=seed, workers=1, log=print, first=True)
     print(tally.render())
     assert_clean(tally, faults)
