@@ -6,14 +6,14 @@ checks); tests/reliability/test_chaos.py runs the same harness with a handful of
 With --faults it runs the soak of tests/support/soak.py instead: the job's checkpoints and export
 on moto's S3 behind a fault-injecting proxy, on a Ray cluster of process groups (--executor ray),
 and --kills faults drawn at random from the list, one per run, each followed by a resume:
-kill (a chaos kill), s3 (a burst of errors, or an outage until the storage exit), ray-node (a
+kill (a chaos kill), s3 (a burst of errors, or a 20-60 s outage), ray-node (a
 worker node SIGKILLed mid-job, then a new one added), enospc (the event log's tmpfs full for a
 few seconds; needs root), ray-head (not available until the engine detects a lost head).
 
     .venv/bin/python bench/chaos.py --kills 50                  # local executor, 300 partitions
     .venv/bin/python bench/chaos.py --kills 10 --executor ray --partitions 100
-    .venv/bin/python bench/chaos.py --faults kill,s3,ray-node,enospc --kills 30 --executor ray \
-        --partitions 100 --rows-per-partition 1000      # the soak: 100,000 rows"""
+    .venv/bin/python bench/chaos.py --faults kill,s3,ray-node,enospc --kills 30 --executor ray --partitions 50 --rows-per-partition 200
+"""
 from __future__ import annotations
 
 import argparse

@@ -14,13 +14,15 @@ The world it builds under `root`:
 
 One fault per run, drawn with the seeded `random.Random` (the draws are printed):
 
-| fault      | injected                                                                  | healed |
-|------------|---------------------------------------------------------------------------|--------|
-| `kill`     | a chaos kill: SIGKILL the driver's group, one worker, or a failpoint      | the resume |
-| `s3`       | a burst (30 % of requests refused, reset or slowed for a few seconds), or an outage (100 % refused or reset for 20-60 s: the run fails with its storage exit code, or rides it out) | rate back to 0, resume |
-| `ray-node` | SIGKILL one worker node (raylet, its agents and workers) mid-job          | a new node joins |
-| `enospc`   | the event log's tmpfs filled to the last byte for a few seconds           | ballast removed; the run keeps going (the policy), a resume writes the log in full |
-| `ray-head` | SIGKILL the head (GCS): the driver must exit with the engine's ClusterLost code | a new cluster, resume |
+- `kill`: a chaos kill (SIGKILL the driver's group, one Ray task worker, or a failpoint); healed by
+  the resume;
+- `s3`: a burst (30 % of requests refused, reset or slowed for 2-5 s), or an outage (100 % refused
+  or reset for 20-60 s: the run exits with its storage code, or rides it out); then rate 0, resume;
+- `ray-node`: SIGKILL one worker node (raylet, agents, workers) mid-job; a new node joins;
+- `enospc`: the event log's tmpfs filled to the last byte for 2-5 s; the run keeps going (the
+  policy), and since its log is incomplete a resume writes it in full;
+- `ray-head`: SIGKILL the head (GCS); the driver must exit with the engine's ClusterLost code;
+  a new cluster, and the resume on it.
 
 `ray-head` needs the engine's head-loss detection (`djworker.errors.ClusterLost`); on a commit
 without it, asking for it is an error that says so.
