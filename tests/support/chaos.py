@@ -320,9 +320,13 @@ class Chaos:
         self.tally = Tally(executor, partitions, partitions * rows_per_partition, seed)
         self.temps: list[str] = []
         self.clean_s = 30.0
+        self.extra_env: dict[str, str] = {}  # for every run (the soak points AWS_ENDPOINT_URL at its proxy)
+
+    def files(self, job: str) -> JobFiles:
+        return job_files(self.root, job)
 
     def start(self, job: str, recipe: Optional[Path] = None, failpoint: Optional[str] = None) -> Run:
-        extra = {"DJ_FAILPOINTS": failpoint} if failpoint else {}
+        extra = {**self.extra_env, **({"DJ_FAILPOINTS": failpoint} if failpoint else {})}
         temp = None
         if self.executor == "ray":
             temp = tempfile.mkdtemp(prefix="djc-", dir="/tmp")  # Ray's socket paths must stay short
@@ -370,13 +374,13 @@ class Chaos:
 
     def completed(self, job: str) -> bool:
         """The job's last run recorded JOB_COMPLETE (its output is committed), whatever its exit."""
-        ends = [e["event_type"] for e in job_files(self.root, job).events(torn="mark") if e["event_type"] in
+        ends = [e["event_type"] for e in self.files(job).events(torn="mark") if e["event_type"] in
                 ("JOB_START", "JOB_RESUMED", "JOB_COMPLETE", "JOB_FAILED", "JOB_STOPPED")]
         return bool(ends) and ends[-1] == "JOB_COMPLETE"
 
     def remaining(self, job: str) -> float:
         """Share of the job's partition work still to do (1.0 before planning)."""
-        files = job_files(self.root, job)
+        files = self.files(job)
         plan = files.plan()
         if plan is None:
             return 1.0
@@ -387,7 +391,7 @@ class Chaos:
     def choose(self, job: str, live: bool) -> str:
         """The next kill: timed kinds only on a live run; no dedup_decide once the decision is saved;
         only export or timed kills once every partition is done."""
-        files = job_files(self.root, job)
+        files = self.files(job)
         done = self.remaining(job) <= 0.05 and files.plan() is not None
         ckpt = Path(files.paths.checkpoint_root)
         decided = any(ckpt.glob("dedup_op*.json")) if ckpt.exists() else False
@@ -472,7 +476,7 @@ class Chaos:
                 self.log(f"  {job}: run exited {code}; resuming")
         out = self.root / "out" / "chaos.jsonl"
         compare(reference, out, self.tally)
-        files = job_files(self.root, job)
+        files = self.files(job)
         self.tally.problems += accounting(files, sum(1 for line in out.read_bytes().splitlines() if line))
         self.tally.late_events += len(late_worker_events(files.events(torn="mark")))
         self.tally.rounds += 1

@@ -106,7 +106,7 @@ class FaultyS3:
 
     def start(self, port: int = 0) -> "FaultyS3":
         handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self._server = _Server(("127.0.0.1", port), handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="faulty-s3", daemon=True)
         self._thread.start()
@@ -142,6 +142,13 @@ class FaultyS3:
             return resp.status, resp.reason, [*kept, ("Content-Length", length or "0")], data
         finally:
             conn.close()
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that went away mid-request (a killed driver) is not worth a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
