@@ -11,7 +11,7 @@ import random
 import pytest
 
 from djworker.executors.ray import ray_available
-from tests.support.soak import FAULTS, FaultUnavailable, check_faults, head_loss_exit_code, soak
+from tests.support.soak import FAULTS, check_faults, head_loss_exit_code, soak
 
 pytestmark = pytest.mark.s3
 AVAILABLE = tuple(f for f in FAULTS if f != "ray-head" or head_loss_exit_code() is not None)
@@ -41,13 +41,6 @@ def test_one_fault_of_each_kind_on_a_ray_cluster_with_s3_loses_and_duplicates_no
     if any(h.startswith("outage, exit") for h in s3.how):  # the storage exit code, and a resume follows
         assert set(s3.exits) & {5, 6} and s3.resumes >= 1, tally.render()
     assert tally.faults["enospc"].resumes >= 1  # a degraded log is written in full by a resume
-
-
-def test_ray_head_is_refused_until_the_engine_detects_a_lost_head():
-    if head_loss_exit_code() is not None:
-        pytest.skip("this engine detects a lost head: ray-head is available")
-    with pytest.raises(FaultUnavailable, match="ray-head: not available yet"):
-        check_faults(("kill", "ray-head"))
 
 
 def test_unknown_faults_are_refused_naming_the_choices():
