@@ -162,6 +162,40 @@ def test_runnable_recipe_runs_unchanged(name, tmp_path):
         assert 0 < len(pairs) <= 10 and all(set(p) == {"dup1", "dup2"} and p["dup2"]["text"] for p in pairs)
 
 
+# Recipes that only the model files hold back (docs/models.md): with tiny models provided, they run.
+NEEDS_MODELS = {LID, PPL, FW, WR, WN, "alphanumeric_filter", "stopwords_filter"}
+WITH_MODELS = [n for n, blockers in PENDING.items() if set(blockers) <= NEEDS_MODELS]
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> Path:
+    """fastText, SentencePiece (en, and zh for the Chinese recipe), KenLM and a tokenizer, built
+    here in a child process (fastText cannot train twice in one process)."""
+    folder = tmp_path_factory.mktemp("models")
+    code = ("import sys; from pathlib import Path; from tests.support.tiny_models import build_all, build_sentencepiece; "
+            "build_sentencepiece(build_all(Path(sys.argv[1])), 'zh')")
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True, env=env_with(), timeout=300)
+    return folder
+
+
+@pytest.mark.parametrize("name", WITH_MODELS)
+def test_text_recipe_runs_unchanged_with_tiny_models_provided(name, tmp_path, tiny_models):
+    """The recipe file as published, only dataset, export and np overridden; the models found
+    where DataJuicer looks (DATA_JUICER_MODELS_CACHE)."""
+    key = yaml.safe_load((RECIPES / name).read_text()).get("text_keys") or "text"
+    key = key[0] if isinstance(key, list) else key
+    data = [{key: r["text"]} for r in corpus(tmp_path / "demo.jsonl")]
+    (tmp_path / "in.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in data))
+    cli = [str(DJ_PROCESS)] if DJ_PROCESS.exists() else [sys.executable, "-m", "djworker.cli.process"]
+    flags = [f"--{k}={v}" for k, v in overrides(tmp_path).items()]
+    done = subprocess.run([*cli, "--config", str(RECIPES / name), "--quiet", *flags], cwd=tmp_path,
+                          env=env_with({"DATA_JUICER_MODELS_CACHE": str(tiny_models)}), capture_output=True, text=True,
+                          timeout=300, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = [orjson.loads(line) for line in (tmp_path / "out" / "result.jsonl").read_bytes().splitlines()]
+    assert len(out) <= len(data) and all(key in r for r in out)
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if any(
     datajuicer_ops().get(op, {}).get("modality") in MEDIA for op in PENDING.get(n, []))])
 def test_media_recipes_fail_before_any_work_naming_their_ops(name, tmp_path, monkeypatch):

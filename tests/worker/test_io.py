@@ -89,3 +89,29 @@ def test_planning_syncs_its_partition_files_once_not_per_file(tmp_path, monkeypa
     assert len(plan.partitions) == 20 and sum(p.sample_count for p in plan.partitions) == 200
     assert fsyncs == [] and syncs == [str(tmp_path / "job" / "partitions")]
     assert all(os.path.getsize(p.path) > 0 for p in plan.partitions)
+
+
+def test_a_suffix_filter_recipe_gets_datajuicers_suffix_column_from_the_input_files(tmp_path):
+    """As DataJuicer's loader does when a recipe has a suffix_filter: each row's __dj__suffix__ is
+    its file's suffix (two for a compressed file), kept in the output; rejects do not shift it."""
+    from djworker.sources import file_suffix
+
+    assert [file_suffix(p) for p in ("a/x.jsonl", "b.JSON", "c.jsonl.gz", "d.jsonl.zst", "e.parquet")] == \
+        [".jsonl", ".json", ".jsonl.gz", ".jsonl.zst", ".parquet"]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "from a"}\nnot json\n{"text": "again a"}\n')
+    with gzip.open(folder / "b.jsonl.gz", "wt") as fh:
+        fh.write('{"text": "from b"}\n')
+    out = tmp_path / "out.jsonl"
+    recipe = make_recipe(tmp_path, dataset_path=str(folder), export_path=str(out), malformed_records="reject",
+                         process=[{"suffix_filter": {"suffixes": [".jsonl.gz", ".jsonl"]}}])
+    assert dj_process(recipe, "s").returncode == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert got == [{"text": "from a", "__dj__suffix__": ".jsonl"}, {"text": "again a", "__dj__suffix__": ".jsonl"},
+                   {"text": "from b", "__dj__suffix__": ".jsonl.gz"}]
+    (tmp_path / "gz").mkdir()
+    only_gz = make_recipe(tmp_path / "gz", dataset_path=str(folder), export_path=str(tmp_path / "gz.jsonl"),
+                          malformed_records="reject", process=[{"suffix_filter": {"suffixes": [".jsonl.gz"]}}])
+    assert dj_process(only_gz, "g").returncode == 0
+    assert [json.loads(x)["text"] for x in (tmp_path / "gz.jsonl").read_text().splitlines()] == ["from b"]

@@ -20,7 +20,7 @@ import xxhash
 from pydantic import BaseModel, ConfigDict
 
 from .errors import InputError
-from .sources import Reject, input_files, iter_slices, parse_slice
+from .sources import Reject, input_files, iter_slices, parse_slice, with_suffixes
 from .codec import encode_table, resolve_codec
 from .storage import Storage, join
 
@@ -73,7 +73,8 @@ def partition_name(pid: int) -> str:
 
 def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, rows: int, max_mb: float,
                data_dir: str, rejects_path: str, on_reject: Callable[[Reject], None],
-               compression: str = "zstd", fmt: str = "parquet", suffixes: Sequence[str] = ()) -> Plan:
+               compression: str = "zstd", fmt: str = "parquet", suffixes: Sequence[str] = (),
+               add_suffix: bool = False) -> Plan:
     """Stream the input once, writing each slice as partitions/partition_XXXXXX.<suffix> in fmt.
 
     Checksums hash the raw input lines, so checkpoint keys do not depend on fmt."""
@@ -91,6 +92,8 @@ def build_plan(storage: Storage, job_id: str, dataset_path: str, text_key: str, 
 
     for sl in iter_slices(storage, files, text_key, rows, int(max_mb * 1024 * 1024)):
         table, slice_rejects = parse_slice(sl, text_key)
+        if add_suffix:
+            table = with_suffixes(table, sl, slice_rejects)
         for r in slice_rejects:
             reject(r)
         if table.num_rows == 0:

@@ -48,7 +48,9 @@ def _new_plan(storage: Storage, r: Recipe, paths: JobPaths, job_id: str, log: Ev
 
     plan = build_plan(storage, job_id, r.dataset_path, r.text_key, rows, max_mb, paths.data_dir, paths.rejects,
                       on_reject, compression=r.intermediate_storage.compression, fmt=r.intermediate_format,
-                      suffixes=r.suffixes)
+                      suffixes=r.suffixes,
+                      # as DataJuicer's loader: a suffix_filter turns on the file-suffix column it reads
+                      add_suffix=any(name == "suffix_filter" for name, _ in r.ops))
     save_plan(storage, paths.mapping, plan)
     if rejected:
         log.emit(EventType.WARNING, message=f"{rejected} malformed records rejected; see {plan.rejects_path}",

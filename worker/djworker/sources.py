@@ -179,6 +179,26 @@ def iter_slices(storage: Storage, files: list[dict[str, Any]], text_key: str, ma
         yield current
 
 
+SUFFIX_COLUMN = "__dj__suffix__"
+
+
+def file_suffix(path: str) -> str:
+    """DataJuicer's suffix of an input file: its last extension, lower-cased, or the last two
+    for a compressed file ('.jsonl.gz', '.jsonl.zst')."""
+    parts = [f".{p.lower()}" for p in posixpath.basename(path).split(".")[1:]]
+    return "".join(parts[-2:]) if parts and parts[-1] in (".gz", ".zst") else "".join(parts[-1:])
+
+
+def with_suffixes(table: pa.Table, sl: Slice, rejects: list[Reject]) -> pa.Table:
+    """The slice's valid rows with DataJuicer's __dj__suffix__ (their file's suffix), as DataJuicer
+    adds it when a recipe has a suffix_filter; a column the input already has is kept."""
+    if SUFFIX_COLUMN in table.column_names or not table.num_rows:
+        return table
+    rejected = {(r.file, r.record) for r in rejects}
+    files = [file for file, n in sl.where if (file, n) not in rejected]
+    return table.append_column(SUFFIX_COLUMN, pa.array([file_suffix(f) for f in files], pa.string()))
+
+
 def parse_slice(sl: Slice, text_key: str) -> tuple[pa.Table, list[Reject]]:
     """The slice's valid records as a table, and its malformed ones as rejects (never dropped silently)."""
     table = _fast_table(sl.lines)

@@ -9,10 +9,9 @@ from typing import Any, ClassVar, Optional, Union
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ..sources import SUFFIX_COLUMN  # the input reader adds it, as DataJuicer's loader does
 from .base import Filter, register
 from .text_utils import stat_column
-
-SUFFIX_COLUMN = "__dj__suffix__"
 
 
 @register("suffix_filter")
