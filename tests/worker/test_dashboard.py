@@ -98,7 +98,10 @@ class WebMonitor:
         self.port = free_port()
         cmd = [sys.executable, "-m", "djworker.cli.monitor", job_id, "--base-dir", str(tmp / "jobs"), "--web",
                "--port", str(self.port)]
-        self.proc = subprocess.Popen(cmd, env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Ctrl-C as at a terminal: a test run started in the background (`cmd &`) inherits SIGINT
+        # ignored, and Python then never turns it into KeyboardInterrupt
+        self.proc = subprocess.Popen(cmd, env=env_with(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         line = self.proc.stdout.readline()
         assert f"http://127.0.0.1:{self.port}/" in line, (line, self.proc.stderr.read() if self.proc.poll() else "")
         self.url = f"http://127.0.0.1:{self.port}/"
