@@ -16,6 +16,7 @@ tests/reliability/test_chaos.py runs it with a handful of kills. The checks are 
 over a job's files, for any test that wants to hold a job's output and event log to the same bar."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -502,25 +503,34 @@ def chaos(root: Path, kills: int, executor: str = "local", partitions: int = 300
     t0 = time.time()
     harness = Chaos(root, executor, partitions, rows_per_partition, np, seed, kinds, first, log, code, intermediate)
     try:
-        reference = harness.reference()
-        job_no, idle = 0, 0
-        while harness.tally.total_kills < kills:
-            job_no += 1
-            idle = 0 if harness.round(f"chaos{job_no}", kills - harness.tally.total_kills, reference) else idle + 1
-            if idle == 3:  # e.g. no process matched is_worker: report it rather than loop forever
-                harness.tally.problems.append(f"3 rounds in a row ended before any kill landed (kinds {kinds})")
-                break
+        run_rounds(harness, kills, lambda: harness.tally.total_kills, "chaos", f"kill (kinds {kinds})")
         # Ray workers notice a dead raylet on their own, within about a minute
-        deadline = time.time() + (90 if executor == "ray" else 15)
-        while (left := harness.watcher.alive()) and time.time() < deadline:
-            time.sleep(0.2)
-        harness.tally.orphans = left
-        for pid in left:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.Error:
-                pass
+        reap_orphans(harness, 90 if executor == "ray" else 15)
     finally:
         harness.cleanup()
     harness.tally.wall_s = time.time() - t0
     return harness.tally
+
+
+def run_rounds(harness: Any, budget: int, landed: Callable[[], int], prefix: str, what: str) -> None:
+    """One job per round, each taking faults until `budget` landed in all; 3 rounds in a row with
+    none landing (e.g. no process matched is_worker) are reported rather than looped on forever."""
+    reference = harness.reference()
+    job_no, idle = 0, 0
+    while landed() < budget:
+        job_no += 1
+        idle = 0 if harness.round(f"{prefix}{job_no}", budget - landed(), reference) else idle + 1
+        if idle == 3:
+            harness.tally.problems.append(f"3 rounds in a row ended before any {what} landed")
+            break
+
+
+def reap_orphans(harness: Any, grace_s: float) -> None:
+    """Every process a run started must be gone within grace_s: survivors go in the tally, then die."""
+    deadline = time.time() + grace_s
+    while (left := harness.watcher.alive()) and time.time() < deadline:
+        time.sleep(0.2)
+    harness.tally.orphans = left
+    for pid in left:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()

@@ -51,7 +51,8 @@ import psutil
 import yaml
 
 from tests.support.artifacts import JobFiles
-from tests.support.chaos import FAILPOINTS, REPO, TIMED, Chaos, Run, Tally, accounting, compare, late_worker_events
+from tests.support.chaos import (FAILPOINTS, REPO, TIMED, Chaos, Run, Tally, accounting, compare, late_worker_events,
+                                 reap_orphans, run_rounds)
 from tests.support.faulty_s3 import FaultPlan, FaultyS3
 from tests.support.k8s import free_port
 
@@ -533,21 +534,8 @@ def soak(root: Path, faults_n: int, faults: tuple[str, ...], executor: str = "ra
     with world(root, faults, executor, workers, seed, code) as w:
         harness = Soak(root, w, faults, executor, partitions, rows_per_partition, np, seed, log, code, first)
         try:
-            reference = harness.reference()
-            job_no, idle = 0, 0
-            while harness.tally.total_faults < faults_n:
-                job_no += 1
-                idle = 0 if harness.round(f"soak{job_no}", faults_n - harness.tally.total_faults, reference) else idle + 1
-                if idle == 3:
-                    harness.tally.problems.append(f"3 rounds in a row ended before any fault landed ({faults})")
-                    break
-            deadline = time.time() + 15
-            while (left := harness.watcher.alive()) and time.time() < deadline:
-                time.sleep(0.2)
-            harness.tally.orphans = left
-            for pid in left:
-                with contextlib.suppress(psutil.Error):
-                    psutil.Process(pid).kill()
+            run_rounds(harness, faults_n, lambda: harness.tally.total_faults, "soak", f"fault ({faults})")
+            reap_orphans(harness, 15)
         finally:
             harness.cleanup()
             harness.tally.proxy = Counter(w.proxy.tally)

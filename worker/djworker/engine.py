@@ -23,7 +23,7 @@ from .planning import prepare_plan
 from .run import PartitionTask, hashes_path, result_store
 from .scheduler import RetryPolicy
 from .session import JobSession, job_session
-from .stages import Decision, StageHooks, decide, run_stage, stage_ends, stage_tasks
+from .stages import StageHooks, decide, run_stage, stage_ends, stage_tasks
 from .storage import Storage, StorageOptions
 from .tracker import JobTracker
 from .tracer import TraceSettings, dedup_records, job_records, merged, write_trace

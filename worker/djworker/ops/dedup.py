@@ -12,7 +12,7 @@ import functools
 import hashlib
 import string
 from itertools import combinations
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import ClassVar, Literal, Optional, Union
 
 import numpy as np
 import pyarrow as pa

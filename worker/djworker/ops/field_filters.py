@@ -4,7 +4,7 @@ DataJuicer runs these one sample at a time; they keep no cross-row state, so a
 whole table gives the same per-row answers."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Optional, Union
+from typing import Any, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
